@@ -1,0 +1,60 @@
+"""sessionvisor's runtime: session actors, their mailboxes and references, events, stores, metrics.
+
+This is the lower layer; it never imports :mod:`supervisors`.
+"""
+
+from __future__ import annotations
+
+from ._exceptions import CallCycle as CallCycle
+from ._exceptions import CallTimeout as CallTimeout
+from ._exceptions import CorruptEventLog as CorruptEventLog
+from ._exceptions import InvalidTransition as InvalidTransition
+from ._exceptions import MailboxFull as MailboxFull
+from ._exceptions import RateLimited as RateLimited
+from ._exceptions import RecoveryFailed as RecoveryFailed
+from ._exceptions import SessionCrashed as SessionCrashed
+from ._exceptions import SessionError as SessionError
+from ._exceptions import SessionExists as SessionExists
+from ._exceptions import SessionNotFound as SessionNotFound
+from ._exceptions import SessionPaused as SessionPaused
+from ._exceptions import SessionStopped as SessionStopped
+from ._exceptions import ShuttingDown as ShuttingDown
+from ._exceptions import StoreError as StoreError
+from ._exceptions import TooManySessions as TooManySessions
+from ._exceptions import UnknownEventType as UnknownEventType
+from ._exceptions import VersionConflict as VersionConflict
+from ._records import EventData as EventData
+from ._records import SessionRecord as SessionRecord
+from ._records import Snapshot as Snapshot
+from ._records import StoredEvent as StoredEvent
+from ._records import StoreStats as StoreStats
+from ._status import Status as Status
+from ._stores.memory import MemoryStore as MemoryStore
+
+__all__ = [
+    "CallCycle",
+    "CallTimeout",
+    "CorruptEventLog",
+    "EventData",
+    "InvalidTransition",
+    "MailboxFull",
+    "MemoryStore",
+    "RateLimited",
+    "RecoveryFailed",
+    "SessionCrashed",
+    "SessionError",
+    "SessionExists",
+    "SessionNotFound",
+    "SessionPaused",
+    "SessionRecord",
+    "SessionStopped",
+    "ShuttingDown",
+    "Snapshot",
+    "Status",
+    "StoreError",
+    "StoreStats",
+    "StoredEvent",
+    "TooManySessions",
+    "UnknownEventType",
+    "VersionConflict",
+]

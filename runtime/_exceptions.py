@@ -1,0 +1,277 @@
+"""Every error the runtime raises at its public surface.
+
+Each error builds its message in ``__init__`` from the data it keeps as attributes, so that callers can
+both read a sentence that names the session and what to do, and branch on the fields.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+
+if TYPE_CHECKING:
+    from ._status import Status
+
+__all__ = [
+    "CallCycle",
+    "CallTimeout",
+    "CorruptEventLog",
+    "InvalidTransition",
+    "MailboxFull",
+    "RateLimited",
+    "RecoveryFailed",
+    "SessionCrashed",
+    "SessionError",
+    "SessionExists",
+    "SessionNotFound",
+    "SessionPaused",
+    "SessionStopped",
+    "ShuttingDown",
+    "StoreError",
+    "TooManySessions",
+    "UnknownEventType",
+    "VersionConflict",
+]
+
+
+class SessionError(Exception):
+    """Root of every error raised by sessionvisor's runtime.
+
+    Attributes:
+        session_id: the session the error is about, or ``None`` when it is about no one session.
+    """
+
+    session_id: str | None
+
+    def __init__(self, message: str, *, session_id: str | None = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class SessionNotFound(SessionError, LookupError):
+    """No session with this id is active, passivated or persisted."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"session {session_id!r} is not known: start it first with sessions.start(), "
+            "or check the id (sessions.list() shows the known ones)",
+            session_id=session_id,
+        )
+
+
+class SessionExists(SessionError):
+    """A session with this id already exists (active or persisted)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"session {session_id!r} already exists: use sessions.get({session_id!r}) to talk to it, "
+            "or start the new one under another id (or none, to get a generated one)",
+            session_id=session_id,
+        )
+
+
+class SessionCrashed(SessionError):
+    """The session's handler raised while processing this message.
+
+    The original exception is attached as ``__cause__`` (and as ``reason``). The message that caused the
+    crash was dropped; the session restarts from its log and carries on with its next message.
+    """
+
+    def __init__(self, session_id: str, reason: BaseException) -> None:
+        super().__init__(
+            f"session {session_id!r} crashed while handling this message "
+            f"({type(reason).__name__}: {reason}); the message was dropped and the session restarts "
+            "from its event log, so retry if the operation is still wanted",
+            session_id=session_id,
+        )
+        self.reason = reason
+
+
+class CallTimeout(SessionError, TimeoutError):
+    """No reply arrived within the call's timeout. The handler is not cancelled; its reply is dropped."""
+
+    def __init__(self, session_id: str, timeout: float) -> None:
+        super().__init__(
+            f"call to session {session_id!r} got no reply within {timeout:g}s; the handler keeps "
+            "running and its late reply is dropped: raise the timeout or make the handler answer "
+            "sooner (defer_reply)",
+            session_id=session_id,
+        )
+        self.timeout = timeout
+
+
+class CallCycle(SessionError):
+    """The call would wait on a session that is itself waiting further up the same call chain."""
+
+    def __init__(self, session_id: str, chain: tuple[str, ...]) -> None:
+        path = " -> ".join((*chain, session_id))
+        super().__init__(
+            f"call to session {session_id!r} would deadlock ({path}): a session cannot call itself "
+            "or a session that is waiting on it; use cast, or defer_reply and answer later",
+            session_id=session_id,
+        )
+        self.chain = chain
+
+
+class MailboxFull(SessionError, anyio.WouldBlock):
+    """``cast_nowait`` found the session's bounded mailbox full."""
+
+    def __init__(self, session_id: str, size: int) -> None:
+        super().__init__(
+            f"mailbox of session {session_id!r} is full ({size} messages): slow down, use cast() "
+            "to wait for room, or raise the session class's mailbox_size",
+            session_id=session_id,
+        )
+        self.size = size
+
+
+class SessionStopped(SessionError):
+    """The session is in a terminal status and takes no more messages."""
+
+    def __init__(self, session_id: str, status: Status, reason: object = None) -> None:
+        why = f" ({reason})" if reason is not None else ""
+        super().__init__(
+            f"session {session_id!r} is {status.value}{why} and takes no more messages: start a new "
+            "session, or revive() it if it was abandoned or timed out",
+            session_id=session_id,
+        )
+        self.status = status
+        self.reason = reason
+
+
+class SessionPaused(SessionError):
+    """The session is paused and processes nothing until it is resumed."""
+
+    def __init__(self, session_id: str, reason: object = None) -> None:
+        why = f" ({reason})" if reason is not None else ""
+        super().__init__(
+            f"session {session_id!r} is paused{why}: call resume() on its reference first",
+            session_id=session_id,
+        )
+        self.reason = reason
+
+
+class TooManySessions(SessionError):
+    """Starting this session would exceed ``ReaperPolicy.max_sessions``."""
+
+    def __init__(self, session_id: str, limit: int) -> None:
+        super().__init__(
+            f"cannot start session {session_id!r}: the limit of {limit} sessions is reached; "
+            "complete or stop idle sessions, raise max_sessions, or use on_limit='evict_idle'",
+            session_id=session_id,
+        )
+        self.limit = limit
+
+
+class RateLimited(SessionError):
+    """Starting this session would exceed ``ReaperPolicy.max_starts_per_second``."""
+
+    def __init__(self, session_id: str, rate: float) -> None:
+        super().__init__(
+            f"cannot start session {session_id!r}: more than {rate:g} starts per second; "
+            "retry shortly or raise max_starts_per_second",
+            session_id=session_id,
+        )
+        self.rate = rate
+
+
+class ShuttingDown(SessionError):
+    """The supervisor is shutting down (or has shut down) and takes no new work."""
+
+    def __init__(self, session_id: str | None = None) -> None:
+        who = f" for session {session_id!r}" if session_id is not None else ""
+        super().__init__(
+            f"the session supervisor is shutting down and takes no new work{who}: retry against "
+            "the supervisor that replaces it",
+            session_id=session_id,
+        )
+
+
+class StoreError(SessionError):
+    """The event store failed; nothing was recorded and the session's state is unchanged."""
+
+    def __init__(self, session_id: str | None, action: str, detail: str) -> None:
+        who = f" for session {session_id!r}" if session_id is not None else ""
+        super().__init__(
+            f"event store failed to {action}{who}: {detail}; nothing was recorded and the state is "
+            "unchanged, so the operation can be retried once the store is healthy",
+            session_id=session_id,
+        )
+        self.action = action
+        self.detail = detail
+
+
+class VersionConflict(StoreError):
+    """Another writer appended to this session's log: this copy of the session is stale."""
+
+    def __init__(self, session_id: str, expected: int, actual: int) -> None:
+        SessionError.__init__(
+            self,
+            f"session {session_id!r} was written by another writer (expected version {expected}, "
+            f"store has {actual}): this copy stopped rather than fork the history; only one "
+            "supervisor may own a session at a time, and the next message reloads it from the log",
+            session_id=session_id,
+        )
+        self.action = "append"
+        self.detail = f"expected version {expected}, found {actual}"
+        self.expected = expected
+        self.actual = actual
+
+
+class CorruptEventLog(SessionError):
+    """The stored log cannot be replayed as it is (gap, duplicate, undecodable payload, ...)."""
+
+    def __init__(self, session_id: str, version: int, problem: str) -> None:
+        super().__init__(
+            f"event log of session {session_id!r} is corrupt at version {version}: {problem}; the "
+            "session is quarantined as FAILED and its log left untouched: inspect it with "
+            f"`sessionvisor history {session_id}` and repair or delete it",
+            session_id=session_id,
+        )
+        self.version = version
+        self.problem = problem
+
+
+class RecoveryFailed(SessionError):
+    """Replaying the log raised (``apply`` or ``initial_state`` failed on stored events)."""
+
+    def __init__(self, session_id: str, version: int, reason: BaseException) -> None:
+        super().__init__(
+            f"session {session_id!r} could not be recovered: replaying event {version} raised "
+            f"{type(reason).__name__}: {reason}; the session is quarantined as FAILED and its log "
+            "left untouched: fix apply() (it must accept every stored event) or add an upcaster",
+            session_id=session_id,
+        )
+        self.version = version
+        self.reason = reason
+
+
+class UnknownEventType(SessionError, LookupError):
+    """An event type name/version is not registered and no upcaster leads to a registered one."""
+
+    def __init__(self, type_name: str, version: int, session_id: str | None = None) -> None:
+        who = f" in session {session_id!r}" if session_id is not None else ""
+        super().__init__(
+            f"event type {type_name!r} version {version}{who} is not registered: import the module "
+            "that declares it with @event (or pass --app to the command line), or register an "
+            f"@upcaster({type_name!r}, from_version={version})",
+            session_id=session_id,
+        )
+        self.type_name = type_name
+        self.version = version
+
+
+class InvalidTransition(SessionError, ValueError):
+    """The session's declared state machine does not allow this event in its current state."""
+
+    def __init__(self, session_id: str, label: str, event_type: str, allowed: tuple[str, ...]) -> None:
+        may = ", ".join(allowed) if allowed else "none"
+        super().__init__(
+            f"session {session_id!r} cannot record {event_type!r} while {label!r} (allowed there: "
+            f"{may}); nothing was recorded and the session carries on",
+            session_id=session_id,
+        )
+        self.label = label
+        self.event_type = event_type
+        self.allowed = allowed

@@ -1,0 +1,1 @@
+"""Event stores: in memory (tests, ephemeral) and SQLite (the embedded default)."""
