@@ -5,6 +5,13 @@ This is the lower layer; it never imports :mod:`supervisors`.
 
 from __future__ import annotations
 
+import logging as _logging
+
+from ._events import EventRegistry as EventRegistry
+from ._events import StatusChanged as StatusChanged
+from ._events import default_registry as default_registry
+from ._events import event as event
+from ._events import upcaster as upcaster
 from ._exceptions import CallCycle as CallCycle
 from ._exceptions import CallTimeout as CallTimeout
 from ._exceptions import CorruptEventLog as CorruptEventLog
@@ -23,16 +30,39 @@ from ._exceptions import StoreError as StoreError
 from ._exceptions import TooManySessions as TooManySessions
 from ._exceptions import UnknownEventType as UnknownEventType
 from ._exceptions import VersionConflict as VersionConflict
+from ._host import HostStats as HostStats
+from ._host import SessionHost as SessionHost
+from ._inspect import Health as Health
+from ._inspect import Inspection as Inspection
 from ._records import EventData as EventData
 from ._records import SessionRecord as SessionRecord
 from ._records import Snapshot as Snapshot
 from ._records import StoredEvent as StoredEvent
 from ._records import StoreStats as StoreStats
+from ._ref import SessionRef as SessionRef
+from ._session import NoReply as NoReply
+from ._session import Reply as Reply
+from ._session import Session as Session
+from ._session import TimerHandle as TimerHandle
 from ._status import Status as Status
 from ._stores.memory import MemoryStore as MemoryStore
 
 __all__ = [
     "CallCycle",
+    "EventRegistry",
+    "Health",
+    "HostStats",
+    "Inspection",
+    "NoReply",
+    "Reply",
+    "Session",
+    "SessionHost",
+    "SessionRef",
+    "StatusChanged",
+    "TimerHandle",
+    "default_registry",
+    "event",
+    "upcaster",
     "CallTimeout",
     "CorruptEventLog",
     "EventData",
@@ -58,3 +88,5 @@ __all__ = [
     "UnknownEventType",
     "VersionConflict",
 ]
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())

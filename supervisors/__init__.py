@@ -5,4 +5,12 @@ Built on :mod:`runtime`'s public API only.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._restart import Backoff as Backoff
+from ._restart import RestartPolicy as RestartPolicy
+from ._sessions import SessionSupervisor as SessionSupervisor
+
+__all__: list[str] = [
+    "Backoff",
+    "RestartPolicy",
+    "SessionSupervisor",
+]

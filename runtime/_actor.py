@@ -1,0 +1,671 @@
+"""The session actor: one task per active session, its recovery, its turns and its crashes.
+
+A ``SessionCell`` outlives the ``Session`` instances it runs. It owns the mailbox, so a crash keeps the
+queued messages; each incarnation is a fresh instance whose state is rebuilt from the store (snapshot
+plus event tail) before it takes the next message.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+
+from ._events import STATUS_EVENT, StatusChanged, decode_state, encode_state
+from ._exceptions import (
+    CorruptEventLog,
+    InvalidTransition,
+    MailboxFull,
+    RecoveryFailed,
+    SessionCrashed,
+    SessionError,
+    SessionPaused,
+    SessionStopped,
+    ShuttingDown,
+    StoreError,
+    UnknownEventType,
+    VersionConflict,
+)
+from ._mailbox import CALL_CHAIN, Envelope, Kind, open_mailbox
+from ._records import EventData, Snapshot
+from ._session import NoReply, Reply, Session, TimerHandle
+from ._status import Status
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from ._host import SessionHost
+    from ._ref import SessionRef
+
+__all__ = ["SessionCell"]
+
+logger = logging.getLogger(__name__)
+
+_CALL: Final = Kind.CALL
+_CAST: Final = Kind.CAST
+_INFO: Final = Kind.INFO
+_RUNNING: Final = Status.RUNNING
+_FINISH_STATUS: Final = {"completed": Status.COMPLETED, "failed": Status.FAILED}
+_USER_KINDS: Final = frozenset({Kind.CALL, Kind.CAST, Kind.INFO})
+_CLOSED = (anyio.ClosedResourceError, anyio.BrokenResourceError)
+
+
+class _Reload(Exception):
+    """This copy of the session is stale (another writer appended): reload it from the store."""
+
+
+class SessionCell:
+    """Everything the runtime keeps about one known session, across its incarnations."""
+
+    __slots__ = (
+        "active",
+        "args",
+        "cls",
+        "deferred",
+        "error",
+        "host",
+        "id",
+        "instance",
+        "last_active",
+        "messages",
+        "metadata",
+        "receive",
+        "record_error",
+        "recording",
+        "reply",
+        "restart_times",
+        "restarts",
+        "send",
+        "started_at",
+        "status",
+        "status_reason",
+        "status_since",
+        "stop_reason",
+        "timers",
+        "version",
+    )
+
+    def __init__(
+        self,
+        host: SessionHost,
+        session_id: str,
+        cls: type[Session[Any]],
+        args: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        status: Status,
+        version: int = 0,
+    ) -> None:
+        now = host.clock.now()
+        self.host = host
+        self.id = session_id
+        self.cls = cls
+        self.args = args
+        self.metadata = metadata
+        self.status = status
+        self.status_reason: object = None
+        self.status_since = now
+        self.error: SessionError | None = None
+        self.version = version
+        self.active = False
+        self.send: MemoryObjectSendStream[Envelope] | None = None
+        self.receive: MemoryObjectReceiveStream[Envelope] | None = None
+        self.instance: Session[Any] | None = None
+        self.reply: Reply | None = None
+        self.deferred: list[Reply] = []
+        self.timers: set[TimerHandle] = set()
+        self.record_error: BaseException | None = None
+        self.recording = False
+        self.stop_reason: str | None = None
+        self.restarts = 0
+        self.restart_times: list[float] = []
+        self.messages = 0
+        self.started_at = now
+        self.last_active = now
+
+    def __repr__(self) -> str:
+        return f"<SessionCell {self.id!r} {self.cls.__qualname__} {self.status.value}>"
+
+    @property
+    def ref(self) -> SessionRef:
+        from ._ref import SessionRef
+
+        return SessionRef(self.host, self.id, self)
+
+    @property
+    def mailbox_depth(self) -> int:
+        receive = self.receive
+        return 0 if receive is None else receive.statistics().current_buffer_used
+
+    # -- delivery (called by references, in the sender's task) ----------------------------------
+
+    def admit(self, env: Envelope) -> MemoryObjectSendStream[Envelope]:
+        """The mailbox to put ``env`` in, activating the session if needed.
+
+        Raises:
+            ShuttingDown, SessionStopped, SessionPaused, CorruptEventLog, RecoveryFailed: the session
+                takes no such message now.
+        """
+        if self.host.closing:
+            raise ShuttingDown(self.id)
+        status = self.status
+        if status is not _RUNNING:
+            if status is Status.PASSIVATED:
+                self.set_status(Status.RUNNING)
+            elif status is Status.PAUSED:
+                if env.kind not in (Kind.RESUME, Kind.STOP):
+                    raise SessionPaused(self.id, self.status_reason)
+            else:
+                raise self.refusal()
+        if not self.active:
+            self.activate()
+        chain = env.chain
+        if not chain or chain[-1] != self.id:
+            self.last_active = self.host.clock.now()
+        send = self.send
+        assert send is not None
+        return send
+
+    async def deliver(self, env: Envelope) -> None:
+        """Put ``env`` in the mailbox, waiting while it is full."""
+        send = self.admit(env)
+        try:
+            send.send_nowait(env)
+        except anyio.WouldBlock:
+            try:
+                await send.send(env)
+            except _CLOSED:
+                raise self.refusal() from None
+        except _CLOSED:
+            raise self.refusal() from None
+
+    def deliver_nowait(self, env: Envelope) -> None:
+        """Put ``env`` in the mailbox now, or raise ``MailboxFull``."""
+        send = self.admit(env)
+        try:
+            send.send_nowait(env)
+        except anyio.WouldBlock:
+            raise MailboxFull(self.id, self.cls.mailbox_size) from None
+        except _CLOSED:
+            raise self.refusal() from None
+
+    def refusal(self) -> SessionError:
+        """The error for a message this session will not process, given where it is."""
+        if self.error is not None:
+            err = copy.copy(self.error)
+            err.__traceback__ = None
+            return err
+        if self.status.terminal:
+            return SessionStopped(self.id, self.status, self.status_reason)
+        if self.status is Status.PAUSED:
+            return SessionPaused(self.id, self.status_reason)
+        return ShuttingDown(self.id)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def set_status(self, status: Status, reason: object = None) -> None:
+        if status is not self.status:
+            self.status = status
+            self.status_since = self.host.clock.now()
+        self.status_reason = reason
+
+    def activate(self, *, fresh: bool = False) -> None:
+        """Open the mailbox and spawn the actor task (it recovers before taking messages)."""
+        self.send, self.receive = open_mailbox(self.cls.mailbox_size)
+        self.active = True
+        self.host.spawn_actor(self, fresh)
+
+    async def run(self, fresh: bool) -> None:
+        """The actor task: recover, serve, and on a crash restart until the budget is spent."""
+        CALL_CHAIN.set((self.id,))
+        host = self.host
+        try:
+            while True:
+                instance = self.cls()
+                instance._cell = self
+                try:
+                    if fresh:
+                        fresh = False
+                        instance._state = instance.initial_state(self.args)
+                        instance._version = 0
+                    else:
+                        await self._recover(instance)
+                except (CorruptEventLog, RecoveryFailed) as exc:
+                    await self._quarantine_corrupt(exc)
+                    return
+                except Exception as exc:
+                    crash: BaseException | None = exc
+                    logger.exception("session %r failed to recover", self.id)
+                else:
+                    if self.status.terminal:
+                        return
+                    self.instance = instance
+                    try:
+                        crash = await self._serve(instance)
+                    except _Reload:
+                        continue
+                    if crash is None:
+                        return
+                assert crash is not None
+                await self._stop_instance(instance, "crashed")
+                host.note_crash(self, crash)
+                if not await self._restart_after(crash):
+                    return
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._end()
+
+    async def _serve(self, instance: Session[Any]) -> BaseException | None:
+        """Take messages one at a time; return the crash that ended this incarnation, if any."""
+        try:
+            await instance.on_start()
+        except Exception as exc:
+            logger.exception("session %r crashed in on_start", self.id)
+            return exc
+        receive = self.receive
+        assert receive is not None
+        chain_var = CALL_CHAIN
+        own = (self.id,)
+        while True:
+            try:
+                env = receive.receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    env = await receive.receive()
+                except anyio.EndOfStream:
+                    await self._stop_instance(instance, "shutdown")
+                    return None
+            except anyio.EndOfStream:
+                await self._stop_instance(instance, "shutdown")
+                return None
+            kind = env.kind
+            reply = env.reply
+            if self.status is not _RUNNING and kind in _USER_KINDS:
+                self.reject(env)  # paused since this message was queued
+                continue
+            self.messages += 1
+            try:
+                if kind is _CALL:
+                    assert reply is not None
+                    self.reply = reply
+                    token = chain_var.set(env.chain + own)
+                    try:
+                        result = await instance.handle_call(env.message)
+                    finally:
+                        chain_var.reset(token)
+                        self.reply = None
+                    if result is not NoReply:
+                        reply.send(result)
+                elif kind is _CAST:
+                    await instance.handle_cast(env.message)
+                elif kind is _INFO:
+                    await instance.handle_info(env.message)
+                else:
+                    await self._system(instance, env)
+            except Exception as exc:
+                if exc is self.record_error:
+                    # The caller's mistake (InvalidTransition) or the store's failure: nothing was
+                    # recorded, so the state is intact and the session carries on.
+                    self.record_error = None
+                    if reply is not None:
+                        reply.fail(exc)
+                    else:
+                        logger.warning("session %r: %s", self.id, exc)
+                    if isinstance(exc, VersionConflict):
+                        self.fail_deferred(exc)
+                        raise _Reload from exc
+                    continue
+                logger.exception("session %r crashed handling %r", self.id, env)
+                if reply is not None:
+                    reply.fail(_crashed(self.id, exc))
+                self.fail_deferred(_crashed(self.id, exc))
+                return exc
+            if self.stop_reason is not None or self.status.terminal:
+                await self._terminate(instance)
+                return None
+
+    async def _system(self, instance: Session[Any], env: Envelope) -> None:
+        reply = env.reply
+        kind = env.kind
+        if kind is Kind.STOP:
+            self.stop_reason = str(env.message)
+            await self._terminate(instance)
+        elif kind is Kind.PAUSE:
+            if self.status is _RUNNING:
+                await self._record_status(instance, Status.PAUSED, env.message)
+        elif kind is Kind.RESUME:
+            if self.status is Status.PAUSED:
+                await self._record_status(instance, Status.RUNNING, None)
+        if reply is not None:
+            reply.send(None)
+
+    async def _terminate(self, instance: Session[Any]) -> None:
+        """End after a turn that completed, failed or stopped the session."""
+        reason = self.stop_reason
+        if not self.status.terminal:
+            reason = reason or "normal"
+            try:
+                await self._record_status(instance, Status.STOPPED, reason)
+            except Exception:
+                logger.exception("session %r: could not record its stop", self.id)
+                self.set_status(Status.STOPPED, reason)
+        elif reason is None:
+            reason = self.status.value
+        await self._stop_instance(instance, reason)
+
+    async def _stop_instance(self, instance: Session[Any], reason: str) -> None:
+        """Cancel the incarnation's timers and run its ``on_stop`` once."""
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
+        if self.instance is not instance:
+            return
+        self.instance = None
+        try:
+            await instance.on_stop(reason)
+        except Exception:
+            logger.exception("session %r: on_stop(%r) raised", self.id, reason)
+
+    async def _end(self) -> None:
+        """The task is ending: close the mailbox and answer whatever is still queued in it."""
+        if self.instance is not None:
+            # Cancelled (a shutdown past its drain timeout): the incarnation still gets its on_stop.
+            with anyio.move_on_after(self.host.drain_timeout):
+                await self._stop_instance(self.instance, "shutdown")
+        self.active = False
+        send, receive = self.send, self.receive
+        self.send = self.receive = None
+        if send is not None:
+            send.close()
+        if receive is not None:
+            while True:
+                try:
+                    env = receive.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+                self.reject(env)
+            receive.close()
+        error = self.refusal() if (self.status.terminal or self.host.closing) else None
+        if error is not None:
+            self.fail_deferred(error)
+
+    def reject(self, env: Envelope) -> None:
+        """Answer a message the session will never process; count casts as dead letters."""
+        if env.reply is not None:
+            env.reply.fail(self.refusal())
+        else:
+            self.host.dead_letter(self, env)
+
+    def fail_deferred(self, error: SessionError) -> None:
+        for reply in self.deferred:
+            reply.fail(error)
+        self.deferred.clear()
+
+    async def _restart_after(self, crash: BaseException) -> bool:
+        """Wait out the backoff and return ``True``, or quarantine the session and return ``False``."""
+        clock = self.host.clock
+        now = clock.now()
+        delay = self.host.restarts.restart_delay(self.restart_times, now)
+        if delay is None:
+            await self._quarantine_exhausted(crash)
+            return False
+        self.restarts += 1
+        self.host.note_restart(self)
+        if delay > 0:
+            await clock.sleep_until(now + delay)
+        self.restart_times.append(clock.now())
+        return True
+
+    async def _quarantine_exhausted(self, crash: BaseException) -> None:
+        reason = (
+            f"restart limit reached after {self.restarts} restarts "
+            f"(last crash: {type(crash).__name__}: {crash})"
+        )
+        logger.error("session %r quarantined as FAILED: %s", self.id, reason)
+        try:
+            await self._append_status(self.version, Status.FAILED, reason)
+        except Exception:
+            logger.exception("session %r: could not record its quarantine", self.id)
+        self.set_status(Status.FAILED, reason)
+        self.host.note_quarantine(self)
+
+    async def _quarantine_corrupt(self, error: SessionError) -> None:
+        logger.error("session %r quarantined as FAILED: %s", self.id, error)
+        self.error = error
+        self.set_status(Status.FAILED, str(error))
+        try:
+            # Only the index learns of it: the log itself is never touched.
+            await self.host.store.set_status(self.id, Status.FAILED)
+        except Exception:
+            logger.exception("session %r: could not mark it FAILED in the index", self.id)
+        self.host.note_quarantine(self)
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    async def _recover(self, instance: Session[Any]) -> None:
+        host = self.host
+        store = host.store
+        sid = self.id
+        async with host.recovery_limiter:
+            started = host.clock.now()
+            record = await store.get(sid)
+            if record is None:
+                raise CorruptEventLog(sid, 0, "the session is no longer in the store's index")
+            try:
+                state = instance.initial_state(self.args)
+            except Exception as exc:
+                raise RecoveryFailed(sid, 0, exc) from exc
+            version = 0
+            snapshot = await store.load_snapshot(sid)
+            if snapshot is not None:
+                if snapshot.version > record.version:
+                    raise CorruptEventLog(
+                        sid,
+                        snapshot.version,
+                        f"its snapshot is at version {snapshot.version}, beyond the last event "
+                        f"({record.version})",
+                    )
+                if snapshot.state_version == self.cls.state_version:
+                    try:
+                        state = decode_state(snapshot.data, self.cls.state_type or type(state))
+                        version = snapshot.version
+                    except Exception as exc:
+                        logger.warning(
+                            "session %r: snapshot at version %d cannot be decoded (%s); "
+                            "replaying the whole log",
+                            sid,
+                            snapshot.version,
+                            exc,
+                        )
+                        host.note_snapshot_failure(self, "decode")
+            events = await store.read(sid, version + 1)
+            decode = host.events.decode
+            apply = instance.apply
+            expected = version + 1
+            for stored in events:
+                if stored.version != expected:
+                    problem = (
+                        f"version {stored.version} appears again (duplicate)"
+                        if stored.version < expected
+                        else f"versions {expected}..{stored.version - 1} are missing (gap)"
+                    )
+                    raise CorruptEventLog(sid, expected, problem)
+                try:
+                    ev = decode(stored.type, stored.schema_version, stored.data)
+                except UnknownEventType as exc:
+                    raise CorruptEventLog(sid, expected, str(exc)) from exc
+                except Exception as exc:
+                    raise CorruptEventLog(
+                        sid, expected, f"payload of {stored.type!r} cannot be decoded: {exc}"
+                    ) from exc
+                if stored.type != STATUS_EVENT:
+                    try:
+                        state = apply(state, ev)
+                    except Exception as exc:
+                        raise RecoveryFailed(sid, expected, exc) from exc
+                expected += 1
+            if expected - 1 < record.version:
+                raise CorruptEventLog(
+                    sid,
+                    expected,
+                    f"the log ends at version {expected - 1} but the index says {record.version}",
+                )
+            instance._state = state
+            instance._version = self.version = expected - 1
+            if record.status is not self.status and not self.status.terminal:
+                if record.status is not Status.PASSIVATED:
+                    self.set_status(record.status)
+            host.note_recovery(self, len(events), host.clock.now() - started)
+        every = self.cls.snapshot_every
+        if every is not None and len(events) > every:
+            # A long replay: snapshot now so that the next recovery is short.
+            self._snapshot(instance)
+
+    # -- inside handlers ------------------------------------------------------------------------
+
+    async def record(self, instance: Session[Any], events: Sequence[object]) -> int:
+        if instance is not self.instance:
+            raise SessionError(
+                f"session {self.id!r}: record() called by an incarnation that has ended (a task "
+                "outliving a crash or stop?); only the live session may record",
+                session_id=self.id,
+            )
+        if self.recording:
+            raise SessionError(
+                f"session {self.id!r}: record() is already in progress; record from the session's "
+                "handlers, one call at a time (await each record)",
+                session_id=self.id,
+            )
+        if not events:
+            return instance._version
+        registry = self.host.events
+        transitions = self.cls.transitions
+        state = instance._state
+        encoded: list[EventData] = []
+        for ev in events:
+            data = registry.encode(ev)
+            if transitions:
+                label = instance.label(state)
+                if (label, data.type) not in transitions:
+                    allowed = tuple(sorted(e for (lb, e) in transitions if lb == label))
+                    err = InvalidTransition(self.id, label, data.type, allowed)
+                    self.record_error = err
+                    raise err
+            state = instance.apply(state, ev)
+            encoded.append(data)
+        before = instance._version
+        version = await self._append(before, encoded, None)
+        instance._state = state
+        instance._version = self.version = version
+        self.host.note_recorded(self, len(encoded))
+        every = self.cls.snapshot_every
+        if every is not None and version // every != before // every:
+            self._snapshot(instance)
+        return version
+
+    async def _append(self, expected: int, events: list[EventData], status: Status | None) -> int:
+        self.recording = True
+        try:
+            return await self.host.store.append(self.id, expected, events, status=status)
+        except StoreError as exc:
+            self.record_error = exc
+            raise
+        except Exception as exc:
+            err = StoreError(self.id, "append", f"{type(exc).__name__}: {exc}")
+            self.record_error = err
+            raise err from exc
+        finally:
+            self.recording = False
+
+    async def _append_status(
+        self, version: int, status: Status, reason: object, result: object = None
+    ) -> int:
+        reason_text = None if reason is None else str(reason)
+        data = self.host.events.encode(StatusChanged(status, reason_text, result))
+        return await self._append(version, [data], status)
+
+    async def _record_status(
+        self, instance: Session[Any], status: Status, reason: object, result: object = None
+    ) -> None:
+        """Record a status change in the log (and the index), then take it."""
+        instance._version = self.version = await self._append_status(
+            instance._version, status, reason, result
+        )
+        self.set_status(status, reason)
+        self.host.note_status(self, status, reason)
+
+    async def finish(self, instance: Session[Any], how: str, detail: object) -> None:
+        """``complete`` / ``fail`` from inside a handler: record the terminal status now."""
+        status = _FINISH_STATUS[how]
+        if self.status.terminal:
+            raise SessionStopped(self.id, self.status, self.status_reason)
+        if how == "completed":
+            await self._record_status(instance, status, None, detail)
+            self.status_reason = detail
+        else:
+            await self._record_status(instance, status, detail)
+        self.stop_reason = how
+
+    def request_stop(self, instance: Session[Any], reason: str) -> None:
+        if instance is self.instance:
+            self.stop_reason = reason
+
+    def take_reply(self) -> Reply | None:
+        reply = self.reply
+        if reply is None:
+            return None
+        self.reply = None
+        if len(self.deferred) > 32:
+            self.deferred = [r for r in self.deferred if not r.done]
+        self.deferred.append(reply)
+        return reply
+
+    def send_after(self, instance: Session[Any], delay: float, message: object) -> TimerHandle:
+        if not math.isfinite(delay) or delay < 0:
+            raise ValueError(f"session {self.id!r}: send_after delay must be >= 0, got {delay}")
+        handle = TimerHandle(self.host.clock.now() + delay, message)
+        self.timers.add(handle)
+        self.host.spawn(self._fire, instance, handle)
+        return handle
+
+    async def _fire(self, instance: Session[Any], handle: TimerHandle) -> None:
+        with handle._scope:
+            await self.host.clock.sleep_until(handle.deadline)
+            self.timers.discard(handle)
+            send = self.send
+            if self.instance is instance and send is not None:
+                try:
+                    await send.send(Envelope(_INFO, handle.message, None, ()))
+                except _CLOSED:
+                    pass
+        self.timers.discard(handle)
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def _snapshot(self, instance: Session[Any]) -> None:
+        """Encode the state now and save it in the background: the reply does not wait for it."""
+        try:
+            data = encode_state(instance._state)
+        except Exception as exc:
+            logger.warning("session %r: state cannot be encoded for a snapshot: %s", self.id, exc)
+            self.host.note_snapshot_failure(self, "encode")
+            return
+        snap = Snapshot(self.id, instance._version, self.cls.state_version, data, time.time())
+        self.host.spawn(self._save_snapshot, snap)
+
+    async def _save_snapshot(self, snap: Snapshot) -> None:
+        try:
+            await self.host.store.save_snapshot(snap)
+        except Exception as exc:
+            logger.warning("session %r: snapshot at version %d failed: %s", self.id, snap.version, exc)
+            self.host.note_snapshot_failure(self, "save")
+
+
+def _crashed(session_id: str, exc: BaseException) -> SessionCrashed:
+    err = SessionCrashed(session_id, exc)
+    err.__cause__ = exc
+    return err

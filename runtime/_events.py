@@ -1,0 +1,244 @@
+"""Event types, upcasters and the JSON codec for events and snapshot states.
+
+Events are attrs classes registered by name and schema version. They are stored as JSON text produced
+by a cattrs converter: never pickle, so a log can be read by any process, any version, any language.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar, cast, overload
+
+import attrs
+import cattrs
+from cattrs.preconf.json import make_converter
+
+from ._exceptions import UnknownEventType
+from ._records import EventData
+from ._status import Status
+
+__all__ = [
+    "EventRegistry",
+    "StatusChanged",
+    "decode_state",
+    "default_registry",
+    "encode_state",
+    "event",
+    "upcaster",
+]
+
+T = TypeVar("T")
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+_converter = make_converter()
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_loads = json.loads
+
+
+@attrs.frozen
+class EventType:
+    """A registered event class: the name and schema version it is stored under."""
+
+    name: str
+    version: int
+    cls: type[Any]
+
+
+class EventRegistry:
+    """Maps event classes to stored names and versions, and back, with upcasters in between.
+
+    One default registry (``default_registry``) is filled by the ``@event`` and ``@upcaster``
+    decorators at import time, as ``cattrs`` keeps a default converter; a separate registry can be
+    passed to a supervisor to isolate a set of types.
+    """
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, EventType] = {}
+        self._by_cls: dict[type[Any], EventType] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._structure: dict[type[Any], Callable[[Any, Any], Any]] = {}
+
+    def register(self, cls: type[Any], *, name: str | None = None, version: int = 1) -> EventType:
+        """Register ``cls`` (an attrs class) under ``name`` (default: the class name) and ``version``.
+
+        Raises:
+            ValueError: another class is registered under that name already.
+        """
+        if version < 1:
+            raise ValueError(f"event {cls.__qualname__}: version must be >= 1, got {version}")
+        name = name or cls.__name__
+        known = self._by_name.get(name)
+        if known is not None and _same_class(known.cls, cls) is False:
+            raise ValueError(
+                f"event name {name!r} is taken by {known.cls.__module__}.{known.cls.__qualname__}: "
+                f"register {cls.__module__}.{cls.__qualname__} under another name, "
+                f"@event(name='...')"
+            )
+        entry = EventType(name, version, cls)
+        self._by_name[name] = entry
+        self._by_cls[cls] = entry
+        self._structure[cls] = _converter.get_structure_hook(cls)
+        return entry
+
+    def add_upcaster(self, name: str, from_version: int, fn: Upcaster) -> None:
+        """Register ``fn`` to upgrade a stored ``name`` payload from ``from_version`` to the next."""
+        key = (name, from_version)
+        if key in self._upcasters and self._upcasters[key] is not fn:
+            raise ValueError(f"an upcaster for {name!r} from version {from_version} exists already")
+        self._upcasters[key] = fn
+
+    def lookup(self, cls: type[Any]) -> EventType:
+        """The registration of ``cls``.
+
+        Raises:
+            UnknownEventType: ``cls`` was never registered with ``@event``.
+        """
+        try:
+            return self._by_cls[cls]
+        except KeyError:
+            raise UnknownEventType(cls.__name__, 0) from None
+
+    def type_name(self, event: object) -> str:
+        """The stored name of ``event``'s type."""
+        return self.lookup(type(event)).name
+
+    def encode(self, event: object) -> EventData:
+        """Encode ``event`` as JSON under its registered name and version."""
+        entry = self.lookup(type(event))
+        return EventData(entry.name, entry.version, _dumps(_converter.unstructure(event)))
+
+    def decode(self, type_name: str, schema_version: int, data: str) -> object:
+        """Decode a stored payload, upcasting it to the registered version first.
+
+        Raises:
+            UnknownEventType: the name is unknown, the stored version is newer than the registered
+                one, or an upcaster in the chain is missing.
+            ValueError: the payload is not JSON, or does not fit the event class.
+        """
+        entry = self._by_name.get(type_name)
+        if entry is None or schema_version > entry.version:
+            raise UnknownEventType(type_name, schema_version)
+        payload = _loads(data)
+        version = schema_version
+        while version < entry.version:
+            fn = self._upcasters.get((type_name, version))
+            if fn is None:
+                raise UnknownEventType(type_name, version)
+            payload = fn(payload)
+            version += 1
+        try:
+            return self._structure[entry.cls](payload, entry.cls)
+        except (cattrs.BaseValidationError, TypeError, KeyError) as exc:
+            raise ValueError(
+                f"payload of {type_name!r} v{entry.version} does not fit {entry.cls.__qualname__}: {exc}"
+            ) from exc
+
+    def known(self) -> list[EventType]:
+        """Every registered event type, by name."""
+        return sorted(self._by_name.values(), key=lambda e: e.name)
+
+
+def _same_class(a: type[Any], b: type[Any]) -> bool:
+    # Re-importing a module (or attrs re-creating a slotted class) makes a new class object with the
+    # same qualified name: that is the same event, not a clash.
+    return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+default_registry = EventRegistry()
+
+
+@overload
+def event(cls: type[T], /) -> type[T]: ...
+
+
+@overload
+def event(
+    *, name: str | None = None, version: int = 1, registry: EventRegistry | None = None
+) -> Callable[[type[T]], type[T]]: ...
+
+
+def event(
+    cls: type[T] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    version: int = 1,
+    registry: EventRegistry | None = None,
+) -> type[T] | Callable[[type[T]], type[T]]:
+    """Declare an event type: ``@event`` or ``@event(name="Joined", version=2)``.
+
+    A class that is not an attrs class yet becomes a frozen attrs class. It is registered under its
+    name (default: the class name) and schema version.
+
+    .. versionadded:: 0.1
+    """
+
+    def wrap(c: type[T]) -> type[T]:
+        made: type[Any] = c if attrs.has(c) else attrs.frozen(c)
+        (registry or default_registry).register(made, name=name, version=version)
+        return cast("type[T]", made)
+
+    return wrap if cls is None else wrap(cls)
+
+
+def upcaster(
+    name: str, *, from_version: int, registry: EventRegistry | None = None
+) -> Callable[[Upcaster], Upcaster]:
+    """Register a function that upgrades a stored ``name`` payload by one version.
+
+    ``@upcaster("Joined", from_version=1)`` on ``def f(data: dict) -> dict`` turns a version-1 payload
+    into a version-2 one; chains (1 -> 2 -> 3) are applied in order during replay.
+
+    .. versionadded:: 0.1
+    """
+
+    def wrap(fn: Upcaster) -> Upcaster:
+        (registry or default_registry).add_upcaster(name, from_version, fn)
+        return fn
+
+    return wrap
+
+
+@attrs.frozen
+class StatusChanged:
+    """The runtime's own event: the session's status changed (recorded in its log, never applied).
+
+    ``reason`` says why (pause reason, failure, stop reason); ``result`` is what ``complete`` was
+    given.
+    """
+
+    status: Status
+    reason: str | None = None
+    result: Any = None
+
+
+STATUS_EVENT = "sessionvisor.StatusChanged"
+
+
+def register_runtime_events(registry: EventRegistry) -> None:
+    """Add the runtime's own event types to ``registry``."""
+    registry.register(StatusChanged, name=STATUS_EVENT)
+
+
+register_runtime_events(default_registry)
+
+
+def encode_state(state: object) -> str:
+    """A session state as JSON text, for snapshots."""
+    return _dumps(_converter.unstructure(state))
+
+
+def decode_state(data: str, state_type: type[T]) -> T:
+    """A snapshot's JSON text back as a ``state_type``."""
+    return _converter.structure(_loads(data), state_type)
+
+
+def to_json(value: object) -> str:
+    """Any codec-supported value (attrs classes, containers, primitives) as JSON text."""
+    return _dumps(_converter.unstructure(value))
+
+
+def unstructure(value: object) -> Any:
+    """A codec-supported value as plain JSON-able Python data."""
+    return _converter.unstructure(value)

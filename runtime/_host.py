@@ -1,0 +1,349 @@
+"""``SessionHost``: the registry of sessions, their activation, their tasks and an orderly shutdown.
+
+The host is the mechanism; :class:`supervisors.SessionSupervisor` builds the public API on it and
+brings the policies (restart budgets, the reaper, limits). It owns one task group in which every
+active session runs as one task.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVarTuple
+
+import anyio
+import attrs
+
+from ._actor import SessionCell
+from ._clock import AnyioClock
+from ._events import EventRegistry, default_registry
+from ._exceptions import SessionError, SessionExists, SessionNotFound, ShuttingDown
+from ._inspect import Inspection, inspect_cell
+from ._records import SessionRecord, StoreStats
+from ._ref import SessionRef
+from ._session import Session
+from ._status import Status
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from ._mailbox import Envelope
+    from .abc import Clock, EventStore, RestartStrategy
+
+__all__ = ["HostStats", "SessionHost"]
+
+logger = logging.getLogger(__name__)
+
+PosArgs = TypeVarTuple("PosArgs")
+
+
+@attrs.frozen
+class HostStats:
+    """What a host has done since it started, with its store's counts."""
+
+    active: int
+    known: int
+    starts: int
+    restarts: int
+    quarantined: int
+    dead_letters: int
+    snapshot_failures: int
+    events_recorded: int
+    recoveries: int
+    store: StoreStats
+
+
+class SessionHost:
+    """Runs sessions: one task each, in one task group, with their mailboxes and their store.
+
+    Args:
+        store: where events, snapshots and the session index live (opened and closed by the host).
+        restarts: decides, per crash, whether and when a session restarts.
+        session_types: the ``Session`` classes that stored sessions may have, by ``type_name``.
+        clock: where timers and backoff read time (default: anyio's clock).
+        events: the event registry (default: the one ``@event`` fills).
+        drain_timeout: how long leaving the ``async with`` lets queued messages finish.
+        max_concurrent_recoveries: how many sessions may replay their logs at once.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        restarts: RestartStrategy,
+        session_types: Iterable[type[Session[Any]]] = (),
+        clock: Clock | None = None,
+        events: EventRegistry | None = None,
+        drain_timeout: float = 5.0,
+        max_concurrent_recoveries: int = 50,
+    ) -> None:
+        self.store = store
+        self.restarts = restarts
+        self.clock: Clock = clock or AnyioClock()
+        self.events = events or default_registry
+        self.drain_timeout = drain_timeout
+        self.closing = False
+        self._max_recoveries = max_concurrent_recoveries
+        self._types: dict[str, type[Session[Any]]] = {}
+        for cls in session_types:
+            self.register_type(cls)
+        self._cells: dict[str, SessionCell] = {}
+        self._tg: TaskGroup | None = None
+        self._running = 0
+        self._all_stopped: anyio.Event | None = None
+        self._recovery_limiter: anyio.CapacityLimiter | None = None
+        self._starts = 0
+        self._restarts = 0
+        self._quarantined = 0
+        self._dead_letters = 0
+        self._snapshot_failures = 0
+        self._events_recorded = 0
+        self._recoveries = 0
+
+    # -- context management ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._tg is not None:
+            raise RuntimeError(f"{type(self).__name__} is already running")
+        await self.store.open()
+        self._recovery_limiter = anyio.CapacityLimiter(self._max_recoveries)
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        self.closing = False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tg = self._tg
+        assert tg is not None
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._drain()
+            suppress = await tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._tg = None
+            with anyio.CancelScope(shield=True):
+                await self.store.aclose()
+        return suppress
+
+    async def _drain(self) -> None:
+        """Take no new work, let queued messages finish up to ``drain_timeout``, then cancel."""
+        self.closing = True
+        for cell in list(self._cells.values()):
+            if cell.send is not None:
+                cell.send.close()
+        if self._running:
+            done = self._all_stopped = anyio.Event()
+            with anyio.move_on_after(self.drain_timeout):
+                await done.wait()
+        tg = self._tg
+        assert tg is not None
+        tg.cancel_scope.cancel()
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def spawn(self, fn: Callable[[*PosArgs], Coroutine[Any, Any, object]], *args: *PosArgs) -> None:
+        """Run ``fn(*args)`` in the host's task group."""
+        tg = self._tg
+        if tg is None:
+            raise ShuttingDown()
+        tg.start_soon(fn, *args)
+
+    def spawn_actor(self, cell: SessionCell, fresh: bool) -> None:
+        self._running += 1
+        self.spawn(self._run_actor, cell, fresh)
+
+    async def _run_actor(self, cell: SessionCell, fresh: bool) -> None:
+        try:
+            await cell.run(fresh)
+        finally:
+            self._running -= 1
+            if not self._running and self._all_stopped is not None:
+                self._all_stopped.set()
+
+    @property
+    def recovery_limiter(self) -> anyio.CapacityLimiter:
+        limiter = self._recovery_limiter
+        if limiter is None:
+            raise ShuttingDown()
+        return limiter
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def register_type(self, cls: type[Session[Any]]) -> str:
+        """Make ``cls`` known under its ``type_name``, so stored sessions of it can be reactivated."""
+        name = cls.type_name or cls.__name__
+        known = self._types.get(name)
+        if known is not None and known is not cls:
+            raise ValueError(
+                f"session type name {name!r} is used by {known.__qualname__} already: "
+                f"give {cls.__qualname__} another type_name"
+            )
+        self._types[name] = cls
+        return name
+
+    def check_start(self, session_id: str) -> None:
+        """Raise if a new session may not start now (override to add limits)."""
+
+    async def start(
+        self,
+        cls: type[Session[Any]],
+        session_id: str | None = None,
+        args: Mapping[str, Any] | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> SessionRef:
+        """Create a session, persist its index entry and start its actor.
+
+        Args:
+            cls: the ``Session`` subclass (registered as a known type).
+            session_id: the id; an unguessable one is generated when ``None``.
+            args: JSON-able arguments for ``initial_state`` (kept for every recovery).
+            metadata: JSON-able labels for ``list`` and ``stats``.
+
+        Raises:
+            SessionExists: the id is taken (active or stored).
+            ShuttingDown: the host is shutting down.
+        """
+        if self.closing or self._tg is None:
+            raise ShuttingDown(session_id)
+        sid = session_id if session_id is not None else secrets.token_urlsafe(16)
+        if sid in self._cells:
+            raise SessionExists(sid)
+        type_name = self.register_type(cls)
+        self.check_start(sid)
+        args = dict(args or {})
+        metadata = dict(metadata or {})
+        await self.store.create(SessionRecord(sid, type_name, Status.RUNNING, args, metadata))
+        if sid in self._cells:  # the store accepted it, so only a racing load could have added it
+            raise SessionExists(sid)
+        cell = SessionCell(self, sid, cls, args, metadata, Status.RUNNING)
+        self._cells[sid] = cell
+        self._starts += 1
+        cell.activate(fresh=True)
+        return cell.ref
+
+    async def get(self, session_id: str) -> SessionRef:
+        """A reference to a known session (active, passivated or persisted).
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        return (await self.cell(session_id)).ref
+
+    def ref(self, session_id: str) -> SessionRef:
+        """A reference without a look-up: an unknown id fails on the first message."""
+        return SessionRef(self, session_id, self._cells.get(session_id))
+
+    def cached(self, session_id: str) -> SessionCell | None:
+        """The session's cell if this process has it loaded."""
+        return self._cells.get(session_id)
+
+    def cell_nowait(self, session_id: str) -> SessionCell:
+        cell = self._cells.get(session_id)
+        if cell is None:
+            raise SessionNotFound(session_id)
+        return cell
+
+    async def cell(self, session_id: str) -> SessionCell:
+        """The session's cell, loaded from the store's index if this process has not seen it."""
+        cell = self._cells.get(session_id)
+        if cell is not None:
+            return cell
+        record = await self.store.get(session_id)
+        if record is None:
+            raise SessionNotFound(session_id)
+        cell = self._cells.get(session_id)  # loaded meanwhile by another task?
+        if cell is not None:
+            return cell
+        cls = self._types.get(record.type)
+        if cls is None:
+            raise SessionError(
+                f"session {session_id!r} is of type {record.type!r}, which this supervisor does "
+                f"not know: pass its class in session_types=[...]",
+                session_id=session_id,
+            )
+        status = record.status
+        if status is Status.RUNNING:
+            status = Status.PASSIVATED  # stored by an earlier process: activated on demand
+        cell = SessionCell(self, session_id, cls, record.args, record.metadata, status)
+        cell.version = record.version
+        self._cells[session_id] = cell
+        return cell
+
+    def forget(self, session_id: str) -> None:
+        """Drop an inactive session from memory (it stays in the store)."""
+        cell = self._cells.get(session_id)
+        if cell is not None and not cell.active:
+            del self._cells[session_id]
+
+    def cells(self) -> list[SessionCell]:
+        """Every session loaded in this process."""
+        return list(self._cells.values())
+
+    async def list(
+        self,
+        *,
+        status: Status | None = None,
+        type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> Sequence[SessionRecord]:
+        """Stored sessions matching every filter given, oldest first."""
+        return await self.store.list(status=status, type=type, metadata=metadata, limit=limit, offset=offset)
+
+    async def stats(self) -> HostStats:
+        """Counts of what this host did, with the store's counts."""
+        return HostStats(
+            active=self._running,
+            known=len(self._cells),
+            starts=self._starts,
+            restarts=self._restarts,
+            quarantined=self._quarantined,
+            dead_letters=self._dead_letters,
+            snapshot_failures=self._snapshot_failures,
+            events_recorded=self._events_recorded,
+            recoveries=self._recoveries,
+            store=await self.store.stats(),
+        )
+
+    async def inspect(self, session_id: str) -> Inspection:
+        """What the session is doing now, without activating it."""
+        return inspect_cell(await self.cell(session_id), self.clock.now())
+
+    # -- notes from the actors (counters now; metrics hook in here) -----------------------------
+
+    def note_crash(self, cell: SessionCell, exc: BaseException) -> None:
+        """A session's handler (or recovery) raised."""
+
+    def note_restart(self, cell: SessionCell) -> None:
+        self._restarts += 1
+
+    def note_quarantine(self, cell: SessionCell) -> None:
+        self._quarantined += 1
+
+    def note_recorded(self, cell: SessionCell, count: int) -> None:
+        self._events_recorded += count
+
+    def note_recovery(self, cell: SessionCell, events: int, seconds: float) -> None:
+        self._recoveries += 1
+
+    def note_status(self, cell: SessionCell, status: Status, reason: object) -> None:
+        """A session's status changed through its log."""
+
+    def note_snapshot_failure(self, cell: SessionCell, stage: str) -> None:
+        self._snapshot_failures += 1
+
+    def dead_letter(self, cell: SessionCell, env: Envelope) -> None:
+        self._dead_letters += 1
+        logger.debug("dead letter for session %r: %r", cell.id, env)

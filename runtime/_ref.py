@@ -1,0 +1,135 @@
+"""``SessionRef``: how the rest of the program talks to a session."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, final
+
+import anyio
+
+from ._exceptions import CallCycle, CallTimeout
+from ._mailbox import CALL_CHAIN, Envelope, Kind
+from ._session import Reply
+
+if TYPE_CHECKING:
+    from ._actor import SessionCell
+    from ._host import SessionHost
+    from ._status import Status
+
+__all__ = ["SessionRef"]
+
+_CALL = Kind.CALL
+_CAST = Kind.CAST
+
+
+@final
+class SessionRef:
+    """A reference to a session, valid across its restarts and passivation.
+
+    Get one from ``sessions.start``, ``sessions.get`` or ``sessions.ref``. A message to a passivated
+    session (or, after a process restart, a persisted one) activates it transparently.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = ("_cell", "_host", "id")
+
+    def __init__(self, host: SessionHost, session_id: str, cell: SessionCell | None = None) -> None:
+        self._host = host
+        self._cell = cell
+        self.id = session_id
+
+    def __repr__(self) -> str:
+        return f"SessionRef({self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SessionRef):
+            return NotImplemented
+        return self.id == other.id and self._host is other._host
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @property
+    def status(self) -> Status | None:
+        """The session's status as this process knows it (``None`` if it was never looked up)."""
+        cell = self._cell or self._host.cached(self.id)
+        return None if cell is None else cell.status
+
+    async def _resolve(self) -> SessionCell:
+        cell = self._cell
+        if cell is None or self._host.cached(self.id) is not cell:
+            cell = self._cell = await self._host.cell(self.id)
+        return cell
+
+    async def call(self, message: object, *, timeout: float | None = 5.0) -> object:
+        """Send ``message`` to ``handle_call`` and return its reply.
+
+        Raises:
+            CallTimeout: no reply within ``timeout`` seconds (the handler keeps running; its reply
+                is dropped).
+            CallCycle: the target is already waiting further up this call chain.
+            SessionCrashed: the handler raised (the original exception is the ``__cause__``).
+            SessionNotFound, SessionStopped, SessionPaused, ShuttingDown: it was not delivered.
+        """
+        chain = CALL_CHAIN.get()
+        if chain and self.id in chain:
+            raise CallCycle(self.id, chain)
+        cell = self._cell
+        if cell is None or cell.host.cached(self.id) is not cell:
+            cell = await self._resolve()
+        reply = Reply(self.id)
+        env = Envelope(_CALL, message, reply, chain)
+        if timeout is None:
+            await cell.deliver(env)
+            await reply._event.wait()
+        else:
+            with anyio.move_on_after(timeout):
+                await cell.deliver(env)
+                await reply._event.wait()
+            if not reply.done:
+                reply.done = True  # the late reply, if any, goes nowhere
+                raise CallTimeout(self.id, timeout)
+        error = reply._error
+        if error is not None:
+            raise error
+        return reply._value
+
+    async def cast(self, message: object) -> None:
+        """Send ``message`` to ``handle_cast``, waiting while the mailbox is full."""
+        cell = self._cell
+        if cell is None or cell.host.cached(self.id) is not cell:
+            cell = await self._resolve()
+        await cell.deliver(Envelope(_CAST, message, None, CALL_CHAIN.get()))
+
+    def cast_nowait(self, message: object) -> None:
+        """Send ``message`` to ``handle_cast`` now.
+
+        Raises:
+            MailboxFull: the mailbox is full (subclasses ``anyio.WouldBlock``).
+            SessionNotFound: the session is not loaded in this process (use ``await cast()``).
+        """
+        cell = self._cell
+        if cell is None or cell.host.cached(self.id) is not cell:
+            cell = self._cell = self._host.cell_nowait(self.id)
+        cell.deliver_nowait(Envelope(_CAST, message, None, CALL_CHAIN.get()))
+
+    async def _system(self, kind: Kind, message: object, timeout: float | None) -> None:
+        cell = await self._resolve()
+        reply = Reply(self.id)
+        with anyio.fail_after(timeout):
+            await cell.deliver(Envelope(kind, message, reply, CALL_CHAIN.get()))
+            await reply._event.wait()
+        if reply._error is not None:
+            raise reply._error
+
+    async def stop(self, reason: str = "normal", *, timeout: float | None = 5.0) -> None:
+        """Stop the session as ``STOPPED`` after the messages queued before this one."""
+        await self._system(Kind.STOP, reason, timeout)
+
+    async def pause(self, reason: str | None = None, *, timeout: float | None = 5.0) -> None:
+        """Pause the session: it processes nothing, and messages raise ``SessionPaused``."""
+        await self._system(Kind.PAUSE, reason, timeout)
+
+    async def resume(self, *, timeout: float | None = 5.0) -> None:
+        """Resume a paused session."""
+        await self._system(Kind.RESUME, None, timeout)

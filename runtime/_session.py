@@ -1,0 +1,247 @@
+"""The ``Session`` behaviour (a GenServer whose state is a fold of its events) and its helpers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
+
+import anyio
+
+from ._exceptions import SessionError
+
+if TYPE_CHECKING:
+    from ._actor import SessionCell
+    from ._ref import SessionRef
+
+__all__ = ["NoReply", "Reply", "Session", "TimerHandle"]
+
+S = TypeVar("S")
+
+logger = logging.getLogger(__name__)
+
+
+@final
+class _NoReplyType:
+    """The type of :data:`NoReply`."""
+
+    _instance: ClassVar[_NoReplyType | None] = None
+
+    def __new__(cls) -> _NoReplyType:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NoReply"
+
+
+NoReply = _NoReplyType()
+"""Returned by ``handle_call`` after ``defer_reply()``: the answer is sent later through the reply."""
+
+
+@final
+class Reply:
+    """A pending answer to one call. ``defer_reply()`` hands it out; any task may complete it once.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = ("_error", "_event", "_session_id", "_value", "done")
+
+    def __init__(self, session_id: str) -> None:
+        self._session_id = session_id
+        self._event = anyio.Event()
+        self._value: object = None
+        self._error: BaseException | None = None
+        self.done = False
+        """Whether the reply was sent or failed already."""
+
+    def send(self, value: object) -> bool:
+        """Answer the caller with ``value``. Returns ``False`` (and does nothing) if answered already.
+
+        A caller that timed out is gone: the value is dropped.
+        """
+        if self.done:
+            return False
+        self.done = True
+        self._value = value
+        self._event.set()
+        return True
+
+    def fail(self, error: BaseException) -> bool:
+        """Make the caller's ``call`` raise ``error``. Returns ``False`` if answered already."""
+        if self.done:
+            return False
+        self.done = True
+        self._error = error
+        self._event.set()
+        return True
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "pending"
+        return f"<Reply to a call on {self._session_id!r}, {state}>"
+
+
+@final
+class TimerHandle:
+    """A timer set with ``send_after``; ``cancel()`` stops it if it has not fired yet."""
+
+    __slots__ = ("_scope", "deadline", "message")
+
+    def __init__(self, deadline: float, message: object) -> None:
+        self.deadline = deadline
+        self.message = message
+        self._scope = anyio.CancelScope()
+
+    def cancel(self) -> None:
+        """Stop the timer. Harmless if it has fired or been cancelled already."""
+        self._scope.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._scope.cancel_called
+
+    def __repr__(self) -> str:
+        return f"<TimerHandle at {self.deadline:g} for {self.message!r}>"
+
+
+class Session(Generic[S]):
+    """A session: a task-actor whose state is rebuilt from its own event log.
+
+    Subclass it and override the callbacks. The runtime creates a fresh instance (with no arguments)
+    whenever the session starts, restarts after a crash, or is reactivated after passivation; all
+    state that must survive lives in ``self.state``, which only ``record`` changes.
+
+    Class attributes configure it: ``snapshot_every`` (events between snapshots, ``None`` for never),
+    ``state_version`` (bump when the state's shape changes; older snapshots are then ignored),
+    ``mailbox_size``, ``type_name`` (how the type is stored; defaults to the class name),
+    ``state_type`` (what snapshots decode into; defaults to the type of ``initial_state``'s result),
+    and ``transitions`` (an optional state machine over ``label(state)``, see ``record``).
+
+    .. versionadded:: 0.1
+    """
+
+    snapshot_every: ClassVar[int | None] = 100
+    state_version: ClassVar[int] = 1
+    mailbox_size: ClassVar[int] = 1000
+    type_name: ClassVar[str | None] = None
+    state_type: ClassVar[type[Any] | None] = None
+    transitions: ClassVar[Mapping[tuple[str, str], str]] = {}
+
+    _cell: SessionCell
+    _state: S
+    _version: int
+
+    # -- callbacks ------------------------------------------------------------------------------
+
+    def initial_state(self, args: Mapping[str, Any]) -> S:
+        """The state before any event, from the ``args`` given to ``start``. Must be pure."""
+        raise NotImplementedError(f"{type(self).__qualname__} must define initial_state(self, args) -> state")
+
+    def apply(self, state: S, event: object) -> S:
+        """The state after ``event``. Pure and deterministic: used live and on every replay."""
+        return state
+
+    def label(self, state: S) -> str:
+        """The state-machine label of ``state``, for ``transitions`` (override with them)."""
+        return type(state).__name__
+
+    async def handle_call(self, message: object) -> object:
+        """Answer a ``call``; the return value is the reply (``NoReply`` after ``defer_reply``)."""
+        raise NotImplementedError(
+            f"session {self.id!r} ({type(self).__qualname__}) got a call it does not handle: "
+            f"{message!r}; define handle_call"
+        )
+
+    async def handle_cast(self, message: object) -> None:
+        """Handle a ``cast`` (no reply)."""
+        raise NotImplementedError(
+            f"session {self.id!r} ({type(self).__qualname__}) got a cast it does not handle: "
+            f"{message!r}; define handle_cast"
+        )
+
+    async def handle_info(self, message: object) -> None:
+        """Handle a timer message (``send_after``) or a runtime notice. Ignored unless overridden."""
+        logger.warning("session %r ignored an info message: %r", self.id, message)
+
+    async def on_start(self) -> None:
+        """Runs after recovery, before the first queued message, in every incarnation."""
+
+    async def on_stop(self, reason: str) -> None:
+        """Runs once when the session stops: "shutdown", "completed", "failed", a stop reason..."""
+
+    # -- inside callbacks -----------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._cell.id
+
+    @property
+    def state(self) -> S:
+        """The state folded from every event recorded so far."""
+        return self._state
+
+    @property
+    def version(self) -> int:
+        """How many events the session has recorded (its log's length)."""
+        return self._version
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        return self._cell.metadata
+
+    @property
+    def ref(self) -> SessionRef:
+        """A reference to this session (to hand to others; calling yourself raises CallCycle)."""
+        return self._cell.ref
+
+    async def record(self, *events: object) -> int:
+        """Durably append ``events`` (atomically, one group commit), then apply them.
+
+        The state changes only once the store has acknowledged; returns the new version.
+
+        Raises:
+            InvalidTransition: ``transitions`` does not allow one of the events (nothing recorded).
+            StoreError: the store failed (nothing recorded, state unchanged). Letting either through
+                the handler answers the caller with it and does not crash the session.
+        """
+        return await self._cell.record(self, events)
+
+    def send_after(self, delay: float, message: object) -> TimerHandle:
+        """Deliver ``message`` to ``handle_info`` after ``delay`` seconds (on the runtime's clock).
+
+        Timers belong to this incarnation: a crash or stop cancels them (``on_start`` re-arms).
+        """
+        return self._cell.send_after(self, delay, message)
+
+    def defer_reply(self) -> Reply:
+        """Take over the reply to the call being handled; return ``NoReply`` and answer later.
+
+        Raises:
+            SessionError: called outside ``handle_call``.
+        """
+        reply = self._cell.take_reply()
+        if reply is None:
+            raise SessionError(
+                f"session {self.id!r}: defer_reply() is only possible inside handle_call",
+                session_id=self.id,
+            )
+        return reply
+
+    async def complete(self, result: object = None) -> None:
+        """End the session as ``COMPLETED`` with ``result``, after the current message."""
+        await self._cell.finish(self, "completed", result)
+
+    async def fail(self, reason: str) -> None:
+        """End the session as ``FAILED`` (a business failure, not a crash), after this message."""
+        await self._cell.finish(self, "failed", reason)
+
+    def stop(self, reason: str = "normal") -> None:
+        """End the session as ``STOPPED`` once the current message is handled."""
+        self._cell.request_stop(self, reason)
+
+    def __repr__(self) -> str:
+        cell = getattr(self, "_cell", None)
+        who = repr(cell.id) if cell is not None else "unbound"
+        return f"<{type(self).__qualname__} session {who}>"

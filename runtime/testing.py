@@ -1,0 +1,55 @@
+"""Helpers for testing code built on sessionvisor, like ``trio.testing``."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import final
+
+import anyio
+
+__all__ = ["ManualClock"]
+
+
+@final
+class ManualClock:
+    """A clock that moves only when told to, on any backend.
+
+    ``await clock.advance(dt)`` moves time forward, wakes every sleeper whose deadline has passed (in
+    deadline order), then waits until all tasks are blocked again, so that a test can assert what the
+    woken tasks did.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self._now:
+            await anyio.lowlevel.checkpoint()
+            return
+        wake = anyio.Event()
+        heapq.heappush(self._sleepers, (deadline, next(self._seq), wake))
+        await wake.wait()
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` and let the woken tasks run until all are blocked."""
+        if seconds < 0:
+            raise ValueError(f"time only moves forward, got {seconds}")
+        target = self._now + seconds
+        while self._sleepers and self._sleepers[0][0] <= target:
+            deadline, _, wake = heapq.heappop(self._sleepers)
+            self._now = max(self._now, deadline)
+            wake.set()
+            await anyio.wait_all_tasks_blocked()
+        self._now = target
+        await anyio.wait_all_tasks_blocked()
+
+    def __repr__(self) -> str:
+        return f"ManualClock(now={self._now}, sleepers={len(self._sleepers)})"
