@@ -213,26 +213,29 @@ class SessionCell:
             self.status_since = self.host.clock.now()
         self.status_reason = reason
 
-    def activate(self, *, fresh: bool = False) -> None:
-        """Open the mailbox and spawn the actor task (it recovers before taking messages)."""
+    def activate(self, initial: Session[Any] | None = None) -> None:
+        """Open the mailbox and spawn the actor task (it recovers before taking messages).
+
+        ``initial`` is the first instance of a new session, its state already initial: it needs no
+        recovery.
+        """
         self.send, self.receive = open_mailbox(self.cls.mailbox_size)
         self.active = True
-        self.host.spawn_actor(self, fresh)
+        self.host.spawn_actor(self, initial)
 
-    async def run(self, fresh: bool) -> None:
+    async def run(self, initial: Session[Any] | None) -> None:
         """The actor task: recover, serve, and on a crash restart until the budget is spent."""
         CALL_CHAIN.set((self.id,))
         host = self.host
         try:
             while True:
-                instance = self.cls()
-                instance._cell = self
+                if initial is not None:
+                    instance, initial = initial, None
+                else:
+                    instance = self.cls()
+                    instance._cell = self
                 try:
-                    if fresh:
-                        fresh = False
-                        instance._state = instance.initial_state(self.args)
-                        instance._version = 0
-                    else:
+                    if instance._version < 0:
                         await self._recover(instance)
                 except (CorruptEventLog, RecoveryFailed) as exc:
                     await self._quarantine_corrupt(exc)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, cast, dataclass_transform, overload
 
 import attrs
 import cattrs
@@ -158,6 +158,7 @@ def event(
 ) -> Callable[[type[T]], type[T]]: ...
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
 def event(
     cls: type[T] | None = None,
     /,

@@ -158,13 +158,13 @@ class SessionHost:
             raise ShuttingDown()
         tg.start_soon(fn, *args)
 
-    def spawn_actor(self, cell: SessionCell, fresh: bool) -> None:
+    def spawn_actor(self, cell: SessionCell, initial: Session[Any] | None) -> None:
         self._running += 1
-        self.spawn(self._run_actor, cell, fresh)
+        self.spawn(self._run_actor, cell, initial)
 
-    async def _run_actor(self, cell: SessionCell, fresh: bool) -> None:
+    async def _run_actor(self, cell: SessionCell, initial: Session[Any] | None) -> None:
         try:
-            await cell.run(fresh)
+            await cell.run(initial)
         finally:
             self._running -= 1
             if not self._running and self._all_stopped is not None:
@@ -223,13 +223,17 @@ class SessionHost:
         self.check_start(sid)
         args = dict(args or {})
         metadata = dict(metadata or {})
+        first = cls()
+        first._state = first.initial_state(args)  # bad args fail the start, before anything is kept
+        first._version = 0
         await self.store.create(SessionRecord(sid, type_name, Status.RUNNING, args, metadata))
         if sid in self._cells:  # the store accepted it, so only a racing load could have added it
             raise SessionExists(sid)
         cell = SessionCell(self, sid, cls, args, metadata, Status.RUNNING)
+        first._cell = cell
         self._cells[sid] = cell
         self._starts += 1
-        cell.activate(fresh=True)
+        cell.activate(first)
         return cell.ref
 
     async def get(self, session_id: str) -> SessionRef:

@@ -131,7 +131,7 @@ class Session(Generic[S]):
 
     _cell: SessionCell
     _state: S
-    _version: int
+    _version: int = -1  # not recovered yet
 
     # -- callbacks ------------------------------------------------------------------------------
 

@@ -5,12 +5,38 @@ Built on :mod:`runtime`'s public API only.
 
 from __future__ import annotations
 
+from ._exceptions import ChildExists as ChildExists
+from ._exceptions import ChildNotFound as ChildNotFound
+from ._exceptions import ChildRunning as ChildRunning
+from ._exceptions import ChildStartFailed as ChildStartFailed
+from ._exceptions import RestartIntensityExceeded as RestartIntensityExceeded
+from ._exceptions import SupervisorError as SupervisorError
+from ._exceptions import SupervisorNotRunning as SupervisorNotRunning
 from ._restart import Backoff as Backoff
 from ._restart import RestartPolicy as RestartPolicy
 from ._sessions import SessionSupervisor as SessionSupervisor
+from ._spec import ChildCounts as ChildCounts
+from ._spec import ChildInfo as ChildInfo
+from ._spec import ChildSpec as ChildSpec
+from ._spec import Restart as Restart
+from ._spec import Strategy as Strategy
+from ._supervisor import Supervisor as Supervisor
 
 __all__: list[str] = [
     "Backoff",
+    "ChildCounts",
+    "ChildExists",
+    "ChildInfo",
+    "ChildNotFound",
+    "ChildRunning",
+    "ChildSpec",
+    "ChildStartFailed",
+    "Restart",
+    "RestartIntensityExceeded",
     "RestartPolicy",
     "SessionSupervisor",
+    "Strategy",
+    "Supervisor",
+    "SupervisorError",
+    "SupervisorNotRunning",
 ]
