@@ -78,7 +78,7 @@ class EventRegistry:
         entry = EventType(name, version, cls)
         self._by_name[name] = entry
         self._by_cls[cls] = entry
-        self._structure[cls] = _converter.get_structure_hook(cls)
+        self._structure.pop(cls, None)  # built on first decode, once every annotation resolves
         return entry
 
     def add_upcaster(self, name: str, from_version: int, fn: Upcaster) -> None:
@@ -127,8 +127,11 @@ class EventRegistry:
                 raise UnknownEventType(type_name, version)
             payload = fn(payload)
             version += 1
+        hook = self._structure.get(entry.cls)
+        if hook is None:
+            hook = self._structure[entry.cls] = _converter.get_structure_hook(entry.cls)
         try:
-            return self._structure[entry.cls](payload, entry.cls)
+            return hook(payload, entry.cls)
         except (cattrs.BaseValidationError, TypeError, KeyError) as exc:
             raise ValueError(
                 f"payload of {type_name!r} v{entry.version} does not fit {entry.cls.__qualname__}: {exc}"
@@ -232,7 +235,12 @@ def encode_state(state: object) -> str:
 
 def decode_state(data: str, state_type: type[T]) -> T:
     """A snapshot's JSON text back as a ``state_type``."""
-    return _converter.structure(_loads(data), state_type)
+    value = _loads(data)
+    if state_type is type(None):
+        if value is not None:
+            raise ValueError(f"expected a null state, got {value!r}")
+        return cast("T", None)
+    return _converter.structure(value, state_type)
 
 
 def to_json(value: object) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "RestartStrategy",
     "SessionRecord",
     "Snapshot",
+    "Status",
     "StoreStats",
     "StoredEvent",
 ]

@@ -42,6 +42,13 @@ class Boom:
 
 
 @attrs.frozen
+class AddThenBoom:
+    """Records, then crashes: the event is stored although the caller gets SessionCrashed."""
+
+    n: int
+
+
+@attrs.frozen
 class Sleep:
     seconds: float
     then_add: int = 0
@@ -120,6 +127,9 @@ class Counter(Session[int]):
                 return self.state
             case Boom(text=text):
                 raise RuntimeError(text)
+            case AddThenBoom(n=n):
+                await self.record(Added(n))
+                raise RuntimeError("after record")
             case Sleep(seconds=s, then_add=n):
                 await anyio.sleep(s)
                 if n:
