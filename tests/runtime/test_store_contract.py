@@ -17,6 +17,7 @@ from runtime import (
     Status,
     VersionConflict,
 )
+from runtime._stores.sqlite import SQLiteStore
 from runtime.abc import EventStore
 
 pytestmark = pytest.mark.anyio
@@ -25,6 +26,7 @@ StoreFactory = Callable[[Path], EventStore]
 
 STORES: dict[str, StoreFactory] = {
     "memory": lambda _path: MemoryStore(),
+    "sqlite": lambda path: SQLiteStore(path / "s.db"),
 }
 
 

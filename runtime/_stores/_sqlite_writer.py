@@ -1,0 +1,405 @@
+"""The SQLite store's one writer thread, which commits queued operations in groups.
+
+Every write (create, append, set_status, save_snapshot, delete) is an :class:`Op` put on one queue.
+The writer thread takes *everything* queued, runs it as one transaction, commits once (one fsync for
+the lot) and only then wakes the callers; whatever arrives meanwhile waits for the next transaction.
+Under load, batches grow by themselves and the cost of a commit is shared by all of their operations.
+
+Each operation in a batch gets its own outcome. The writer keeps every session's current version (the
+log's length) in memory, so an append is checked against it, including the appends before it in the
+same batch, before anything is written: a ``VersionConflict`` or ``SessionNotFound`` only concerns that
+append. The cache is dropped whenever another connection has written to the file (``PRAGMA
+data_version``) or a transaction failed. Accepted appends are then written with one ``executemany``.
+If a statement still fails on one operation's data (a constraint the checks did not foresee), the batch
+is rolled back and run again with every operation inside its own ``SAVEPOINT``, so that only that one
+fails. A failure of the database itself (I/O error, disk full, failed commit) rolls the whole batch
+back and every caller in it gets ``StoreError``: nothing of it is written.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import sqlite3
+import threading
+import time
+from queue import Empty, SimpleQueue
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+
+from .._exceptions import SessionExists, SessionNotFound, StoreError, VersionConflict
+from ._sqlite_wakeup import Ticket, wake_all
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from pathlib import Path
+
+    from .._records import EventData
+
+__all__ = ["Kind", "Op", "Writer", "WriterStatistics"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_CACHED_VERSIONS = 100_000
+_OP_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.ProgrammingError,
+    sqlite3.InterfaceError,
+    OverflowError,
+)
+"""Errors about one operation's data, not about the database: only that operation fails."""
+
+_INSERT_EVENTS = (
+    "INSERT INTO events (session_id, version, type, schema_version, data, recorded_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_TOUCH_SESSION = "UPDATE sessions SET status = coalesce(?, status), updated_at = ? WHERE id = ?"
+
+
+class Kind(enum.Enum):
+    """What an :class:`Op` does."""
+
+    CREATE = "create"
+    APPEND = "append"
+    SET_STATUS = "set status"
+    SAVE_SNAPSHOT = "save snapshot"
+    DELETE = "delete"
+
+
+@final
+class Op(Ticket):
+    """One queued write and, once the writer is done with it, its outcome.
+
+    Made in the caller's event loop; ``await op.wait()`` returns once the writer is done with it.
+
+    ``args`` by kind: CREATE ``(type, status, args_json, metadata_json)``; APPEND ``(expected_version,
+    events, status | None)``; SET_STATUS ``(status,)``; SAVE_SNAPSHOT ``(version, state_version, data,
+    taken_at)``; DELETE ``()``. Statuses are ``Status.value`` strings.
+    """
+
+    __slots__ = ("args", "error", "kind", "result", "session_id")
+
+    def __init__(self, kind: Kind, session_id: str, args: tuple[Any, ...]) -> None:
+        Ticket.__init__(self)
+        self.kind = kind
+        self.session_id = session_id
+        self.args = args
+        self.result: int | None = None
+        self.error: Exception | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WriterStatistics:
+    """Counters of the writer thread since the store was opened."""
+
+    commits: int
+    failed_commits: int
+    isolated_retries: int
+    operations: int
+    appends: int
+    events: int
+    rejected: int
+    largest_batch: int
+    batch_sizes: Mapping[int, int]
+    queued: int
+
+
+def _bucket(size: int) -> int:
+    """The power of two at or above ``size``: batch sizes are counted in buckets 1, 2, 4, 8, ..."""
+    return 1 << (size - 1).bit_length()
+
+
+@final
+class Writer:
+    """Owns the writing connection and the thread that uses it; see the module docstring."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str | Path) -> None:
+        self._conn = conn
+        self._path = path
+        self._queue: SimpleQueue[Op | None] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"sessionvisor-sqlite-writer:{path}", daemon=True
+        )
+        self._versions: dict[str, int] = {}
+        self._data_version = -1
+        # Counters: written by the writer thread only, read by statistics().
+        self._commits = 0
+        self._failed_commits = 0
+        self._isolated_retries = 0
+        self._operations = 0
+        self._appends = 0
+        self._events = 0
+        self._rejected = 0
+        self._largest_batch = 0
+        self._batch_sizes: dict[int, int] = {}
+        self._queued = 0
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def submit(self, op: Op) -> None:
+        """Queue ``op`` for the next transaction. Thread-safe and non-blocking.
+
+        Raises:
+            StoreError: the writer is closing or closed.
+        """
+        with self._lock:
+            if self._closing:
+                raise StoreError(
+                    op.session_id,
+                    op.kind.value,
+                    f"the SQLite store at {str(self._path)!r} is closed; open a new store",
+                )
+            self._queue.put(op)
+
+    def close(self) -> None:
+        """Stop taking operations; the thread finishes what is queued, then closes the connection."""
+        with self._lock:
+            if not self._closing:
+                self._closing = True
+                self._queue.put(None)
+
+    def join(self) -> None:
+        """Wait (blocking) until the thread has finished and closed its connection."""
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    def statistics(self) -> WriterStatistics:
+        """A snapshot of the counters."""
+        return WriterStatistics(
+            commits=self._commits,
+            failed_commits=self._failed_commits,
+            isolated_retries=self._isolated_retries,
+            operations=self._operations,
+            appends=self._appends,
+            events=self._events,
+            rejected=self._rejected,
+            largest_batch=self._largest_batch,
+            batch_sizes=dict(sorted(self._batch_sizes.items())),
+            queued=self._queue.qsize(),
+        )
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                batch: list[Op] = []
+                if first is None:
+                    stopping = True
+                else:
+                    batch.append(first)
+                # Everything queued while the previous commit was in flight joins this one.
+                while True:
+                    try:
+                        op = self._queue.get_nowait()
+                    except Empty:
+                        break
+                    if op is None:
+                        stopping = True
+                    else:
+                        batch.append(op)
+                if batch:
+                    self._commit_batch(batch)
+        finally:
+            try:
+                self._conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing a healthy connection does not fail
+                logger.exception("closing the SQLite writer connection of %s failed", self._path)
+
+    def _commit_batch(self, batch: list[Op]) -> None:
+        size = len(batch)
+        self._largest_batch = max(self._largest_batch, size)
+        bucket = _bucket(size)
+        self._batch_sizes[bucket] = self._batch_sizes.get(bucket, 0) + 1
+        try:
+            try:
+                self._transaction(batch, isolate=False)
+            except _OP_ERRORS:
+                self._rollback()
+                # One operation's data broke a statement: run the batch again, each operation
+                # in its own savepoint, so that only the guilty one fails.
+                self._isolated_retries += 1
+                self._transaction(batch, isolate=True)
+        except Exception as exc:
+            self._rollback()
+            self._failed_commits += 1
+            logger.error(
+                "SQLite store %s: a transaction of %d operations failed and was rolled back: %r",
+                self._path,
+                size,
+                exc,
+            )
+            for op in batch:
+                op.result = None
+                op.error = StoreError(
+                    op.session_id,
+                    op.kind.value,
+                    f"the SQLite transaction failed ({type(exc).__name__}: {exc}); check the "
+                    f"disk and the file {str(self._path)!r}",
+                )
+                op.error.__cause__ = exc
+        else:
+            self._commits += 1
+            self._operations += size
+            for op in batch:
+                if op.error is not None:
+                    self._rejected += 1
+                elif op.kind is Kind.APPEND:
+                    self._appends += 1
+                    self._events += len(op.args[1])
+        wake_all(batch)
+
+    def _rollback(self) -> None:
+        self._versions.clear()
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.exception("SQLite store %s: ROLLBACK failed", self._path)
+
+    def _transaction(self, batch: Sequence[Op], *, isolate: bool) -> None:
+        conn = self._conn
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        # Our cached versions hold only while nobody else writes to the file.
+        data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if data_version != self._data_version or len(self._versions) > _MAX_CACHED_VERSIONS:
+            self._versions.clear()
+            self._data_version = data_version
+        rows: list[tuple[str, int, str, int, str, float]] = []
+        statuses: dict[str, str | None] = {}  # index entries appends change
+        for op in batch:
+            op.result = None
+            op.error = None
+            if isolate:
+                conn.execute("SAVEPOINT op")
+                try:
+                    self._apply(op, now, rows, statuses)
+                    self._flush(now, rows, statuses)
+                except _OP_ERRORS as exc:
+                    conn.execute("ROLLBACK TO op")
+                    self._versions.pop(op.session_id, None)
+                    rows.clear()
+                    statuses.clear()
+                    op.result = None
+                    op.error = StoreError(
+                        op.session_id,
+                        op.kind.value,
+                        f"SQLite rejected the data ({type(exc).__name__}: {exc}); the stored log "
+                        f"of this session may be inconsistent, inspect {str(self._path)!r}",
+                    )
+                    op.error.__cause__ = exc
+                conn.execute("RELEASE op")
+            elif op.kind is Kind.APPEND:
+                self._apply(op, now, rows, statuses)
+            else:
+                self._flush(now, rows, statuses)  # keep the batch's statements in queue order
+                self._apply(op, now, rows, statuses)
+        self._flush(now, rows, statuses)
+        commit(conn)
+
+    def _flush(
+        self,
+        now: float,
+        rows: list[tuple[str, int, str, int, str, float]],
+        statuses: dict[str, str | None],
+    ) -> None:
+        if rows:
+            self._conn.executemany(_INSERT_EVENTS, rows)
+            rows.clear()
+        if statuses:
+            self._conn.executemany(_TOUCH_SESSION, [(status, now, sid) for sid, status in statuses.items()])
+            statuses.clear()
+
+    def _version(self, session_id: str) -> int | None:
+        version = self._versions.get(session_id)
+        if version is None:
+            row = self._conn.execute(
+                "SELECT coalesce((SELECT max(version) FROM events WHERE session_id = ?1), 0) "
+                "FROM sessions WHERE id = ?1",
+                (session_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            version = self._versions[session_id] = row[0]
+        return version
+
+    def _apply(
+        self,
+        op: Op,
+        now: float,
+        rows: list[tuple[str, int, str, int, str, float]],
+        statuses: dict[str, str | None],
+    ) -> None:
+        sid = op.session_id
+        kind = op.kind
+        conn = self._conn
+        if kind is Kind.APPEND:
+            expected: int = op.args[0]
+            events: Sequence[EventData] = op.args[1]
+            status: str | None = op.args[2]
+            current = self._version(sid)
+            if current is None:
+                op.error = SessionNotFound(sid)
+                return
+            if current != expected:
+                op.error = VersionConflict(sid, expected, current)
+                return
+            version = expected
+            for event in events:
+                version += 1
+                rows.append((sid, version, event.type, event.schema_version, event.data, now))
+            self._versions[sid] = version
+            if status is not None:
+                statuses[sid] = status
+            elif not events:  # nothing in the log shows this append: touch updated_at
+                statuses.setdefault(sid, None)
+            op.result = version
+        elif kind is Kind.CREATE:
+            type_name, status, args_json, metadata_json = op.args
+            cursor = conn.execute(
+                "INSERT INTO sessions (id, type, status, args, metadata, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (sid, type_name, status, args_json, metadata_json, now, now),
+            )
+            if cursor.rowcount == 0:
+                op.error = SessionExists(sid)
+            else:
+                self._versions[sid] = 0
+        elif kind is Kind.SET_STATUS:
+            cursor = conn.execute(
+                "UPDATE sessions SET status = ?, updated_at = ? WHERE id = ?",
+                (op.args[0], now, sid),
+            )
+            if cursor.rowcount == 0:
+                op.error = SessionNotFound(sid)
+        elif kind is Kind.SAVE_SNAPSHOT:
+            conn.execute(
+                "INSERT INTO snapshots (session_id, version, state_version, data, taken_at) "
+                "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?) "
+                "ON CONFLICT (session_id) DO UPDATE SET version = excluded.version, "
+                "state_version = excluded.state_version, data = excluded.data, "
+                "taken_at = excluded.taken_at",
+                (sid, *op.args, sid),
+            )
+        else:  # Kind.DELETE
+            conn.execute("DELETE FROM events WHERE session_id = ?", (sid,))
+            conn.execute("DELETE FROM snapshots WHERE session_id = ?", (sid,))
+            conn.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+            self._versions.pop(sid, None)
+
+
+def commit(conn: sqlite3.Connection) -> None:
+    """COMMIT the writer's transaction: the point where a batch becomes durable.
+
+    A module-level function so that tests can make it fail (a disk that fails at the worst moment).
+    """
+    conn.execute("COMMIT")

@@ -1,0 +1,491 @@
+"""The embedded default event store: one SQLite file, WAL, group commit in one writer thread.
+
+Writes go through one connection in one dedicated thread that commits whatever is queued as one
+transaction (see :mod:`._sqlite_writer`); callers are woken once their transaction is durable. Reads use
+a small pool of other connections in anyio's worker threads, so that they never wait for a commit: in
+WAL mode readers see the last committed state while the writer writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from itertools import starmap
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
+
+import anyio
+import attrs
+
+from .._exceptions import StoreError
+from .._records import SessionRecord, Snapshot, StoredEvent, StoreStats
+from .._status import Status
+from ._sqlite_schema import connect_reader, connect_writer
+from ._sqlite_wakeup import run_in_thread
+from ._sqlite_writer import Kind, Op, Writer
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .._records import EventData
+
+__all__ = ["SQLiteStore", "SQLiteStoreStatistics"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_LAST_VERSION = 2**63 - 1
+_KEEP_READERS = 8
+"""Idle reader connections kept open; more are opened while more reads run at once."""
+
+
+@attrs.frozen(kw_only=True)
+class SQLiteStoreStatistics:
+    """What a :class:`SQLiteStore` has done since it was opened (a snapshot).
+
+    Attributes:
+        commits: transactions committed by the writer thread (each may hold many operations).
+        failed_commits: transactions that failed and were rolled back (every caller got StoreError).
+        isolated_retries: batches run again with one savepoint per operation, because one
+            operation's data broke a statement.
+        operations: writes committed (creates, appends, status changes, snapshots, deletes),
+            including the ones rejected with ``SessionExists``/``SessionNotFound``/``VersionConflict``.
+        appends: successful ``append`` calls.
+        events: events those appends wrote.
+        rejected: operations that got ``SessionExists``, ``SessionNotFound`` or ``VersionConflict``.
+        largest_batch: the most operations committed in one transaction.
+        batch_sizes: how many transactions had up to 1, 2, 4, 8, ... operations (power-of-two buckets).
+        queued: operations waiting for the writer right now.
+        idle_readers: reader connections open and idle right now.
+    """
+
+    commits: int
+    failed_commits: int
+    isolated_retries: int
+    operations: int
+    appends: int
+    events: int
+    rejected: int
+    largest_batch: int
+    batch_sizes: Mapping[int, int]
+    queued: int
+    idle_readers: int
+
+    @property
+    def mean_batch(self) -> float:
+        """Operations per committed transaction."""
+        return self.operations / self.commits if self.commits else 0.0
+
+
+def _dump(value: Mapping[str, Any], *, sort_keys: bool) -> str:
+    return json.dumps(dict(value), sort_keys=sort_keys, separators=(",", ":"))
+
+
+def _record(row: tuple[Any, ...]) -> SessionRecord:
+    sid, type_name, status, args, metadata, version, created_at, updated_at = row
+    return SessionRecord(
+        sid,
+        type_name,
+        Status(status),
+        json.loads(args),
+        json.loads(metadata),
+        version,
+        created_at,
+        updated_at,
+    )
+
+
+# A session's version is its log's last version; it was last updated when its entry or its log was.
+_SELECT_RECORD = (
+    "SELECT id, type, status, args, metadata, "
+    "coalesce((SELECT max(version) FROM events WHERE session_id = sessions.id), 0), created_at, "
+    "max(updated_at, coalesce((SELECT recorded_at FROM events WHERE session_id = sessions.id "
+    "ORDER BY version DESC LIMIT 1), 0)) FROM sessions"
+)
+
+
+@final
+class _Readers:
+    """A pool of read-only connections, each used by one worker thread at a time."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def run(
+        self,
+        session_id: str | None,
+        action: str,
+        fn: Callable[[sqlite3.Connection], T],
+    ) -> T:
+        """In a worker thread: run ``fn`` on a pooled connection; SQLite errors become StoreError."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(session_id, action, f"the SQLite store at {str(self._path)!r} is closed")
+            conn = self._idle.pop() if self._idle else None
+        try:
+            if conn is None:
+                conn = connect_reader(self._path)
+            return fn(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(session_id, action, f"SQLite failed ({type(exc).__name__}: {exc})") from exc
+        except (ValueError, TypeError) as exc:  # undecodable index entry (bad JSON, unknown status)
+            raise StoreError(session_id, action, f"a stored index entry cannot be read ({exc})") from exc
+        finally:
+            if conn is not None:
+                with self._lock:
+                    keep = not self._closed and len(self._idle) < _KEEP_READERS
+                    if keep:
+                        self._idle.append(conn)
+                if not keep:
+                    conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+@final
+class SQLiteStore:
+    """Sessions in one SQLite file: the embedded default store.
+
+    The file is in WAL mode. Writes are group-committed by one writer thread and acknowledged only once
+    durable (with ``synchronous="FULL"``, the default, durable across power loss; with ``"NORMAL"``, a
+    power loss may drop the last acknowledged transactions, but never corrupts the file). Reads run in
+    anyio's worker threads on their own connections and never wait for the writer. It implements
+    :class:`runtime.abc.EventStore`; payloads are kept as the JSON text they come in (never pickle).
+
+    Args:
+        path: the database file; created, and migrated to the current schema, by :meth:`open`.
+        synchronous: SQLite's ``PRAGMA synchronous`` for the writer: ``"FULL"`` or ``"NORMAL"``.
+
+    Example::
+
+        store = SQLiteStore("sessions.db")
+        await store.open()
+        try:
+            ...
+        finally:
+            await store.aclose()
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    ) -> None:
+        level = str(synchronous).upper()
+        if level not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        path = os.fspath(path)
+        if path == ":memory:" or path.startswith("file::memory:") or not path:
+            raise ValueError(
+                "SQLiteStore needs a file (its reader connections share it with the writer); "
+                "use MemoryStore() for a store in memory"
+            )
+        self._path = path
+        self._synchronous = level
+        self._state: Literal["new", "opening", "open", "closing", "closed"] = "new"
+        self._writer: Writer | None = None
+        self._readers = _Readers(path)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self._path!r}, synchronous={self._synchronous!r}, {self._state})"
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    def statistics(self) -> SQLiteStoreStatistics:
+        """Counters of the writer thread and the reader pool, as a frozen snapshot."""
+        if self._writer is None:
+            return SQLiteStoreStatistics(
+                commits=0,
+                failed_commits=0,
+                isolated_retries=0,
+                operations=0,
+                appends=0,
+                events=0,
+                rejected=0,
+                largest_batch=0,
+                batch_sizes={},
+                queued=0,
+                idle_readers=self._readers.idle,
+            )
+        w = self._writer.statistics()
+        return SQLiteStoreStatistics(**attrs.asdict(w, recurse=False), idle_readers=self._readers.idle)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the file (creating it), put it in WAL mode, migrate it, start the writer thread.
+
+        Raises:
+            StoreError: the file cannot be opened or migrated, or was written by a newer
+                sessionvisor; or the store was opened before.
+        """
+        if self._state != "new":
+            raise StoreError(None, "open the database", f"{self!r} was opened before; make a new SQLiteStore")
+        self._state = "opening"
+        try:
+            conn = await run_in_thread(connect_writer, self._path, self._synchronous)
+        except BaseException:
+            self._state = "closed"
+            self._readers.close()
+            raise
+        self._writer = Writer(conn, self._path)
+        self._writer.start()
+        self._state = "open"
+        logger.debug("opened %r", self)
+
+    async def aclose(self) -> None:
+        """Commit everything queued, stop the writer thread and close every connection. Idempotent.
+
+        Operations called after this raise ``StoreError``.
+        """
+        if self._state == "closed":
+            return
+        self._state = "closing"
+        writer = self._writer
+        if writer is not None:
+            writer.close()
+            with anyio.CancelScope(shield=True):
+                await run_in_thread(writer.join)
+        self._readers.close()
+        self._state = "closed"
+        logger.debug("closed %r", self)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def _write(self, kind: Kind, session_id: str, args: tuple[Any, ...]) -> int | None:
+        writer = self._writer
+        if writer is None or self._state == "closed":
+            why = "not open: await store.open() first" if self._state == "new" else "closed"
+            raise StoreError(session_id, kind.value, f"the SQLite store is {why}")
+        op = Op(kind, session_id, args)
+        writer.submit(op)
+        await op.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    async def create(self, record: SessionRecord) -> None:
+        """Add a new session to the index, at version 0.
+
+        Raises:
+            SessionExists: a session with ``record.id`` is already stored.
+            StoreError: ``args``/``metadata`` are not JSON, or the database failed.
+        """
+        try:
+            args_json = _dump(record.args, sort_keys=False)
+            # Sorted keys, so that list(metadata=...) can compare nested values as text.
+            metadata_json = _dump(record.metadata, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                record.id, "create", f"args and metadata must be JSON-serialisable ({exc})"
+            ) from exc
+        await self._write(
+            Kind.CREATE, record.id, (record.type, record.status.value, args_json, metadata_json)
+        )
+
+    async def append(
+        self,
+        session_id: str,
+        expected_version: int,
+        events: Sequence[EventData],
+        *,
+        status: Status | None = None,
+    ) -> int:
+        """Append ``events`` atomically after ``expected_version``; return the new version.
+
+        Durable when it returns. Concurrent appends share one transaction (group commit).
+
+        Raises:
+            SessionNotFound: the session is not in the index.
+            VersionConflict: the log's length is not ``expected_version``.
+            StoreError: the transaction failed (nothing of it was written) or the store is closed.
+        """
+        result = await self._write(
+            Kind.APPEND,
+            session_id,
+            (expected_version, tuple(events), None if status is None else status.value),
+        )
+        assert result is not None
+        return result
+
+    async def set_status(self, session_id: str, status: Status) -> None:
+        """Change the session's status in the index.
+
+        Raises:
+            SessionNotFound: the session is not in the index.
+        """
+        await self._write(Kind.SET_STATUS, session_id, (status.value,))
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` as the session's latest (replacing the one before; ignored when the
+        session is not stored)."""
+        await self._write(
+            Kind.SAVE_SNAPSHOT,
+            snapshot.session_id,
+            (snapshot.version, snapshot.state_version, snapshot.data, snapshot.taken_at),
+        )
+
+    async def delete(self, session_id: str) -> None:
+        """Remove the session, its log and its snapshot. Unknown ids are ignored."""
+        await self._write(Kind.DELETE, session_id, ())
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def _read(self, session_id: str | None, action: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._state != "open":
+            why = "not open: await store.open() first" if self._state == "new" else "closed"
+            raise StoreError(session_id, action, f"the SQLite store is {why}")
+        return await run_in_thread(self._readers.run, session_id, action, fn)
+
+    async def read(
+        self, session_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> Sequence[StoredEvent]:
+        """Events ``from_version..to_version`` (inclusive; to the end when ``None``), in order."""
+        params = (
+            session_id,
+            session_id,
+            from_version,
+            _LAST_VERSION if to_version is None else to_version,
+        )
+
+        def query(conn: sqlite3.Connection) -> list[StoredEvent]:
+            cursor = conn.execute(
+                "SELECT ?, version, type, schema_version, data, recorded_at FROM events "
+                "WHERE session_id = ? AND version >= ? AND version <= ? ORDER BY version",
+                params,
+            )
+            return list(starmap(StoredEvent, cursor))
+
+        return await self._read(session_id, "read the log", query)
+
+    async def load_snapshot(self, session_id: str) -> Snapshot | None:
+        """The session's latest snapshot, if any."""
+
+        def query(conn: sqlite3.Connection) -> Snapshot | None:
+            row = conn.execute(
+                "SELECT session_id, version, state_version, data, taken_at FROM snapshots "
+                "WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+            return None if row is None else Snapshot(*row)
+
+        return await self._read(session_id, "load the snapshot", query)
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        """The session's index entry, or ``None`` when it is not stored."""
+
+        def query(conn: sqlite3.Connection) -> SessionRecord | None:
+            row = conn.execute(f"{_SELECT_RECORD} WHERE id = ?", (session_id,)).fetchone()
+            return None if row is None else _record(row)
+
+        return await self._read(session_id, "read the index", query)
+
+    async def list(
+        self,
+        *,
+        status: Status | None = None,
+        type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> Sequence[SessionRecord]:
+        """Index entries matching every filter given, oldest first (then by id).
+
+        ``metadata`` matches entries whose metadata has each key equal to the value given (compared
+        as JSON; ``None`` also matches a missing key, as in ``metadata.get(key) == None``).
+        """
+        where: list[str] = []
+        params: list[object] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if type is not None:
+            where.append("type = ?")
+            params.append(type)
+        for key, value in (metadata or {}).items():
+            # json_each compares keys as plain text: no JSON path to build, whatever the key holds.
+            if value is None:
+                where.append(
+                    "coalesce((SELECT j.type = 'null' FROM json_each(sessions.metadata) AS j "
+                    "WHERE j.key = ?), 1)"
+                )
+                params.append(key)
+            elif isinstance(value, Mapping | list | tuple):
+                where.append(
+                    "(SELECT j.type IN ('object', 'array') AND j.value = ? "
+                    "FROM json_each(sessions.metadata) AS j WHERE j.key = ?)"
+                )
+                try:
+                    params += [json.dumps(value, sort_keys=True, separators=(",", ":")), key]
+                except (TypeError, ValueError) as exc:
+                    raise StoreError(
+                        None, "list sessions", f"metadata filter {key!r} is not JSON ({exc})"
+                    ) from exc
+            elif isinstance(value, str | int | float):
+                where.append(
+                    "(SELECT j.type NOT IN ('object', 'array') AND j.value = ? "
+                    "FROM json_each(sessions.metadata) AS j WHERE j.key = ?)"
+                )
+                params += [value, key]
+            else:
+                raise StoreError(
+                    None,
+                    "list sessions",
+                    f"metadata filter {key!r} must be JSON (str, number, bool, None, list, dict), "
+                    f"not {value!r}",
+                )
+        sql = _SELECT_RECORD
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, id LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else limit, offset]
+
+        def query(conn: sqlite3.Connection) -> list[SessionRecord]:
+            return [_record(row) for row in conn.execute(sql, params)]
+
+        return await self._read(None, "list sessions", query)
+
+    async def stats(self) -> StoreStats:
+        """Counts of sessions by status and type, of events and of snapshots (one consistent read)."""
+
+        def query(conn: sqlite3.Connection) -> StoreStats:
+            conn.execute("BEGIN")
+            try:
+                by_status = dict(conn.execute("SELECT status, count(*) FROM sessions GROUP BY status"))
+                by_type = dict(conn.execute("SELECT type, count(*) FROM sessions GROUP BY type"))
+                # A log's length is its last version (the runtime checks there are no gaps).
+                sessions, events = conn.execute(
+                    "SELECT count(*), coalesce(sum((SELECT max(version) FROM events "
+                    "WHERE session_id = sessions.id)), 0) FROM sessions"
+                ).fetchone()
+                (snapshots,) = conn.execute("SELECT count(*) FROM snapshots").fetchone()
+            finally:
+                conn.execute("COMMIT")
+            return StoreStats(
+                sessions=sessions,
+                events=events,
+                snapshots=snapshots,
+                by_status=by_status,
+                by_type=by_type,
+            )
+
+        return await self._read(None, "count sessions", query)
