@@ -45,9 +45,10 @@ _MAX_CACHED_VERSIONS = 100_000
 _OP_ERRORS = (
     sqlite3.IntegrityError,
     sqlite3.DataError,
-    sqlite3.ProgrammingError,
+    sqlite3.ProgrammingError,  # a value SQLite cannot bind
     sqlite3.InterfaceError,
-    OverflowError,
+    OverflowError,  # an integer beyond 64 bits
+    UnicodeEncodeError,  # a string with lone surrogates
 )
 """Errors about one operation's data, not about the database: only that operation fails."""
 
