@@ -139,8 +139,8 @@ class SessionHost:
         """Take no new work, let queued messages finish up to ``drain_timeout``, then cancel."""
         self.closing = True
         for cell in list(self._cells.values()):
-            if cell.send is not None:
-                cell.send.close()
+            if cell.mailbox is not None:
+                cell.mailbox.close()
         if self._running:
             done = self._all_stopped = anyio.Event()
             with anyio.move_on_after(self.drain_timeout):
@@ -160,15 +160,13 @@ class SessionHost:
 
     def spawn_actor(self, cell: SessionCell, initial: Session[Any] | None) -> None:
         self._running += 1
-        self.spawn(self._run_actor, cell, initial)
+        self.spawn(cell.run, initial)
 
-    async def _run_actor(self, cell: SessionCell, initial: Session[Any] | None) -> None:
-        try:
-            await cell.run(initial)
-        finally:
-            self._running -= 1
-            if not self._running and self._all_stopped is not None:
-                self._all_stopped.set()
+    def actor_ended(self, cell: SessionCell) -> None:
+        """Called by each actor task as it ends (it runs with no wrapper: a frame per idle session)."""
+        self._running -= 1
+        if not self._running and self._all_stopped is not None:
+            self._all_stopped.set()
 
     @property
     def recovery_limiter(self) -> anyio.CapacityLimiter:

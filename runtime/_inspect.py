@@ -63,7 +63,7 @@ def inspect_cell(cell: SessionCell, now: float) -> Inspection:
         possible = tuple(sorted(e for (lb, e) in transitions if lb == label))
     depth = cell.mailbox_depth
     health = Health.HEALTHY
-    if len(cell.restart_times) >= 3:
+    if len(cell.restart_times or ()) >= 3:
         health = Health.ERROR_PRONE
     return Inspection(
         id=cell.id,

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
+from collections import deque
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+import anyio.lowlevel
+import sniffio
+import trio
 
 if TYPE_CHECKING:
     from ._session import Reply
 
-__all__ = ["CALL_CHAIN", "Envelope", "Kind", "Mailbox", "open_mailbox"]
+__all__ = ["CALL_CHAIN", "Envelope", "Kind", "Mailbox"]
+
+T = TypeVar("T")
 
 
 class Kind(enum.Enum):
@@ -46,12 +52,151 @@ class Envelope:
         return f"<Envelope {self.kind.value} {self.message!r}>"
 
 
-Mailbox = tuple[MemoryObjectSendStream[Envelope], MemoryObjectReceiveStream[Envelope]]
+class Mailbox(Generic[T]):
+    r"""A bounded FIFO with one receiver (the actor) and any number of senders.
 
+    Why not anyio's memory object stream: an idle session is a receiver parked on an empty mailbox,
+    and there may be 100,000 of them. A stream pair with its state, an ``anyio.Event`` per wait (an
+    ``asyncio.Event`` holds a deque) and its waiter sets costs about 4 KB per idle receiver; this
+    parks on a bare future (asyncio) or the task itself (trio) and keeps no buffer while empty, so
+    an idle mailbox costs a few hundred bytes. Senders that find it full wait on ``anyio.Event``\ s:
+    that path is rare and need not be lean.
 
-def open_mailbox(size: int) -> Mailbox:
-    """A bounded mailbox: anyio's memory object stream, which does the waiting and closing for us."""
-    return anyio.create_memory_object_stream[Envelope](size)
+    Errors are anyio's: ``WouldBlock`` (full / empty), ``ClosedResourceError`` (put after close),
+    ``EndOfStream`` (get after close once drained).
+    """
+
+    __slots__ = ("_closed", "_items", "_parked", "_room", "size")
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"mailbox size must be >= 1, got {size}")
+        self.size = size
+        self._items: deque[T] | None = None
+        self._closed = False
+        self._parked: Any = None  # the receiver's asyncio future or trio task, while it waits
+        self._room: deque[anyio.Event] | None = None  # senders waiting for room, oldest first
+
+    def __len__(self) -> int:
+        items = self._items
+        return 0 if items is None else len(items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put_nowait(self, item: T) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        items = self._items
+        if self._room or (items is not None and len(items) >= self.size):
+            raise anyio.WouldBlock  # full, or senders wait for room before us (FIFO among them)
+        if items is None:
+            items = self._items = deque()
+        items.append(item)
+        if self._parked is not None:
+            self._wake_receiver()
+
+    async def put(self, item: T) -> None:
+        """Put ``item``, waiting (in order with other waiting senders) while the mailbox is full."""
+        await anyio.lowlevel.checkpoint()
+        try:
+            self.put_nowait(item)
+            return
+        except anyio.WouldBlock:
+            pass
+        room = anyio.Event()
+        waiting = self._room
+        if waiting is None:
+            waiting = self._room = deque()
+        waiting.append(room)
+        try:
+            await room.wait()
+        except BaseException:
+            waiting.remove(room)
+            if not waiting:
+                self._room = None
+            self._pass_room()  # the slot we may have been given goes to the next in line
+            raise
+        waiting.remove(room)
+        if not waiting:
+            self._room = None
+        if self._closed:
+            raise anyio.ClosedResourceError
+        # Woken for a free slot, which put_nowait cannot take while we were waiting: it is ours.
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append(item)
+        if self._parked is not None:
+            self._wake_receiver()
+
+    def get_nowait(self) -> T:
+        items = self._items
+        if items:
+            item = items.popleft()
+            if not items:
+                self._items = None  # an empty deque costs 760 bytes: keep none while idle
+            if self._room:
+                self._pass_room()
+            return item
+        if self._closed:
+            raise anyio.EndOfStream
+        raise anyio.WouldBlock
+
+    async def get(self) -> T:
+        """The next item, parking the receiver while the mailbox is empty."""
+        while True:
+            try:
+                return self.get_nowait()
+            except anyio.WouldBlock:
+                pass
+            await self._park()  # outside the except: a parked receiver keeps no exception alive
+
+    def close(self) -> None:
+        """No more puts; the receiver drains what is queued, then gets ``EndOfStream``."""
+        self._closed = True
+        if self._parked is not None:
+            self._wake_receiver()
+        room = self._room
+        if room:
+            for event in room:
+                event.set()
+
+    def _pass_room(self) -> None:
+        """Wake as many waiting senders, oldest first, as there are free slots."""
+        room = self._room
+        if not room:
+            return
+        free = self.size - len(self)
+        for event in room:
+            if free <= 0:
+                break
+            event.set()
+            free -= 1
+
+    async def _park(self) -> None:
+        if sniffio.current_async_library() == "trio":
+            self._parked = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_trio)
+        else:
+            future = self._parked = asyncio.get_running_loop().create_future()
+            try:
+                await future
+            finally:
+                self._parked = None
+
+    def _abort_trio(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake_receiver(self) -> None:
+        parked, self._parked = self._parked, None
+        if isinstance(parked, asyncio.Future):
+            if not parked.done():
+                parked.set_result(None)
+        else:
+            trio.lowlevel.reschedule(parked)
 
 
 CALL_CHAIN: ContextVar[tuple[str, ...]] = ContextVar("sessionvisor_call_chain", default=())

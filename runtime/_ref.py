@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, final
 
 import anyio
+import anyio.lowlevel
 
 from ._exceptions import CallCycle, CallTimeout
 from ._mailbox import CALL_CHAIN, Envelope, Kind
@@ -96,6 +97,7 @@ class SessionRef:
 
     async def cast(self, message: object) -> None:
         """Send ``message`` to ``handle_cast``, waiting while the mailbox is full."""
+        await anyio.lowlevel.checkpoint()
         cell = self._cell
         if cell is None or cell.host.cached(self.id) is not cell:
             cell = await self._resolve()
