@@ -163,7 +163,7 @@ class SessionCell:
             self.activate()
         chain = env.chain
         if not chain or chain[-1] != self.id:
-            self.last_active = self.host.clock.now()
+            self.last_active = self.host.now()
         mailbox = self.mailbox
         assert mailbox is not None
         return mailbox
@@ -217,7 +217,8 @@ class SessionCell:
         ``initial`` is the first instance of a new session, its state already initial: it needs no
         recovery.
         """
-        self.mailbox = Mailbox(self.cls.mailbox_size)
+        backend = self.host.backend
+        self.mailbox = Mailbox(self.cls.mailbox_size, trio=backend is not None and backend.is_trio)
         self.active = True
         self.host.spawn_actor(self, initial)
 
@@ -274,6 +275,8 @@ class SessionCell:
         assert mailbox is not None
         chain_var = CALL_CHAIN
         own = (self.id,)
+        backend = self.host.backend
+        checkpoint = backend.checkpoint if backend is not None else anyio.lowlevel.checkpoint
         streak = 0
         while True:
             if len(mailbox):
@@ -283,15 +286,21 @@ class SessionCell:
                     # A long queue of handlers that never await would hold the event loop: let
                     # other tasks (and cancellation) in now and then.
                     streak = 0
-                    await anyio.lowlevel.checkpoint()
+                    await checkpoint()
             else:
-                # Parked outside any except clause, so that an idle session keeps no exception.
+                # Yield once before parking: a sender streaming casts refills the mailbox during
+                # that turn, which spares both sides a park and a wake-up per message. Parked
+                # outside any except clause, so that an idle session keeps no exception alive.
                 streak = 0
-                try:
-                    env = await mailbox.get()
-                except anyio.EndOfStream:
-                    await self._stop_instance(instance, "shutdown")
-                    return None
+                await checkpoint()
+                if len(mailbox):
+                    env = mailbox.get_nowait()
+                else:
+                    try:
+                        env = await mailbox.get()
+                    except anyio.EndOfStream:
+                        await self._stop_instance(instance, "shutdown")
+                        return None
             kind = env.kind
             reply = env.reply
             if self.status is not _RUNNING and kind in _USER_KINDS:

@@ -17,6 +17,7 @@ import anyio
 import attrs
 
 from ._actor import SessionCell
+from ._backend import Backend, current_backend
 from ._clock import AnyioClock
 from ._events import EventRegistry, default_registry
 from ._exceptions import SessionError, SessionExists, SessionNotFound, ShuttingDown
@@ -87,6 +88,8 @@ class SessionHost:
         self.events = events or default_registry
         self.drain_timeout = drain_timeout
         self.closing = False
+        self.backend: Backend | None = None
+        self.now: Callable[[], float] = self.clock.now
         self._max_recoveries = max_concurrent_recoveries
         self._types: dict[str, type[Session[Any]]] = {}
         for cls in session_types:
@@ -109,6 +112,10 @@ class SessionHost:
     async def __aenter__(self) -> Self:
         if self._tg is not None:
             raise RuntimeError(f"{type(self).__name__} is already running")
+        self.backend = backend = current_backend()
+        # The clock of the hot path (every message notes its sender's activity): anyio's own
+        # clock bound to this loop, or the clock injected in its place.
+        self.now = backend.now if isinstance(self.clock, AnyioClock) else self.clock.now
         await self.store.open()
         self._recovery_limiter = anyio.CapacityLimiter(self._max_recoveries)
         tg = anyio.create_task_group()

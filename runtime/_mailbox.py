@@ -66,12 +66,13 @@ class Mailbox(Generic[T]):
     ``EndOfStream`` (get after close once drained).
     """
 
-    __slots__ = ("_closed", "_items", "_parked", "_room", "size")
+    __slots__ = ("_closed", "_items", "_parked", "_room", "_trio", "size")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, trio: bool | None = None) -> None:
         if size < 1:
             raise ValueError(f"mailbox size must be >= 1, got {size}")
         self.size = size
+        self._trio = trio  # which backend parks the receiver; found at first park if not given
         self._items: deque[T] | None = None
         self._closed = False
         self._parked: Any = None  # the receiver's asyncio future or trio task, while it waits
@@ -176,7 +177,9 @@ class Mailbox(Generic[T]):
             free -= 1
 
     async def _park(self) -> None:
-        if sniffio.current_async_library() == "trio":
+        if self._trio is None:
+            self._trio = sniffio.current_async_library() == "trio"
+        if self._trio:
             self._parked = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort_trio)
         else:

@@ -97,10 +97,12 @@ class SessionRef:
 
     async def cast(self, message: object) -> None:
         """Send ``message`` to ``handle_cast``, waiting while the mailbox is full."""
-        await anyio.lowlevel.checkpoint()
         cell = self._cell
         if cell is None or cell.host.cached(self.id) is not cell:
             cell = await self._resolve()
+        backend = cell.host.backend
+        # A cast always yields once (as anyio's stream send does), even when the mailbox has room.
+        await (backend.checkpoint() if backend is not None else anyio.lowlevel.checkpoint())
         await cell.deliver(Envelope(_CAST, message, None, CALL_CHAIN.get()))
 
     def cast_nowait(self, message: object) -> None:
