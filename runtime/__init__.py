@@ -40,6 +40,8 @@ from ._records import Snapshot as Snapshot
 from ._records import StoredEvent as StoredEvent
 from ._records import StoreStats as StoreStats
 from ._ref import SessionRef as SessionRef
+from ._replay import Replayed as Replayed
+from ._replay import replay as replay
 from ._session import NoReply as NoReply
 from ._session import Reply as Reply
 from ._session import Session as Session
@@ -54,6 +56,7 @@ __all__ = [
     "HostStats",
     "Inspection",
     "NoReply",
+    "Replayed",
     "Reply",
     "Session",
     "SessionHost",
@@ -62,6 +65,7 @@ __all__ = [
     "TimerHandle",
     "default_registry",
     "event",
+    "replay",
     "upcaster",
     "CallTimeout",
     "CorruptEventLog",

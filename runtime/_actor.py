@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.lowlevel
 
-from ._events import STATUS_EVENT, StatusChanged, decode_state, encode_state
+from ._events import StatusChanged, encode_state
 from ._exceptions import (
     CorruptEventLog,
     InvalidTransition,
@@ -29,11 +29,11 @@ from ._exceptions import (
     SessionStopped,
     ShuttingDown,
     StoreError,
-    UnknownEventType,
     VersionConflict,
 )
 from ._mailbox import CALL_CHAIN, Envelope, Kind, Mailbox
 from ._records import EventData, Snapshot
+from ._replay import replay
 from ._session import NoReply, Reply, Session, TimerHandle
 from ._status import Status
 
@@ -469,80 +469,23 @@ class SessionCell:
 
     async def _recover(self, instance: Session[Any]) -> None:
         host = self.host
-        store = host.store
         sid = self.id
         async with host.recovery_limiter:
             started = host.clock.now()
-            record = await store.get(sid)
+            record = await host.store.get(sid)
             if record is None:
                 raise CorruptEventLog(sid, 0, "the session is no longer in the store's index")
-            try:
-                state = instance.initial_state(self.args)
-            except Exception as exc:
-                raise RecoveryFailed(sid, 0, exc) from exc
-            version = 0
-            snapshot = await store.load_snapshot(sid)
-            if snapshot is not None:
-                if snapshot.version > record.version:
-                    raise CorruptEventLog(
-                        sid,
-                        snapshot.version,
-                        f"its snapshot is at version {snapshot.version}, beyond the last event "
-                        f"({record.version})",
-                    )
-                if snapshot.state_version == self.cls.state_version:
-                    try:
-                        state = decode_state(snapshot.data, self.cls.state_type or type(state))
-                        version = snapshot.version
-                    except Exception as exc:
-                        logger.warning(
-                            "session %r: snapshot at version %d cannot be decoded (%s); "
-                            "replaying the whole log",
-                            sid,
-                            snapshot.version,
-                            exc,
-                        )
-                        host.note_snapshot_failure(self, "decode")
-            events = await store.read(sid, version + 1)
-            decode = host.events.decode
-            apply = instance.apply
-            expected = version + 1
-            for stored in events:
-                if stored.version != expected:
-                    problem = (
-                        f"version {stored.version} appears again (duplicate)"
-                        if stored.version < expected
-                        else f"versions {expected}..{stored.version - 1} are missing (gap)"
-                    )
-                    raise CorruptEventLog(sid, expected, problem)
-                try:
-                    ev = decode(stored.type, stored.schema_version, stored.data)
-                except UnknownEventType as exc:
-                    raise CorruptEventLog(sid, expected, str(exc)) from exc
-                except Exception as exc:
-                    raise CorruptEventLog(
-                        sid, expected, f"payload of {stored.type!r} cannot be decoded: {exc}"
-                    ) from exc
-                if stored.type != STATUS_EVENT:
-                    try:
-                        state = apply(state, ev)
-                    except Exception as exc:
-                        raise RecoveryFailed(sid, expected, exc) from exc
-                expected += 1
-            if expected - 1 < record.version:
-                raise CorruptEventLog(
-                    sid,
-                    expected,
-                    f"the log ends at version {expected - 1} but the index says {record.version}",
-                )
-            instance._state = state
-            instance._version = self.version = expected - 1
+            done = await replay(host.store, record, instance, host.events)
+            if done.snapshot_rejected == "decode":
+                host.note_snapshot_failure(self, "decode")
+            instance._state = done.state
+            instance._version = self.version = done.version
             if record.status is not self.status and not self.status.terminal:
                 if record.status is not Status.PASSIVATED:
                     self.set_status(record.status)
-            host.note_recovery(self, len(events), host.clock.now() - started)
+            host.note_recovery(self, done.replayed, host.clock.now() - started)
         every = self.cls.snapshot_every
-        if every is not None and len(events) > every:
+        if every is not None and done.replayed > every:
             # A long replay: snapshot now so that the next recovery is short.
             self._snapshot(instance)
 

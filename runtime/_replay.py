@@ -1,0 +1,135 @@
+"""Rebuilding a session's state from its store: snapshot, then the tail of its log, checked.
+
+Used by the actor on every recovery, and on its own by whoever must read a session without
+activating it (inspection of a passivated session, the command line).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._events import STATUS_EVENT, EventRegistry, decode_state
+from ._exceptions import CorruptEventLog, RecoveryFailed, UnknownEventType
+
+if TYPE_CHECKING:
+    from ._records import SessionRecord
+    from ._session import Session
+    from .abc import EventStore
+
+__all__ = ["Replayed", "replay"]
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class Replayed:
+    """What a replay produced.
+
+    Attributes:
+        state: the state after ``version`` events.
+        version: how many events are folded into ``state``.
+        replayed: how many events were read and applied (the tail after the snapshot).
+        snapshot_version: the version of the snapshot used, or 0 when none was.
+        snapshot_rejected: why a stored snapshot was not used ("state_version", "decode"), if so.
+    """
+
+    state: Any
+    version: int
+    replayed: int
+    snapshot_version: int = 0
+    snapshot_rejected: str | None = None
+
+
+async def replay(
+    store: EventStore,
+    record: SessionRecord,
+    session: Session[Any],
+    events: EventRegistry,
+    *,
+    to_version: int | None = None,
+    use_snapshot: bool = True,
+) -> Replayed:
+    """Rebuild ``session``'s state from ``store``; the instance is only used for its pure methods.
+
+    Args:
+        store: where the log and snapshots are.
+        record: the session's index entry (its args, and the version its log must reach).
+        session: an instance of the session's class (``initial_state`` and ``apply`` are called).
+        events: the registry that decodes stored events (with upcasters).
+        to_version: stop after this version (the command line's ``replay --to``); no snapshot
+            beyond it is used.
+        use_snapshot: start from the latest usable snapshot rather than from the first event.
+
+    Raises:
+        CorruptEventLog: a gap or duplicate in versions, an undecodable payload, an unknown event
+            type, a snapshot beyond the last event, or a log shorter than the index says.
+        RecoveryFailed: ``initial_state`` or ``apply`` raised.
+    """
+    sid = record.id
+    cls = type(session)
+    try:
+        state = session.initial_state(record.args)
+    except Exception as exc:
+        raise RecoveryFailed(sid, 0, exc) from exc
+    version = 0
+    snapshot_version = 0
+    rejected: str | None = None
+    snapshot = await store.load_snapshot(sid) if use_snapshot else None
+    if snapshot is not None:
+        if snapshot.version > record.version:
+            raise CorruptEventLog(
+                sid,
+                snapshot.version,
+                f"its snapshot is at version {snapshot.version}, beyond the last event ({record.version})",
+            )
+        if snapshot.state_version != cls.state_version:
+            rejected = "state_version"
+        elif to_version is None or snapshot.version <= to_version:
+            try:
+                state = decode_state(snapshot.data, cls.state_type or type(state))
+            except Exception as exc:
+                logger.warning(
+                    "session %r: snapshot at version %d cannot be decoded (%s); replaying the whole log",
+                    sid,
+                    snapshot.version,
+                    exc,
+                )
+                rejected = "decode"
+            else:
+                version = snapshot_version = snapshot.version
+    stored_events = await store.read(sid, version + 1, to_version)
+    decode = events.decode
+    apply = session.apply
+    expected = version + 1
+    for stored in stored_events:
+        if stored.version != expected:
+            problem = (
+                f"version {stored.version} appears again (duplicate)"
+                if stored.version < expected
+                else f"versions {expected}..{stored.version - 1} are missing (gap)"
+            )
+            raise CorruptEventLog(sid, expected, problem)
+        try:
+            ev = decode(stored.type, stored.schema_version, stored.data)
+        except UnknownEventType as exc:
+            raise CorruptEventLog(sid, expected, str(exc)) from exc
+        except Exception as exc:
+            raise CorruptEventLog(
+                sid, expected, f"payload of {stored.type!r} cannot be decoded: {exc}"
+            ) from exc
+        if stored.type != STATUS_EVENT:
+            try:
+                state = apply(state, ev)
+            except Exception as exc:
+                raise RecoveryFailed(sid, expected, exc) from exc
+        expected += 1
+    last = expected - 1
+    must_reach = record.version if to_version is None else min(to_version, record.version)
+    if last < must_reach:
+        raise CorruptEventLog(
+            sid, expected, f"the log ends at version {last} but the index says {record.version}"
+        )
+    return Replayed(state, last, len(stored_events), snapshot_version, rejected)
