@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-import math
+from collections import deque
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, NoReturn, Self, final
@@ -49,7 +49,6 @@ from ._spec import ChildCounts, ChildInfo, ChildSpec, Restart, Strategy
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from ._spec import ChildStart
 
@@ -75,7 +74,8 @@ class _Incarnation(TaskStatus[object]):
         self.child = child
         self.scope = anyio.CancelScope(shield=True)
         self.settled = anyio.Event()  # started() was called, or the task ended
-        self.done = anyio.Event()  # the task ended
+        self.finished = False  # the task ended
+        self._finished_event: anyio.Event | None = None  # made only for a stop that has to wait
         self.has_started = False
         self.stop_requested = False
         self.value: object = None
@@ -87,6 +87,18 @@ class _Incarnation(TaskStatus[object]):
         self.has_started = True
         self.value = value
         self.settled.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self.settled.set()
+        if self._finished_event is not None:
+            self._finished_event.set()
+
+    async def wait_finished(self) -> None:
+        if not self.finished:
+            if self._finished_event is None:
+                self._finished_event = anyio.Event()
+            await self._finished_event.wait()
 
 
 @final
@@ -105,7 +117,7 @@ class _Child:
     @property
     def running(self) -> bool:
         inc = self.current
-        return inc is not None and inc.has_started and not inc.stop_requested and not inc.done.is_set()
+        return inc is not None and inc.has_started and not inc.stop_requested and not inc.finished
 
     def info(self) -> ChildInfo:
         running = self.running
@@ -123,12 +135,7 @@ class _Child:
 class _Tree:
     """The state of one ``Supervisor.run``: a fresh one each time the supervisor (re)starts."""
 
-    def __init__(
-        self,
-        supervisor: Supervisor,
-        task_group: TaskGroup,
-        exits: MemoryObjectSendStream[_Incarnation],
-    ) -> None:
+    def __init__(self, supervisor: Supervisor, task_group: TaskGroup) -> None:
         self.name = supervisor.name
         self.strategy = supervisor.strategy
         self.intensity = RestartIntensity(supervisor.max_restarts, supervisor.within)
@@ -136,7 +143,8 @@ class _Tree:
         self.phase = _Phase.STARTING
         self.lock = anyio.Lock(fast_acquire=True)
         self._task_group = task_group
-        self._exits = exits
+        self._exits: deque[_Incarnation] = deque()  # children that stopped on their own
+        self._exits_wakeup: anyio.Event | None = None  # set when the supervisor waits for _exits
 
     @property
     def closing(self) -> bool:
@@ -152,19 +160,24 @@ class _Tree:
                 except Exception as exc:  # a crash: the supervisor decides what happens next
                     inc.error = exc
         finally:
-            inc.done.set()
-            inc.settled.set()
-        if not inc.has_started or inc.stop_requested:
-            return  # a failed start is the starter's to report; a requested stop is no crash
-        if self.closing:
-            _log.warning(
-                "supervisor %r: child %r stopped on its own while the supervisor was shutting down",
-                self.name,
-                inc.child.spec.id,
-                exc_info=inc.error,
-            )
+            inc.finish()
+        if not inc.has_started:
+            return  # a failed start is the starter's to report
+        if inc.stop_requested or self.closing:
+            # A requested stop is no crash, and nothing is restarted once the tree shuts down.
+            if inc.error is not None:
+                _log.warning(
+                    "supervisor %r: child %r raised %s",
+                    self.name,
+                    inc.child.spec.id,
+                    "while being stopped" if inc.stop_requested else "while the tree shut down",
+                    exc_info=inc.error,
+                )
+                inc.error = None  # see supervise()
             return
-        self._exits.send_nowait(inc)
+        self._exits.append(inc)
+        if self._exits_wakeup is not None:
+            self._exits_wakeup.set()
 
     async def _start(self, child: _Child) -> object:
         """Start one child and wait until it has called ``task_status.started()``."""
@@ -185,7 +198,7 @@ class _Tree:
             child.current = None
         if self.closing:  # stopped by the supervisor's shutdown, not a failure of its own
             raise SupervisorNotRunning(supervisor=self.name)
-        reason = inc.error
+        reason, inc.error = inc.error, None  # see supervise()
         if reason is None:
             reason = RuntimeError(f"child {child.spec.id!r} returned without calling task_status.started()")
         raise ChildStartFailed(supervisor=self.name, child_id=child.spec.id, reason=reason)
@@ -198,11 +211,11 @@ class _Tree:
         if not inc.stop_requested:
             inc.stop_requested = True
             inc.scope.cancel()
-        if not inc.done.is_set():
+        if not inc.finished:
             shutdown = child.spec.shutdown
             with anyio.move_on_after(shutdown, shield=True):
-                await inc.done.wait()
-            if not inc.done.is_set():
+                await inc.wait_finished()
+            if not inc.finished:
                 _log.log(
                     logging.WARNING if shutdown > 0 else logging.DEBUG,
                     "supervisor %r: child %r did not finish within %gs of being cancelled; "
@@ -227,13 +240,23 @@ class _Tree:
         for child in reversed(list(self.children)):
             await self._stop(child)
 
-    async def supervise(self, exits: MemoryObjectReceiveStream[_Incarnation]) -> NoReturn:
+    async def supervise(self) -> NoReturn:
         """Handle children's exits as they come, until cancelled or the intensity is exceeded."""
-        async for inc in exits:
-            async with self.lock:
-                if inc.child.current is inc:  # else stale: already stopped or restarted
-                    await self._on_exit(inc)
-        raise AssertionError("unreachable: the supervisor's exit stream was closed while it ran")
+        exits = self._exits
+        while True:
+            while exits:
+                inc = exits.popleft()
+                async with self.lock:
+                    if inc.child.current is inc:  # else stale: already stopped or restarted
+                        await self._on_exit(inc)
+                # The error's traceback holds the child's frames, which refer back to inc: drop it
+                # now rather than leave a reference cycle per crash to the garbage collector.
+                inc.error = None
+            self._exits_wakeup = wakeup = anyio.Event()
+            try:
+                await wakeup.wait()
+            finally:
+                self._exits_wakeup = None
 
     async def _on_exit(self, inc: _Incarnation) -> None:
         child = inc.child
@@ -253,16 +276,20 @@ class _Tree:
                 exc_info=error,
             )
             return
-        _log.warning(
-            "supervisor %r: %s child %r %s; restarting (%s)",
-            self.name,
-            spec.restart.value,
-            spec.id,
-            outcome,
-            self.strategy.value,
-            exc_info=error,
-        )
-        await self._restart(child, error)
+        try:
+            await self._restart(child, error)
+        finally:
+            # Logged once the restart is done (or has failed): a log record costs about as much as
+            # the restart itself, and the crashed child's replacement should not wait for it.
+            _log.warning(
+                "supervisor %r: %s child %r %s (%s restart)",
+                self.name,
+                spec.restart.value,
+                spec.id,
+                outcome,
+                self.strategy.value,
+                exc_info=error,
+            )
 
     async def _restart(self, child: _Child, reason: BaseException | None) -> None:
         """Apply the strategy to ``child``'s exit; a failed restart counts as one more crash."""
@@ -464,22 +491,20 @@ class Supervisor(anyio.AsyncContextManagerMixin):
                 f"supervisor {self.name!r} is already running: a Supervisor runs one tree at a time "
                 "(create another Supervisor for a second tree)"
             )
-        send, receive = anyio.create_memory_object_stream[_Incarnation](math.inf)
         failure: ChildStartFailed | RestartIntensityExceeded | None = None
         try:
-            with send, receive:
-                async with anyio.create_task_group() as task_group:
-                    tree = self._tree = _Tree(self, task_group, send)
-                    try:
-                        await tree.start_all()
-                        tree.phase = _Phase.RUNNING
-                        task_status.started(self)
-                        await tree.supervise(receive)
-                    except (ChildStartFailed, RestartIntensityExceeded) as exc:
-                        failure = exc  # raised below, outside the task group: not wrapped in a group
-                    finally:
-                        with anyio.CancelScope(shield=True):
-                            await tree.stop_all()
+            async with anyio.create_task_group() as task_group:
+                tree = self._tree = _Tree(self, task_group)
+                try:
+                    await tree.start_all()
+                    tree.phase = _Phase.RUNNING
+                    task_status.started(self)
+                    await tree.supervise()
+                except (ChildStartFailed, RestartIntensityExceeded) as exc:
+                    failure = exc  # raised below, outside the task group: not wrapped in a group
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await tree.stop_all()
         finally:
             self._tree = None
         assert failure is not None  # the task group only exits without an exception on a failure
