@@ -36,6 +36,9 @@ APPLICATION_ID = 0x53565354
 BUSY_TIMEOUT_MS = 10_000
 """How long a connection waits for another one's lock (a checkpoint, another process) before failing."""
 
+WAL_AUTOCHECKPOINT_PAGES = 4000
+WRITER_CACHE_KIB = 65536
+
 
 def _v1_tables(conn: sqlite3.Connection) -> None:
     # A rowid table in append order, with a (session_id, version) index for replays, rather than a
@@ -190,6 +193,11 @@ def connect_writer(path: str | Path, synchronous: str) -> sqlite3.Connection:
                 "put it on a local file system",
             )
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        # Checkpoint every 4,000 WAL pages (16 MiB) instead of SQLite's 1,000 and let the writer
+        # cache up to 64 MiB: appends spread over many sessions dirty many index pages per
+        # commit, and these two settings cut the commit cost by ~15% (bench/README.md, issue 4).
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES:d}")
+        conn.execute(f"PRAGMA cache_size = {-WRITER_CACHE_KIB:d}")
         migrate(conn, path)
     except sqlite3.Error as exc:
         conn.close()

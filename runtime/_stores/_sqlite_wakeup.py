@@ -39,7 +39,7 @@ class Ticket:
     the work is done, and the caller's :meth:`wait` returns.
     """
 
-    __slots__ = ("_loop", "_waiter", "_woken")
+    __slots__ = ("_cancelled", "_loop", "_waiter", "_woken")
 
     def __init__(self) -> None:
         loop = asyncio._get_running_loop()
@@ -51,8 +51,9 @@ class Ticket:
             if trio is None:  # pragma: no cover - anyio runs only on asyncio and trio
                 raise RuntimeError("the SQLite store must be used from an asyncio or trio loop")
             self._loop = trio.lowlevel.current_trio_token()
-            self._waiter = trio.Event()
+            self._waiter = trio.lowlevel.current_task()
         self._woken = False
+        self._cancelled = False
 
     async def wait(self) -> None:
         """Wait until the thread is done with this ticket's work.
@@ -62,15 +63,16 @@ class Ticket:
         caller never leaves while it is still in flight (a session restarted after a cancellation
         replays a settled log, not one that an old append may still extend).
         """
-        if isinstance(self._waiter, asyncio.Future):
-            await self._wait_asyncio()
-        else:
-            with hold_virtual_clock():
+        if not isinstance(self._waiter, asyncio.Future):
+            if "trio.testing" in sys.modules:  # a MockClock may be running
+                with hold_virtual_clock():
+                    await self._wait_trio()
+            else:
                 await self._wait_trio()
-
-    async def _wait_asyncio(self) -> None:
-        # Not under anyio.CancelScope(shield=True) on the fast path: on asyncio that costs more
-        # than all the rest of an append (bench/README.md, issue 4); it is only needed once cancelled.
+            return
+        # asyncio, inline (this is every append's hot path). Not under anyio.CancelScope(shield=True):
+        # on asyncio that costs more than all the rest of an append (bench/README.md, issue 4); it
+        # is only needed once cancelled.
         try:
             await self._waiter
         except asyncio.CancelledError:
@@ -85,12 +87,18 @@ class Ticket:
     async def _wait_trio(self) -> None:
         import trio
 
-        try:
-            await self._waiter.wait()
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True):
-                await self._waiter.wait()
-            raise
+        # Parked with trio's low-level trap rather than on a trio.Event: waking costs one
+        # reschedule. A cancellation cannot abort the wait (Abort.FAILED); it is noted, and raised
+        # once the work is done (trio's cancel scopes stay cancelled until they exit).
+        await trio.lowlevel.wait_task_rescheduled(self._abort_trio)
+        if self._cancelled:
+            await trio.lowlevel.checkpoint()
+
+    def _abort_trio(self, _raise_cancel: object) -> Any:
+        import trio
+
+        self._cancelled = True
+        return trio.lowlevel.Abort.FAILED
 
 
 def _wake_asyncio(tickets: list[Ticket]) -> None:
@@ -102,9 +110,10 @@ def _wake_asyncio(tickets: list[Ticket]) -> None:
 
 
 def _wake_trio(tickets: list[Ticket]) -> None:
+    reschedule = sys.modules["trio"].lowlevel.reschedule
     for ticket in tickets:
         ticket._woken = True
-        ticket._waiter.set()
+        reschedule(ticket._waiter)
 
 
 def wake_all(tickets: Iterable[Ticket]) -> None:

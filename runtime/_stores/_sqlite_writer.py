@@ -42,6 +42,8 @@ __all__ = ["Kind", "Op", "Writer", "WriterStatistics"]
 logger = logging.getLogger(__name__)
 
 _MAX_CACHED_VERSIONS = 100_000
+MAX_BATCH = 512
+"""The most operations committed in one transaction."""
 _OP_ERRORS = (
     sqlite3.IntegrityError,
     sqlite3.DataError,
@@ -188,6 +190,7 @@ class Writer:
     # -- the writer thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        max_batch = MAX_BATCH
         try:
             stopping = False
             while not stopping:
@@ -197,8 +200,9 @@ class Writer:
                     stopping = True
                 else:
                     batch.append(first)
-                # Everything queued while the previous commit was in flight joins this one.
-                while True:
+                # Everything queued while the previous commit was in flight joins this one (up to
+                # a bound, so that one transaction's size and its callers' wait stay bounded).
+                while len(batch) < max_batch:
                     try:
                         op = self._queue.get_nowait()
                     except Empty:

@@ -319,13 +319,22 @@ class SQLiteStore:
             VersionConflict: the log's length is not ``expected_version``.
             StoreError: the transaction failed (nothing of it was written) or the store is closed.
         """
-        result = await self._write(
+        # _write() inlined: this is the hot path.
+        writer = self._writer
+        if writer is None or self._state == "closed":
+            why = "not open: await store.open() first" if self._state == "new" else "closed"
+            raise StoreError(session_id, "append", f"the SQLite store is {why}")
+        op = Op(
             Kind.APPEND,
             session_id,
             (expected_version, tuple(events), None if status is None else status.value),
         )
-        assert result is not None
-        return result
+        writer.submit(op)
+        await op.wait()
+        if op.error is not None:
+            raise op.error
+        assert op.result is not None
+        return op.result
 
     async def set_status(self, session_id: str, status: Status) -> None:
         """Change the session's status in the index.
