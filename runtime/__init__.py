@@ -30,6 +30,8 @@ from ._exceptions import StoreError as StoreError
 from ._exceptions import TooManySessions as TooManySessions
 from ._exceptions import UnknownEventType as UnknownEventType
 from ._exceptions import VersionConflict as VersionConflict
+from ._history import HistoryConfig as HistoryConfig
+from ._history import TransitionRecord as TransitionRecord
 from ._host import HostStats as HostStats
 from ._host import SessionHost as SessionHost
 from ._inspect import Health as Health
@@ -53,6 +55,7 @@ __all__ = [
     "CallCycle",
     "EventRegistry",
     "Health",
+    "HistoryConfig",
     "HostStats",
     "Inspection",
     "NoReply",
@@ -63,6 +66,7 @@ __all__ = [
     "SessionRef",
     "StatusChanged",
     "TimerHandle",
+    "TransitionRecord",
     "default_registry",
     "event",
     "replay",

@@ -11,7 +11,9 @@ import copy
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -31,6 +33,7 @@ from ._exceptions import (
     StoreError,
     VersionConflict,
 )
+from ._history import RawTransition, new_buffer
 from ._mailbox import CALL_CHAIN, Envelope, Kind, Mailbox
 from ._records import EventData, Snapshot
 from ._replay import replay
@@ -66,6 +69,7 @@ class SessionCell:
         "cls",
         "deferred",
         "error",
+        "history",
         "host",
         "id",
         "instance",
@@ -117,6 +121,7 @@ class SessionCell:
         self.deferred: list[Reply] | None = None
         self.timers: set[TimerHandle] | None = None
         self.record_error: BaseException | None = None
+        self.history: deque[RawTransition] | None = None
         self.recording = False
         self.stop_reason: str | None = None
         self.restarts = 0
@@ -277,6 +282,8 @@ class SessionCell:
         own = (self.id,)
         backend = self.host.backend
         checkpoint = backend.checkpoint if backend is not None else anyio.lowlevel.checkpoint
+        noting = self.host.history.enabled
+        labelled = noting and bool(self.cls.transitions)
         streak = 0
         while True:
             if len(mailbox):
@@ -307,6 +314,11 @@ class SessionCell:
                 self.reject(env)  # paused since this message was queued
                 continue
             self.messages += 1
+            started = perf_counter()
+            status_before = self.status
+            version_before = self.version
+            label_before = instance.label(instance._state) if labelled else None
+            error: Exception | None = None
             try:
                 if kind is _CALL:
                     assert reply is not None
@@ -326,6 +338,7 @@ class SessionCell:
                 else:
                     await self._system(instance, env)
             except Exception as exc:
+                error = exc
                 if exc is self.record_error:
                     # The caller's mistake (InvalidTransition) or the store's failure: nothing was
                     # recorded, so the state is intact and the session carries on.
@@ -343,9 +356,51 @@ class SessionCell:
                     reply.fail(_crashed(self.id, exc))
                 self.fail_deferred(_crashed(self.id, exc))
                 return exc
+            finally:
+                if noting:
+                    self._note_turn(
+                        instance, env, started, status_before, version_before, label_before, error
+                    )
             if self.stop_reason is not None or self.status.terminal:
                 await self._terminate(instance)
                 return None
+
+    def _note_turn(
+        self,
+        instance: Session[Any],
+        env: Envelope,
+        started: float,
+        status_before: Status,
+        version_before: int,
+        label_before: str | None,
+        error: Exception | None,
+    ) -> None:
+        """Keep a transition record of the message just handled (a plain tuple: it is per message)."""
+        duration = perf_counter() - started
+        history = self.history
+        if history is None:
+            history = self.history = new_buffer(self.host.history)
+        label_after = None
+        if label_before is not None:
+            try:
+                label_after = instance.label(instance._state)
+            except Exception:
+                label_after = "?"
+        history.append(
+            (
+                self.messages,
+                time.time() - duration,
+                env.kind,
+                type(env.message),
+                status_before,
+                self.status,
+                label_before,
+                label_after,
+                self.version - version_before,
+                duration,
+                None if error is None else f"{type(error).__name__}: {error}",
+            )
+        )
 
     async def _system(self, instance: Session[Any], env: Envelope) -> None:
         reply = env.reply

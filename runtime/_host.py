@@ -21,6 +21,7 @@ from ._backend import Backend, current_backend
 from ._clock import AnyioClock
 from ._events import EventRegistry, default_registry
 from ._exceptions import SessionError, SessionExists, SessionNotFound, ShuttingDown
+from ._history import HistoryConfig, history_json, records
 from ._inspect import Inspection, inspect_cell
 from ._records import SessionRecord, StoreStats
 from ._ref import SessionRef
@@ -67,6 +68,7 @@ class SessionHost:
         events: the event registry (default: the one ``@event`` fills).
         drain_timeout: how long leaving the ``async with`` lets queued messages finish.
         max_concurrent_recoveries: how many sessions may replay their logs at once.
+        history: how many recent transitions each session keeps (for ``inspect``).
 
     .. versionadded:: 0.1
     """
@@ -81,8 +83,10 @@ class SessionHost:
         events: EventRegistry | None = None,
         drain_timeout: float = 5.0,
         max_concurrent_recoveries: int = 50,
+        history: HistoryConfig | None = None,
     ) -> None:
         self.store = store
+        self.history = history or HistoryConfig()
         self.restarts = restarts
         self.clock: Clock = clock or AnyioClock()
         self.events = events or default_registry
@@ -329,6 +333,11 @@ class SessionHost:
     async def inspect(self, session_id: str) -> Inspection:
         """What the session is doing now, without activating it."""
         return inspect_cell(await self.cell(session_id), self.clock.now())
+
+    async def export_history(self, session_id: str) -> str:
+        """The session's recent transitions as JSON text."""
+        cell = await self.cell(session_id)
+        return history_json(session_id, records(cell.history or ()))
 
     # -- notes from the actors (counters now; metrics hook in here) -----------------------------
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._history import TransitionRecord, records
 from ._status import Status
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class Inspection:
     health: Health
     status_reason: Any = None
     possible_transitions: tuple[str, ...] = ()
-    recent_transitions: tuple[Any, ...] = ()
+    recent_transitions: tuple[TransitionRecord, ...] = ()
 
 
 def inspect_cell(cell: SessionCell, now: float) -> Inspection:
@@ -81,4 +82,5 @@ def inspect_cell(cell: SessionCell, now: float) -> Inspection:
         health=health,
         status_reason=cell.status_reason,
         possible_transitions=possible,
+        recent_transitions=records(cell.history or ()),
     )

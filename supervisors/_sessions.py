@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 import anyio
 from anyio.abc import TaskStatus
 
-from runtime import EventRegistry, MemoryStore, Session, SessionHost
+from runtime import EventRegistry, HistoryConfig, MemoryStore, Session, SessionHost
 from runtime.abc import Clock, EventStore
 
 from ._restart import RestartPolicy
@@ -32,6 +32,7 @@ class SessionSupervisor(SessionHost):
         events: the event registry (default: the one ``@event`` fills).
         drain_timeout: how long shutdown lets queued messages finish.
         max_concurrent_recoveries: how many sessions may replay their logs at once.
+        history: how many recent transitions each session keeps.
 
     .. versionadded:: 0.1
     """
@@ -46,6 +47,7 @@ class SessionSupervisor(SessionHost):
         events: EventRegistry | None = None,
         drain_timeout: float = 5.0,
         max_concurrent_recoveries: int = 50,
+        history: HistoryConfig | None = None,
     ) -> None:
         self.restart_policy = restarts or RestartPolicy()
         super().__init__(
@@ -56,6 +58,7 @@ class SessionSupervisor(SessionHost):
             events=events,
             drain_timeout=drain_timeout,
             max_concurrent_recoveries=max_concurrent_recoveries,
+            history=history,
         )
 
     def __repr__(self) -> str:

@@ -1,0 +1,89 @@
+"""Per-session transition history: a small ring buffer of what each message did.
+
+The actor appends one plain tuple per message (cheap on the hot path); records are built only when
+someone reads them (``inspect``, ``export_history``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable
+from enum import Enum
+from typing import Any
+
+import attrs
+
+from ._status import Status
+
+__all__ = ["HistoryConfig", "TransitionRecord", "history_json"]
+
+
+@attrs.frozen(kw_only=True)
+class HistoryConfig:
+    """Whether to keep each session's recent transitions, and how many.
+
+    .. versionadded:: 0.1
+    """
+
+    enabled: bool = True
+    max_transitions: int = attrs.field(default=50, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen
+class TransitionRecord:
+    """What one message did to a session.
+
+    Attributes:
+        sequence: the session's message number in this process (from 1).
+        wall_time: when handling began (``time.time()``, for display).
+        kind: "call", "cast", "info" or a system message ("stop", "pause", "resume", ...).
+        message_type: the message's class name.
+        status_before, status_after: the session's status around the message.
+        label_before, label_after: its state-machine labels (``None`` without ``transitions``).
+        events: how many events the message recorded.
+        duration: seconds spent handling it.
+        error: the exception that ended it, as ``"Type: message"``, if any.
+    """
+
+    sequence: int
+    wall_time: float
+    kind: str
+    message_type: str
+    status_before: Status
+    status_after: Status
+    label_before: str | None
+    label_after: str | None
+    events: int
+    duration: float
+    error: str | None
+
+
+# The raw form kept in the ring buffer: the fields of TransitionRecord, in order, except that the
+# kind and the message type are kept as objects (naming them costs time on every message).
+RawTransition = tuple[int, float, Enum, type, Status, Status, str | None, str | None, int, float, str | None]
+
+
+def new_buffer(config: HistoryConfig) -> deque[RawTransition]:
+    return deque(maxlen=config.max_transitions)
+
+
+def records(raw: Iterable[RawTransition]) -> tuple[TransitionRecord, ...]:
+    return tuple(
+        TransitionRecord(seq, at, kind.value, cls.__name__, s0, s1, l0, l1, n, took, err)
+        for seq, at, kind, cls, s0, s1, l0, l1, n, took, err in raw
+    )
+
+
+def _jsonable(record: TransitionRecord) -> dict[str, Any]:
+    data = attrs.asdict(record)
+    data["status_before"] = record.status_before.value
+    data["status_after"] = record.status_after.value
+    return data
+
+
+def history_json(session_id: str, transitions: Iterable[TransitionRecord]) -> str:
+    """A session's transitions as a JSON document (``export_history``)."""
+    return json.dumps(
+        {"session_id": session_id, "transitions": [_jsonable(t) for t in transitions]}, indent=2
+    )
