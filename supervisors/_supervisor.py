@@ -267,7 +267,8 @@ class _Tree:
         if spec.restart is Restart.TEMPORARY or (spec.restart is Restart.TRANSIENT and error is None):
             if spec.restart is Restart.TEMPORARY:
                 self.children.remove(child)
-            _log.info(
+            _log.log(
+                logging.INFO if error is None else logging.WARNING,
                 "supervisor %r: %s child %r %s; not restarting it",
                 self.name,
                 spec.restart.value,
@@ -321,7 +322,7 @@ class _Tree:
                     await self._start(sibling)
                 except ChildStartFailed as failed:
                     _log.warning(
-                        "supervisor %r: restarting child %r failed; trying again",
+                        "supervisor %r: restarting child %r failed, which counts as one more restart",
                         self.name,
                         sibling.spec.id,
                         exc_info=failed.reason,
@@ -410,7 +411,9 @@ class Supervisor(anyio.AsyncContextManagerMixin):
     ``Restart`` type, with its siblings as the ``Strategy`` says. A child stopped because of a sibling's
     crash is started again unless it is temporary; a child that was not running (terminated, or a
     transient child that returned) stays stopped. A restart whose start fails counts as one more
-    restart, and is tried again according to the strategy.
+    restart, and is tried again according to the strategy. Crash handling and the dynamic operations
+    take turns: an operation waits for a restart in progress, and a crash waits for an operation in
+    progress (a ``start_child`` whose child is slow to start, say).
 
     More than ``max_restarts`` restarts within a sliding ``within`` seconds (read from
     ``anyio.current_time()``) stop every child and raise ``RestartIntensityExceeded`` out of ``run``; a
@@ -472,6 +475,13 @@ class Supervisor(anyio.AsyncContextManagerMixin):
         Usable as ``await task_group.start(supervisor.run)``, which returns the supervisor once every
         child has started, and as a child of another supervisor (``ChildSpec("id", supervisor)``).
 
+        It never returns normally. Being cancelled stops the children (in reverse order) and then lets
+        the cancellation through. The two failures below are raised as they are, not in a group (a
+        task group around ``run`` will group them, as usual). A ``BaseException`` other than
+        cancellation escaping a child (``KeyboardInterrupt``, ``SystemExit``) is not a crash: the
+        children are stopped and it comes out of ``run`` in a ``BaseExceptionGroup``, as from any anyio
+        task group.
+
         Args:
             task_status: receives the supervisor itself once all children have started.
 
@@ -480,11 +490,6 @@ class Supervisor(anyio.AsyncContextManagerMixin):
                 started before it were stopped in reverse order first.
             RestartIntensityExceeded: too many restarts; every child was stopped first.
             RuntimeError: this supervisor is already running.
-
-            Being cancelled stops the children (in reverse order) and then lets the cancellation
-            through. A ``BaseException`` other than cancellation escaping a child (``KeyboardInterrupt``,
-            ``SystemExit``) is not a crash: the children are stopped and it comes out of ``run`` in a
-            ``BaseExceptionGroup``, as from any anyio task group.
         """
         if self._tree is not None:
             raise RuntimeError(

@@ -7,6 +7,7 @@ The shared helpers (``Log``, ``Worker``) are imported by the other ``test_superv
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -327,6 +328,62 @@ class TestStrategies:
             *["start a", "start b", "start c", "return a", "crash c"],
             *["stop b", "start b", "start c", "stop c", "stop b"],
         ]
+
+    async def test_simultaneous_crashes_restart_once(self, anyio_backend_name: str) -> None:
+        """Under ONE_FOR_ALL, two children crashing together cause one restart of all, not two."""
+        log = Log(anyio_backend_name)
+        a, b = workers(log, "a", "b")
+        with log.guard():
+            async with Supervisor(specs([a, b]), strategy=Strategy.ONE_FOR_ALL, max_restarts=1) as sup:
+                a.crash()
+                b.crash()
+                await settle()
+                assert [(info.running, info.restarts) for info in sup.which_children()] == [(True, 1)] * 2
+        assert sorted(log.events[2:4]) == ["crash a", "crash b"]  # trio wakes them in either order
+        assert log.events[:2] + log.events[4:] == [
+            *["start a", "start b"],
+            *["start a", "start b", "stop b", "stop a"],
+        ]
+
+
+class TestLogging:
+    async def test_crash_is_logged_with_its_traceback(
+        self, anyio_backend_name: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A crash is logged at WARNING, naming the supervisor and the child, with the exception."""
+        log = Log(anyio_backend_name)
+        (a,) = workers(log, "a")
+        with log.guard():
+            async with Supervisor(specs([a]), name="tree"):
+                a.crash()
+                await settle()
+        (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert record.name == "supervisors._supervisor"
+        assert record.getMessage() == "supervisor 'tree': permanent child 'a' crashed (one_for_one restart)"
+        assert record.exc_info is not None
+        assert isinstance(record.exc_info[1], Boom)
+
+    async def test_raising_while_stopped_is_logged_not_restarted(
+        self, anyio_backend_name: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A child that raises instead of stopping quietly is logged, and not counted as a crash."""
+        log = Log(anyio_backend_name)
+
+        async def grumpy(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            task_status.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                log.add("grumpy stopped")
+                raise Boom("grumpy")
+
+        with log.guard():
+            async with Supervisor([ChildSpec("grumpy", grumpy)], max_restarts=0) as sup:
+                await sup.terminate_child("grumpy")
+                assert [info.running for info in sup.which_children()] == [False]
+        assert log.events == ["grumpy stopped"]
+        messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert messages == [f"supervisor {sup.name!r}: child 'grumpy' raised while being stopped"]
 
 
 class TestStartFailure:
