@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Awaitable
-from typing import Protocol, cast, runtime_checkable
+from typing import Protocol, cast
 
 import attrs
 from anyio.abc import TaskStatus
@@ -61,7 +61,6 @@ class ChildStart(Protocol):
     def __call__(self, *, task_status: TaskStatus[object]) -> Awaitable[object]: ...
 
 
-@runtime_checkable
 class Runnable(Protocol):
     """An object that runs in anyio's ``task_status`` style: a ``Supervisor``, a ``SessionSupervisor``."""
 
