@@ -54,10 +54,17 @@ _OP_ERRORS = (
 )
 """Errors about one operation's data, not about the database: only that operation fails."""
 
-_INSERT_EVENTS = (
-    "INSERT INTO events (session_id, version, type, schema_version, data, recorded_at) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
+_INSERT_EVENTS = "INSERT INTO events (session_id, version, type, schema_version, data, recorded_at) VALUES "
+_ROW = "(?, ?, ?, ?, ?, ?)"
+_ROW_WIDTH = 6
+_CHUNKS = (128, 64, 32, 16, 8, 4, 2, 1)
+_INSERT_ROWS = {n: _INSERT_EVENTS + ", ".join([_ROW] * n) for n in _CHUNKS}
+"""INSERT statements for 1, 2, 4 ... 128 rows at once.
+
+A batch's events go in with a few multi-row INSERTs rather than one executemany: executemany steps
+once per row and Python's sqlite3 releases and retakes the GIL at every step, which, while the event
+loop thread is busy waking callers, made the writer wait for the GIL more than it worked (issue 4).
+"""
 _TOUCH_SESSION = "UPDATE sessions SET status = coalesce(?, status), updated_at = ? WHERE id = ?"
 
 
@@ -279,7 +286,7 @@ class Writer:
         if data_version != self._data_version or len(self._versions) > _MAX_CACHED_VERSIONS:
             self._versions.clear()
             self._data_version = data_version
-        rows: list[tuple[str, int, str, int, str, float]] = []
+        rows: list[object] = []  # the events' values, six per row
         statuses: dict[str, str | None] = {}  # index entries appends change
         for op in batch:
             op.result = None
@@ -314,11 +321,17 @@ class Writer:
     def _flush(
         self,
         now: float,
-        rows: list[tuple[str, int, str, int, str, float]],
+        rows: list[object],
         statuses: dict[str, str | None],
     ) -> None:
         if rows:
-            self._conn.executemany(_INSERT_EVENTS, rows)
+            count = len(rows) // _ROW_WIDTH
+            at = 0
+            for chunk in _CHUNKS:
+                while count - at >= chunk:
+                    start = at * _ROW_WIDTH
+                    at += chunk
+                    self._conn.execute(_INSERT_ROWS[chunk], rows[start : at * _ROW_WIDTH])
             rows.clear()
         if statuses:
             self._conn.executemany(_TOUCH_SESSION, [(status, now, sid) for sid, status in statuses.items()])
@@ -341,7 +354,7 @@ class Writer:
         self,
         op: Op,
         now: float,
-        rows: list[tuple[str, int, str, int, str, float]],
+        rows: list[object],
         statuses: dict[str, str | None],
     ) -> None:
         sid = op.session_id
@@ -361,7 +374,7 @@ class Writer:
             version = expected
             for event in events:
                 version += 1
-                rows.append((sid, version, event.type, event.schema_version, event.data, now))
+                rows += (sid, version, event.type, event.schema_version, event.data, now)
             self._versions[sid] = version
             if status is not None:
                 statuses[sid] = status
