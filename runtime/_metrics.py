@@ -1,0 +1,860 @@
+"""Prometheus instruments for sessions and supervisor trees, and the endpoint that serves them.
+
+Every supervisor has its own :class:`~prometheus_client.CollectorRegistry` (never the global
+``REGISTRY``), so that two runtimes in one process keep separate figures and tests start from zero.
+Metric names start with ``sessionvisor_``. Labels are bounded: session type, status, message kind,
+reason, outcome, stage; a session id is never a label (millions of ids would be millions of series).
+
+The hot paths (a message handled, events recorded) pay for a dictionary look-up and the
+``prometheus_client`` increments themselves: every child is labelled when its :class:`TypeMetrics` is
+made, and the message counter is derived from the handling-time histogram at scrape time instead of
+being incremented a second time per message. ``bench/bench_metrics.py`` measures it.
+
+Figures that are cheaper to read than to keep (sessions by status, mailbox depths, the store's group
+commit) are read by callbacks when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import logging
+import os
+import selectors
+import socket
+import socketserver
+import ssl
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Final, final
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+import anyio
+import attrs
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = [
+    "MESSAGE_KINDS",
+    "MetricsServer",
+    "SessionMetrics",
+    "TreeMetrics",
+    "TypeMetrics",
+    "serve_metrics",
+]
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_KINDS: Final = ("call", "cast", "info", "system")
+"""The kinds of message a session handles, the values of the ``kind`` label."""
+
+# Histogram.observe scans its bounds in order: the common (fast) cases come first and there are few.
+_HANDLING_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+)
+_APPEND_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+_RECOVERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_BATCH_BUCKETS = tuple(1 << i for i in range(13))  # 1 .. 4096: SQLiteStore's power-of-two buckets
+
+_MAX_LABEL_VALUES = 100
+"""Distinct values one free-form label (a reason, a stage) may take before the rest become "other"."""
+
+_OTHER = "other"
+
+# SQLiteStore.statistics() fields, read with getattr so that any store with such a method fits.
+_STORE_COUNTERS = (
+    ("commits", "sessionvisor_store_commits", "Transactions committed by the store's writer."),
+    ("failed_commits", "sessionvisor_store_failed_commits", "Transactions that failed and were rolled back."),
+    (
+        "isolated_retries",
+        "sessionvisor_store_isolated_retries",
+        "Batches run again with one savepoint per operation because one operation's data was bad.",
+    ),
+    ("operations", "sessionvisor_store_operations", "Write operations committed (all kinds)."),
+    ("appends", "sessionvisor_store_appends", "Successful appends."),
+    ("events", "sessionvisor_store_events", "Events written by those appends."),
+    (
+        "rejected",
+        "sessionvisor_store_rejected_operations",
+        "Operations rejected (session exists, not found, version conflict).",
+    ),
+)
+_STORE_GAUGES = (
+    (
+        "largest_batch",
+        "sessionvisor_store_largest_batch",
+        "The most operations committed in one transaction.",
+    ),
+    ("queued", "sessionvisor_store_queued_operations", "Operations waiting for the store's writer now."),
+    ("idle_readers", "sessionvisor_store_idle_readers", "Idle reader connections kept open."),
+)
+_STORE_BATCH = "sessionvisor_store_batch_size"
+_SESSIONS = "sessionvisor_sessions"
+_MAILBOXES = "sessionvisor_mailbox_messages"
+_MESSAGES = "sessionvisor_messages"
+_HANDLING = "sessionvisor_message_handling_seconds"
+
+
+def _register_all(registry: CollectorRegistry, collectors: Iterable[Collector]) -> None:
+    """Register every collector, or none of them, with an error that says what to do."""
+    done: list[Collector] = []
+    try:
+        for collector in collectors:
+            registry.register(collector)
+            done.append(collector)
+    except ValueError as exc:
+        for collector in done:
+            registry.unregister(collector)
+        raise ValueError(
+            f"this CollectorRegistry holds sessionvisor metrics already ({exc}): give each "
+            f"supervisor its own registry, or share one SessionMetrics/TreeMetrics between them"
+        ) from exc
+
+
+@final
+class _Bounded:
+    """The children of one labelled counter, by the value of its last label, at most 100 of them.
+
+    Label values come from the code (exception class names, reasons), so they are few; the bound
+    keeps a bug (say, a message in a reason) from creating a series per call.
+    """
+
+    __slots__ = ("_children", "_metric", "_name", "_prefix")
+
+    def __init__(self, metric: Counter, prefix: tuple[str, ...], name: str) -> None:
+        self._metric = metric
+        self._prefix = prefix
+        self._name = name
+        self._children: dict[str, Callable[[float], None]] = {}
+
+    def inc(self, value: str, amount: float = 1) -> None:
+        inc = self._children.get(value)
+        if inc is None:
+            inc = self._bind(value)
+        inc(amount)
+
+    def _bind(self, value: str) -> Callable[[float], None]:
+        if len(self._children) >= _MAX_LABEL_VALUES:
+            if _OTHER not in self._children:
+                logger.warning(
+                    "metric %s: more than %d distinct label values; counting the rest (first: %r) "
+                    'as "other". Label values must be bounded: pass a category, not a message',
+                    self._name,
+                    _MAX_LABEL_VALUES,
+                    value,
+                )
+            value = _OTHER
+            inc = self._children.get(value)
+            if inc is not None:
+                return inc
+        inc = self._children[value] = self._metric.labels(*self._prefix, value).inc
+        return inc
+
+
+@final
+class _Instruments:
+    """The labelled metrics behind every :class:`TypeMetrics` of one :class:`SessionMetrics`."""
+
+    def __init__(self) -> None:
+        self.starts = Counter("sessionvisor_session_starts", "Sessions started.", ["type"], registry=None)
+        self.restarts = Counter(
+            "sessionvisor_session_restarts",
+            "Sessions restarted after a crash, by the crash's exception class.",
+            ["type", "reason"],
+            registry=None,
+        )
+        self.recoveries = Counter(
+            "sessionvisor_recoveries",
+            "Recoveries (state rebuilt from snapshot and log), by outcome.",
+            ["type", "outcome"],
+            registry=None,
+        )
+        self.recovery_seconds = Histogram(
+            "sessionvisor_recovery_duration_seconds",
+            "Time to rebuild a session's state from its snapshot and log.",
+            ["type"],
+            buckets=_RECOVERY_BUCKETS,
+            registry=None,
+        )
+        self.replayed = Counter(
+            "sessionvisor_events_replayed", "Events replayed by recoveries.", ["type"], registry=None
+        )
+        self.recorded = Counter(
+            "sessionvisor_events_recorded", "Events recorded (durably appended).", ["type"], registry=None
+        )
+        self.append_seconds = Histogram(
+            "sessionvisor_append_duration_seconds",
+            "Time for one record() to be durably appended (group commit included).",
+            ["type"],
+            buckets=_APPEND_BUCKETS,
+            registry=None,
+        )
+        self.handling = Histogram(
+            _HANDLING,
+            "Time to handle one message, by kind (call, cast, info, system).",
+            ["type", "kind"],
+            buckets=_HANDLING_BUCKETS,
+            registry=None,
+        )
+        self.passivations = Counter(
+            "sessionvisor_passivations",
+            "Sessions passivated (snapshot, task stopped).",
+            ["type"],
+            registry=None,
+        )
+        self.expirations = Counter(
+            "sessionvisor_expirations",
+            "Sessions ended by a time or usage limit, by reason.",
+            ["type", "reason"],
+            registry=None,
+        )
+        self.dead_letters = Counter(
+            "sessionvisor_dead_letters", "Messages that could not be delivered.", ["type"], registry=None
+        )
+
+    def collectors(self) -> tuple[Collector, ...]:
+        return (
+            self.starts,
+            self.restarts,
+            self.recoveries,
+            self.recovery_seconds,
+            self.replayed,
+            self.recorded,
+            self.append_seconds,
+            self.handling,
+            self.passivations,
+            self.expirations,
+            self.dead_letters,
+        )
+
+
+@final
+class TypeMetrics:
+    """The instruments of one session type, every child labelled once, here.
+
+    Get it from :meth:`SessionMetrics.for_type`, once per type, and keep it: its methods are meant
+    for hot paths.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = (
+        "_dead_letter",
+        "_expired",
+        "_handled",
+        "_passivated",
+        "_recorded",
+        "_recorded_seconds",
+        "_recovered",
+        "_recovery_seconds",
+        "_replayed",
+        "_restarted",
+        "_started",
+        "type_name",
+    )
+
+    def __init__(self, instruments: _Instruments, type_name: str) -> None:
+        """Made by :meth:`SessionMetrics.for_type`; not meant to be constructed directly."""
+        t = type_name
+        self.type_name = type_name
+        """The ``type`` label of every series of this object."""
+        i = instruments
+        self._started: Callable[[], None] = i.starts.labels(t).inc
+        self._restarted = _Bounded(i.restarts, (t,), "sessionvisor_session_restarts")
+        self._recovered = _Bounded(i.recoveries, (t,), "sessionvisor_recoveries")
+        self._recovery_seconds: Callable[[float], None] = i.recovery_seconds.labels(t).observe
+        self._replayed: Callable[[float], None] = i.replayed.labels(t).inc
+        self._recorded: Callable[[float], None] = i.recorded.labels(t).inc
+        self._recorded_seconds: Callable[[float], None] = i.append_seconds.labels(t).observe
+        self._handled: dict[str, Callable[[float], None]] = {
+            kind: i.handling.labels(t, kind).observe for kind in MESSAGE_KINDS
+        }
+        self._passivated: Callable[[], None] = i.passivations.labels(t).inc
+        self._expired = _Bounded(i.expirations, (t,), "sessionvisor_expirations")
+        self._dead_letter: Callable[[], None] = i.dead_letters.labels(t).inc
+
+    def __repr__(self) -> str:
+        return f"<TypeMetrics {self.type_name!r}>"
+
+    def handled(self, kind: str, seconds: float) -> None:
+        """One message of ``kind`` ("call", "cast", "info", "system") was handled in ``seconds``.
+
+        Counts it in ``sessionvisor_messages_total`` and ``sessionvisor_message_handling_seconds``
+        with one histogram observation (the counter is the histogram's count, read at scrape time).
+
+        Raises:
+            ValueError: ``kind`` is not one of :data:`MESSAGE_KINDS`.
+        """
+        try:
+            observe = self._handled[kind]
+        except KeyError:
+            raise ValueError(f"message kind must be one of {MESSAGE_KINDS}, not {kind!r}") from None
+        observe(seconds)
+
+    def handled_observer(self, kind: str) -> Callable[[float], None]:
+        """The function behind ``handled(kind, seconds)``, for a caller that knows ``kind`` once.
+
+        Calling it with the seconds costs one histogram observation and nothing else.
+
+        Raises:
+            ValueError: ``kind`` is not one of :data:`MESSAGE_KINDS`.
+        """
+        try:
+            return self._handled[kind]
+        except KeyError:
+            raise ValueError(f"message kind must be one of {MESSAGE_KINDS}, not {kind!r}") from None
+
+    def recorded(self, count: int, seconds: float) -> None:
+        """One ``record()`` appended ``count`` events durably in ``seconds``."""
+        self._recorded(count)
+        self._recorded_seconds(seconds)
+
+    def started(self) -> None:
+        """A new session of this type was started (not a restart, not a reactivation)."""
+        self._started()
+
+    def restarted(self, reason: str) -> None:
+        """A session restarted after a crash; ``reason`` is the exception's class name."""
+        self._restarted.inc(reason)
+
+    def recovered(self, outcome: str, seconds: float, events: int) -> None:
+        """A recovery ended with ``outcome`` ("ok", "corrupt", "failed"...) after ``seconds``,
+        having replayed ``events`` events."""
+        self._recovered.inc(outcome)
+        self._recovery_seconds(seconds)
+        if events:
+            self._replayed(events)
+
+    def passivated(self) -> None:
+        """A session was passivated (snapshot taken, task stopped)."""
+        self._passivated()
+
+    def expired(self, reason: str) -> None:
+        """A session was ended by a limit; ``reason`` names it ("idle", "max_age", "max_messages"...)."""
+        self._expired.inc(reason)
+
+    def dead_letter(self) -> None:
+        """A message to a session of this type could not be delivered."""
+        self._dead_letter()
+
+
+@final
+class _ScrapeCollector:
+    """The figures read at scrape time: sessions by status, mailboxes, the store, message counts."""
+
+    def __init__(self, handling: Histogram) -> None:
+        self.handling = handling
+        self.sessions: Callable[[], Mapping[tuple[str, str], int]] | None = None
+        self.mailboxes: Callable[[], Mapping[str, int]] | None = None
+        self.store_statistics: Callable[[], object] | None = None
+
+    def describe(self) -> list[Metric]:
+        families: list[Metric] = [
+            GaugeMetricFamily(_SESSIONS, "", labels=["type", "status"]),
+            GaugeMetricFamily(_MAILBOXES, "", labels=["type"]),
+            CounterMetricFamily(_MESSAGES, "", labels=["type", "kind"]),
+            HistogramMetricFamily(_STORE_BATCH, ""),
+        ]
+        families += [CounterMetricFamily(name, "") for _, name, _ in _STORE_COUNTERS]
+        families += [GaugeMetricFamily(name, "") for _, name, _ in _STORE_GAUGES]
+        return families
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._messages()
+        for family in (self._sessions, self._mailboxes, self._store):
+            try:
+                yield from family()
+            except Exception:
+                # One failing callback must not take the whole scrape (and every other figure) down.
+                logger.warning("a sessionvisor metrics callback failed during a scrape", exc_info=True)
+
+    def _messages(self) -> Metric:
+        family = CounterMetricFamily(
+            _MESSAGES, "Messages handled, by kind (call, cast, info, system).", labels=["type", "kind"]
+        )
+        count = _HANDLING + "_count"
+        for metric in self.handling.collect():
+            for sample in metric.samples:
+                if sample.name == count:
+                    family.add_metric([sample.labels["type"], sample.labels["kind"]], sample.value)
+        return family
+
+    def _sessions(self) -> Iterator[Metric]:
+        if self.sessions is None:
+            return
+        family = GaugeMetricFamily(_SESSIONS, "Sessions by type and status.", labels=["type", "status"])
+        for (type_name, status), n in sorted(self.sessions().items()):
+            family.add_metric([type_name, status], n)
+        yield family
+
+    def _mailboxes(self) -> Iterator[Metric]:
+        if self.mailboxes is None:
+            return
+        family = GaugeMetricFamily(
+            _MAILBOXES, "Messages queued in mailboxes, by session type.", labels=["type"]
+        )
+        for type_name, n in sorted(self.mailboxes().items()):
+            family.add_metric([type_name], n)
+        yield family
+
+    def _store(self) -> Iterator[Metric]:
+        if self.store_statistics is None:
+            return
+        stats = self.store_statistics()
+        for field, name, doc in _STORE_COUNTERS:
+            value = _number(getattr(stats, field, None))
+            if value is not None:
+                yield CounterMetricFamily(name, doc, value=value)
+        for field, name, doc in _STORE_GAUGES:
+            value = _number(getattr(stats, field, None))
+            if value is not None:
+                yield GaugeMetricFamily(name, doc, value=value)
+        sizes = getattr(stats, "batch_sizes", None)
+        if isinstance(sizes, Mapping):
+            # Cumulative counts at fixed bounds, so that every scrape has the same series. There is
+            # no _sum: the store counts the operations of committed transactions only.
+            buckets: list[tuple[str, float]] = []
+            for bound in _BATCH_BUCKETS:
+                buckets.append((str(bound), float(sum(n for size, n in sizes.items() if size <= bound))))
+            buckets.append(("+Inf", float(sum(sizes.values()))))
+            yield HistogramMetricFamily(
+                _STORE_BATCH,
+                "Operations per group-committed transaction (cumulative, power-of-two buckets).",
+                buckets=buckets,
+            )
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+@final
+class SessionMetrics:
+    """The metrics of one session supervisor, in its own registry.
+
+    Args:
+        registry: where to register them; a new ``CollectorRegistry`` when ``None``. Never pass
+            ``prometheus_client.REGISTRY`` when more than one supervisor may run in the process.
+
+    Raises:
+        ValueError: ``registry`` holds sessionvisor's session metrics already.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        """The registry to serve (``serve_metrics(metrics.registry)``)."""
+        self._instruments = i = _Instruments()
+        self._scrape = _ScrapeCollector(i.handling)
+        self._rejections = Counter(
+            "sessionvisor_rejections",
+            "Messages and starts refused, by reason (too_many_sessions, rate_limited, mailbox_full, "
+            "shutting_down...).",
+            ["reason"],
+            registry=None,
+        )
+        self._removals = Counter(
+            "sessionvisor_reaper_removals",
+            "Sessions removed by the reaper, by reason.",
+            ["reason"],
+            registry=None,
+        )
+        self._snapshot_failures = Counter(
+            "sessionvisor_snapshot_failures",
+            "Snapshots that failed, by stage (encode, save...).",
+            ["stage"],
+            registry=None,
+        )
+        _register_all(
+            self.registry,
+            (*i.collectors(), self._rejections, self._removals, self._snapshot_failures, self._scrape),
+        )
+        self._rejected = _Bounded(self._rejections, (), "sessionvisor_rejections")
+        self._removed = _Bounded(self._removals, (), "sessionvisor_reaper_removals")
+        self._snapshot_failed = _Bounded(self._snapshot_failures, (), "sessionvisor_snapshot_failures")
+        self._types: dict[str, TypeMetrics] = {}
+
+    def __repr__(self) -> str:
+        return f"<SessionMetrics types={sorted(self._types)}>"
+
+    def for_type(self, type_name: str) -> TypeMetrics:
+        """The instruments of sessions of ``type_name`` (made once, then the same object)."""
+        metrics = self._types.get(type_name)
+        if metrics is None:
+            metrics = self._types[type_name] = TypeMetrics(self._instruments, type_name)
+        return metrics
+
+    def observe_sessions(self, fn: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        """Read ``fn()`` at each scrape: session counts by ``(type, status)``, for
+        ``sessionvisor_sessions``. Replaces an earlier callback."""
+        self._scrape.sessions = fn
+
+    def observe_mailboxes(self, fn: Callable[[], Mapping[str, int]]) -> None:
+        """Read ``fn()`` at each scrape: queued messages by session type, for
+        ``sessionvisor_mailbox_messages``. Replaces an earlier callback."""
+        self._scrape.mailboxes = fn
+
+    def observe_store(self, store: object) -> None:
+        """Expose ``store.statistics()`` at each scrape, if the store has that method.
+
+        The fields of :class:`SQLiteStoreStatistics` that are present are read (group-commit batch
+        sizes, commits, appends, events, queue length...); a store without ``statistics()``, such
+        as ``MemoryStore``, adds nothing. Replaces an earlier store.
+        """
+        statistics = getattr(store, "statistics", None)
+        self._scrape.store_statistics = statistics if callable(statistics) else None
+
+    def rejected(self, reason: str) -> None:
+        """A start or message was refused: "too_many_sessions", "rate_limited", "mailbox_full",
+        "shutting_down"..."""
+        self._rejected.inc(reason)
+
+    def removed(self, reason: str) -> None:
+        """The reaper removed a session, for ``reason`` (a ``RemovalReason`` value)."""
+        self._removed.inc(reason)
+
+    def snapshot_failed(self, stage: str) -> None:
+        """A snapshot failed at ``stage`` ("encode", "save"...)."""
+        self._snapshot_failed.inc(stage)
+
+    def dead_letter(self, type_name: str) -> None:
+        """A message to a session of ``type_name`` could not be delivered."""
+        self.for_type(type_name).dead_letter()
+
+
+@final
+class TreeMetrics:
+    """Restarts and escalations in supervisor trees (child ids are static names: fine as labels).
+
+    One object serves every supervisor of a tree: the ``supervisor`` label tells them apart.
+
+    Args:
+        registry: where to register them; a new ``CollectorRegistry`` when ``None``.
+
+    Raises:
+        ValueError: ``registry`` holds sessionvisor's tree metrics already.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._restarts = Counter(
+            "sessionvisor_supervisor_restarts",
+            "Children restarted by a supervisor tree.",
+            ["supervisor", "child"],
+            registry=None,
+        )
+        self._escalations = Counter(
+            "sessionvisor_supervisor_escalations",
+            "Supervisors that exceeded their restart intensity and gave up (escalated to the parent).",
+            ["supervisor"],
+            registry=None,
+        )
+        _register_all(self.registry, (self._restarts, self._escalations))
+        self._restarted: dict[tuple[str, str], Callable[[], None]] = {}
+        self._escalated: dict[str, Callable[[], None]] = {}
+
+    def restarted(self, supervisor: str, child: str) -> None:
+        """``supervisor`` restarted its child ``child``."""
+        key = (supervisor, child)
+        inc = self._restarted.get(key)
+        if inc is None:
+            inc = self._restarted[key] = self._restarts.labels(supervisor, child).inc
+        inc()
+
+    def escalated(self, supervisor: str) -> None:
+        """``supervisor`` exceeded its restart intensity and stopped."""
+        inc = self._escalated.get(supervisor)
+        if inc is None:
+            inc = self._escalated[supervisor] = self._escalations.labels(supervisor).inc
+        inc()
+
+
+# -- the endpoint ---------------------------------------------------------------------------------
+
+
+@final
+@attrs.frozen
+class MetricsServer:
+    """A running metrics endpoint, as yielded by :func:`serve_metrics`.
+
+    Attributes:
+        host: the address it is bound to.
+        port: the port it is bound to (the one picked, when ``port=0`` was asked).
+        tls: whether it speaks HTTPS.
+    """
+
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def url(self) -> str:
+        """The URL to scrape: ``http://127.0.0.1:9464/metrics``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/metrics"
+
+
+class _Handler(WSGIRequestHandler):
+    """Logs through :mod:`logging`; finishes the TLS handshake in the request's own thread."""
+
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.request_timeout)  # a silent client cannot hold a thread
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
+
+    def log_message(self, format: str, *args: object) -> None:
+        logger.debug("metrics endpoint: %s - %s", self.address_string(), format % args)
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    """prometheus_client's threaded WSGI server, made to stop promptly and leave no thread behind."""
+
+    daemon_threads = True
+    block_on_close = True  # server_close() joins the request threads
+    request_timeout = 10.0
+    ssl_context: ssl.SSLContext | None = None
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind() would call socket.getfqdn(), a reverse DNS look-up that can take
+        # seconds; WSGI only needs a name for SERVER_NAME.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+        self.setup_environ()
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        conn, addr = self.socket.accept()
+        if self.ssl_context is not None:
+            # The handshake happens in the request's thread (_Handler.setup), under its timeout: a
+            # client that connects and stays silent does not stop the server from accepting others.
+            conn = self.ssl_context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, addr
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        logger.debug("metrics endpoint: a request from %s failed", client_address, exc_info=True)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+def _metrics_app(registry: CollectorRegistry, basic_auth: tuple[str, str] | None) -> WSGIApplication:
+    metrics: WSGIApplication = make_wsgi_app(registry)
+    expected = None if basic_auth is None else f"{basic_auth[0]}:{basic_auth[1]}".encode()
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if expected is not None and not _authorized(environ.get("HTTP_AUTHORIZATION", ""), expected):
+            start_response(
+                "401 Unauthorized",
+                [
+                    ("WWW-Authenticate", 'Basic realm="sessionvisor metrics", charset="UTF-8"'),
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                ],
+            )
+            return [b"401 Unauthorized: this endpoint needs HTTP basic auth\n"]
+        if environ.get("PATH_INFO", "") not in ("/metrics", "/metrics/"):
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"404 Not Found: metrics are served on /metrics\n"]
+        return metrics(environ, start_response)
+
+    return app
+
+
+def _authorized(header: str, expected: bytes) -> bool:
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return hmac.compare_digest(given, expected)
+
+
+def _tls_context(
+    certfile: str | os.PathLike[str] | None,
+    keyfile: str | os.PathLike[str] | None,
+    client_cafile: str | os.PathLike[str] | None,
+    client_auth_required: bool,
+) -> ssl.SSLContext | None:
+    if certfile is None:
+        if keyfile is not None or client_cafile is not None or client_auth_required:
+            raise ValueError("TLS options need certfile=... (the server's certificate, PEM)")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2+, no compression
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"cannot load the certificate {os.fspath(certfile)!r} and key "
+            f"{None if keyfile is None else os.fspath(keyfile)!r} ({exc}): pass PEM files that match"
+        ) from exc
+    if client_cafile is not None:
+        context.load_verify_locations(client_cafile)
+        context.verify_mode = ssl.CERT_REQUIRED if client_auth_required else ssl.CERT_OPTIONAL
+    elif client_auth_required:
+        raise ValueError("client_auth_required=True needs client_cafile=... (the CA of client certificates)")
+    return context
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _bind(
+    host: str, port: int, app: WSGIApplication, context: ssl.SSLContext | None, timeout: float
+) -> _Server:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        server_cls = _Server6 if family == socket.AF_INET6 else _Server
+        server = server_cls((str(sockaddr[0]), port), _Handler)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}): choose another host or "
+            f"port (port=0 picks a free one)",
+        ) from exc
+    server.set_app(app)
+    server.ssl_context = context
+    server.request_timeout = timeout
+    # Non-blocking accept: a connection that goes away between select() and accept() is skipped.
+    server.socket.settimeout(0)
+    return server
+
+
+def _serve(server: _Server, stop: socket.socket) -> None:
+    """The accept loop, in its own thread, until a byte arrives on ``stop``."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(server.socket, selectors.EVENT_READ, None)
+        selector.register(stop, selectors.EVENT_READ, stop)
+        while True:
+            ready = selector.select()
+            if any(key.data is stop for key, _ in ready):
+                return
+            server.handle_request()  # accepts one connection and hands it to a new thread
+
+
+@asynccontextmanager
+async def serve_metrics(
+    registry: CollectorRegistry,
+    host: str = "127.0.0.1",
+    port: int = 9464,
+    *,
+    certfile: str | os.PathLike[str] | None = None,
+    keyfile: str | os.PathLike[str] | None = None,
+    client_cafile: str | os.PathLike[str] | None = None,
+    client_auth_required: bool = False,
+    basic_auth: tuple[str, str] | None = None,
+    request_timeout: float = 10.0,
+) -> AsyncIterator[MetricsServer]:
+    """Serve ``registry`` as Prometheus text on ``/metrics`` until the block exits.
+
+    The server is prometheus_client's threaded WSGI server: it runs in threads of its own, so it
+    works the same under asyncio and trio and a busy event loop does not delay scrapes. Leaving the
+    block stops it and joins every one of its threads.
+
+    Example::
+
+        async with serve_metrics(sessions.registry, port=0) as server:
+            print("scrape", server.url)
+            ...
+
+    Args:
+        registry: what to serve (a supervisor's ``registry``).
+        host: the address to bind; loopback by default. Bind ``"0.0.0.0"`` or ``"::"`` explicitly to
+            be scraped from other hosts, preferably with TLS and ``basic_auth``.
+        port: the port; 0 picks a free one (read it back from ``server.port``).
+        certfile: serve HTTPS with this certificate (PEM); ``keyfile`` is its key when not included.
+        keyfile: the certificate's private key (PEM).
+        client_cafile: verify client certificates against this CA bundle (mutual TLS).
+        client_auth_required: refuse clients without a certificate signed by ``client_cafile``.
+        basic_auth: ``(username, password)``: answer 401 to requests without them.
+        request_timeout: seconds a client may take to send its request (or TLS handshake).
+
+    Yields:
+        The :class:`MetricsServer`, with its bound ``port`` and ``url``.
+
+    Raises:
+        OSError: the address cannot be bound (port in use, unknown host).
+        ValueError: inconsistent or unreadable TLS options.
+
+    .. versionadded:: 0.1
+    """
+    context = _tls_context(certfile, keyfile, client_cafile, client_auth_required)
+    if basic_auth is not None and context is None and not _is_loopback(host):
+        logger.warning(
+            "metrics endpoint on %s uses basic auth over plain HTTP: the password crosses the network "
+            "in clear; pass certfile= and keyfile= to serve HTTPS",
+            host,
+        )
+    app = _metrics_app(registry, basic_auth)
+    server = await anyio.to_thread.run_sync(_bind, host, port, app, context, request_timeout)
+    stop_recv, stop_send = socket.socketpair()
+    bound_host, bound_port = server.server_address[:2]
+    thread = threading.Thread(
+        target=_serve, args=(server, stop_recv), name=f"sessionvisor-metrics:{bound_port}", daemon=True
+    )
+
+    def shut_down() -> None:
+        try:
+            if thread.is_alive():
+                stop_send.send(b"x")
+                thread.join()
+            server.server_close()  # closes the socket and joins the request threads
+        finally:
+            stop_send.close()
+            stop_recv.close()
+
+    try:
+        thread.start()
+    except BaseException:
+        await anyio.to_thread.run_sync(shut_down)
+        raise
+    info = MetricsServer(host=str(bound_host), port=int(bound_port), tls=context is not None)
+    logger.info("serving metrics on %s", info.url)
+    try:
+        yield info
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shut_down)
+        logger.info("stopped serving metrics on %s", info.url)
