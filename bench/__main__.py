@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.peers import venvs
+from bench.peers.sessionvisor_bench import reaper_available
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -60,6 +61,8 @@ def sizes(quick: bool) -> dict[str, Any]:
             "sessions": 100,
             "events_each": 3,
             "replay": 2_000,
+            "reaper": [1_000],
+            "passes": 20,
             "rounds": 1,
         }
     return {
@@ -70,6 +73,8 @@ def sizes(quick: bool) -> dict[str, Any]:
         "sessions": 1_000,
         "events_each": 20,
         "replay": 50_000,
+        "reaper": [1_000, 10_000, 100_000],
+        "passes": 200,
         "rounds": 3,
     }
 
@@ -111,6 +116,7 @@ def contenders(quick: bool, setup: bool, notes: list[str], versions: dict[str, s
         ),
         *(Contender(f"anyio-{b}", f"raw anyio ({b})", "anyio_bench", ours, backend=b) for b in BACKENDS),
         Contender("sqlite3", "raw sqlite3, batched", "sqlite3_bench", ours),
+        Contender("scan", "naive scan of every session", "anyio_bench", ours),
     ]
     labels = {
         "triotp": "triotp",
@@ -148,7 +154,9 @@ def _best(figures: Figures, new: Figures) -> Figures:
     return best
 
 
-def measure(found: Sequence[Contender], size: Mapping[str, Any], errors: list[str]) -> dict[str, Any]:
+def measure(
+    found: Sequence[Contender], size: Mapping[str, Any], reaper: bool, errors: list[str]
+) -> dict[str, Any]:
     """Every figure of every contender: ``results[key][kind]``."""
     results: dict[str, dict[str, Any]] = {c.key: {"label": c.label} for c in found}
     speed = [c for c in found if c.key.split("-")[0] in ("sessionvisor", "anyio", "triotp", "pykka")]
@@ -192,6 +200,13 @@ def measure(found: Sequence[Contender], size: Mapping[str, Any], errors: list[st
             figures = attempt(c, "idle", {"n": n})
             if figures is not None:
                 results[c.key].setdefault("idle", {})[str(n)] = figures
+    for n in size["reaper"] if reaper else ():
+        for c in found:
+            what = "reaper" if c.key.startswith("sessionvisor-") else "scan" if c.key == "scan" else None
+            if what is not None:
+                figures = attempt(c, what, {"n": n, "passes": size["passes"]})
+                if figures is not None:
+                    results[c.key].setdefault("reaper", {})[str(n)] = figures
     return results
 
 
@@ -245,6 +260,12 @@ def figures_of(size: Mapping[str, Any]) -> list[Figure]:
             f"replay, {size['replay']:,} events", "events/s", True, _get("durable", "replay_events_per_s")
         ),
     ]
+    for n in size["reaper"]:
+        title = f"reaper pass, nothing due, {n:,} sessions"
+        rows.append(Figure(title, "µs", False, _get("reaper", str(n), "pass_idle_us")))
+    for n in size["reaper"]:
+        title = f"reaper passivating all {n:,}"
+        rows.append(Figure(title, "µs each", False, _get("reaper", str(n), "passivate_us_each")))
     return rows
 
 
@@ -363,16 +384,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = sizes(args.quick)
     if args.rounds:
         size["rounds"] = args.rounds
+    reaper = reaper_available()
     notes: list[str] = [
-        "reaper pass cost: not measured, supervisors.ReaperPolicy does not exist yet",
         f"pykka is one thread per actor: measured up to {PYKKA_MAX_ACTORS:,} actors only",
         "pykka has no supervisor: no restart figure",
     ]
+    if not reaper:
+        notes.append("reaper pass cost: not measured, this checkout has no supervisors.ReaperPolicy")
     errors: list[str] = []
     versions = {name: importlib.metadata.version(name) for name in ("sessionvisor", "anyio", "trio")}
     started = time.perf_counter()
     found = contenders(args.quick, not args.no_setup, notes, versions)
-    results = measure(found, size, errors)
+    results = measure(found, size, reaper, errors)
     table = compare(results, size)
     report = {
         "benchmark": "peers",

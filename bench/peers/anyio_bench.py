@@ -6,7 +6,10 @@ Commands (see :mod:`bench.peers._common`), each with a ``backend`` (``asyncio`` 
   ``bench/bench_session.py`` measures them (its ``raw_call_rtt`` and ``raw_cast_throughput``), and
   crash-to-answering restart latency of the minimal anyio restart loop (:func:`raw_restart`);
 * ``idle {"backend", "n"}``: ``n`` tasks each parked on its own stream (``bench_session``'s
-  ``child_raw_idle``).
+  ``child_raw_idle``);
+* ``scan {"n", "passes"}``: the reaper one would write first, a scan of every session's
+  last-activity time per pass (a dict of ``n`` floats, nothing due): the mean time of a pass. It
+  uses no event loop, so it has no backend.
 """
 
 from __future__ import annotations
@@ -85,5 +88,16 @@ def idle(params: Mapping[str, Any]) -> Figures:
     return anyio.run(bench_session.child_raw_idle, int(params["n"]), backend=params["backend"])
 
 
+def scan(params: Mapping[str, Any]) -> Figures:
+    n, passes = int(params["n"]), int(params["passes"])
+    last_active = {f"s{i}": 0.0 for i in range(n)}
+    idle_timeout, now = 60.0, 1.0
+    start = time.perf_counter()
+    for _ in range(passes):
+        due = [sid for sid, t in last_active.items() if t + idle_timeout <= now]
+        assert not due
+    return {"pass_idle_us": (time.perf_counter() - start) / passes * 1e6}
+
+
 if __name__ == "__main__":
-    main({"speed": speed, "idle": idle})
+    main({"speed": speed, "idle": idle, "scan": scan})
