@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
 import anyio.lowlevel
@@ -60,6 +60,10 @@ class _Reload(Exception):
     """This copy of the session is stale (another writer appended): reload it from the store."""
 
 
+class _Passivated(Exception):
+    """The incarnation passivated itself: end the task, or start the next one if mail came."""
+
+
 class SessionCell:
     """Everything the runtime keeps about one known session, across its incarnations."""
 
@@ -77,12 +81,15 @@ class SessionCell:
         "mailbox",
         "messages",
         "metadata",
+        "reaper_marks",
         "record_error",
         "recording",
         "reply",
         "restart_times",
         "restarts",
+        "snapshot_version",
         "started_at",
+        "state_bytes",
         "status",
         "status_reason",
         "status_since",
@@ -125,6 +132,11 @@ class SessionCell:
         self.recording = False
         self.stop_reason: str | None = None
         self.restarts = 0
+        self.snapshot_version = 0
+        self.state_bytes = 0
+        """JSON size of the state, estimated (for memory limits)."""
+        self.reaper_marks = 0
+        """Bit flags owned by the session supervisor's reaper (what it has scheduled)."""
         self.restart_times: list[float] | None = None
         self.messages = 0
         self.started_at = now
@@ -167,7 +179,7 @@ class SessionCell:
         if not self.active:
             self.activate()
         chain = env.chain
-        if not chain or chain[-1] != self.id:
+        if not chain or chain[-1] != self.id or self.host.self_sends_count:
             self.last_active = self.host.now()
         mailbox = self.mailbox
         assert mailbox is not None
@@ -211,10 +223,12 @@ class SessionCell:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def set_status(self, status: Status, reason: object = None) -> None:
-        if status is not self.status:
+        previous = self.status
+        self.status_reason = reason
+        if status is not previous:
             self.status = status
             self.status_since = self.host.clock.now()
-        self.status_reason = reason
+            self.host.note_status(self, previous, reason)
 
     def activate(self, initial: Session[Any] | None = None) -> None:
         """Open the mailbox and spawn the actor task (it recovers before taking messages).
@@ -251,9 +265,22 @@ class SessionCell:
                     if self.status.terminal:
                         return
                     self.instance = instance
+                    self.stop_reason = None
+                    self.record_error = None
                     try:
                         crash = await self._serve(instance)
                     except _Reload:
+                        continue
+                    except _Passivated:
+                        mailbox = self.mailbox
+                        if mailbox is None or not len(mailbox):
+                            # No await between this check and the detach: a message sent from
+                            # now on finds the session inactive and starts a new incarnation.
+                            self.mailbox = None
+                            self.active = False
+                            return
+                        # Messages came while it was passivating: the next incarnation takes them.
+                        self.set_status(Status.RUNNING, "reactivated")
                         continue
                     if crash is None:
                         return
@@ -306,7 +333,7 @@ class SessionCell:
                     try:
                         env = await mailbox.get()
                     except anyio.EndOfStream:
-                        await self._stop_instance(instance, "shutdown")
+                        await self._shut_down(instance)
                         return None
             kind = env.kind
             reply = env.reply
@@ -337,6 +364,8 @@ class SessionCell:
                     await instance.handle_info(env.message)
                 else:
                     await self._system(instance, env)
+            except _Passivated:
+                raise
             except Exception as exc:
                 error = exc
                 if exc is self.record_error:
@@ -361,6 +390,9 @@ class SessionCell:
                     self._note_turn(
                         instance, env, started, status_before, version_before, label_before, error
                     )
+            limit = self.host.message_limit
+            if limit is not None and self.messages >= limit and self.status is _RUNNING:
+                await self._expire(instance, Status.TIMED_OUT, f"max_messages ({limit}) reached")
             if self.stop_reason is not None or self.status.terminal:
                 await self._terminate(instance)
                 return None
@@ -414,8 +446,50 @@ class SessionCell:
         elif kind is Kind.RESUME:
             if self.status is Status.PAUSED:
                 await self._record_status(instance, Status.RUNNING, None)
+        elif kind is Kind.PASSIVATE:
+            decided_at = env.message
+            assert isinstance(decided_at, float)
+            if self.passivation_allowed(decided_at):
+                await self._passivate(instance)
+        elif kind is Kind.EXPIRE:
+            expiry = env.message
+            assert isinstance(expiry, tuple)
+            status, reason, idle_since = cast("tuple[Status, str, float | None]", expiry)
+            if self.status in (_RUNNING, Status.PAUSED) and (
+                idle_since is None or self.last_active <= idle_since
+            ):
+                await self._expire(instance, status, reason)
         if reply is not None:
             reply.send(None)
+
+    def passivation_allowed(self, decided_at: float) -> bool:
+        """Idle since ``decided_at``, nothing queued, no call waiting on a deferred reply."""
+        mailbox = self.mailbox
+        return (
+            self.status is _RUNNING
+            and self.last_active <= decided_at
+            and (mailbox is None or not len(mailbox))
+            and not any(not r.done for r in self.deferred or ())
+        )
+
+    async def _passivate(self, instance: Session[Any]) -> None:
+        """Snapshot, stop the incarnation, mark it PASSIVATED; the next message reactivates it."""
+        if instance._version > 0 and self.snapshot_version != instance._version:
+            snap = self._encode_snapshot(instance)
+            if snap is not None:
+                await self._save_snapshot(snap)
+        await self._stop_instance(instance, "passivated")
+        try:
+            await self.host.store.set_status(self.id, Status.PASSIVATED)
+        except Exception:
+            logger.exception("session %r: could not mark it PASSIVATED in the index", self.id)
+        self.set_status(Status.PASSIVATED, "idle")
+        raise _Passivated
+
+    async def _expire(self, instance: Session[Any], status: Status, reason: str) -> None:
+        """End the session in a terminal status the runtime decided (TTLs, limits)."""
+        await self._record_status(instance, status, reason)
+        self.stop_reason = reason
 
     async def _terminate(self, instance: Session[Any]) -> None:
         """End after a turn that completed, failed or stopped the session."""
@@ -430,6 +504,14 @@ class SessionCell:
         elif reason is None:
             reason = self.status.value
         await self._stop_instance(instance, reason)
+
+    async def _shut_down(self, instance: Session[Any]) -> None:
+        """The supervisor is shutting down and the mailbox is drained: snapshot, then on_stop."""
+        if instance._version > self.snapshot_version:
+            snap = self._encode_snapshot(instance)
+            if snap is not None:
+                await self._save_snapshot(snap)
+        await self._stop_instance(instance, "shutdown")
 
     async def _stop_instance(self, instance: Session[Any], reason: str) -> None:
         """Cancel the incarnation's timers and run its ``on_stop`` once."""
@@ -535,6 +617,12 @@ class SessionCell:
                 host.note_snapshot_failure(self, "decode")
             instance._state = done.state
             instance._version = self.version = done.version
+            self.snapshot_version = done.snapshot_version
+            if host.measure_states:
+                try:
+                    self.state_bytes = len(encode_state(done.state))
+                except Exception:
+                    self.state_bytes = 0
             if record.status is not self.status and not self.status.terminal:
                 if record.status is not Status.PASSIVATED:
                     self.set_status(record.status)
@@ -580,6 +668,7 @@ class SessionCell:
         version = await self._append(before, encoded, None)
         instance._state = state
         instance._version = self.version = version
+        self.state_bytes += sum(len(e.data) for e in encoded)
         self.host.note_recorded(self, len(encoded))
         every = self.cls.snapshot_every
         if every is not None and version // every != before // every:
@@ -615,7 +704,6 @@ class SessionCell:
             instance._version, status, reason, result
         )
         self.set_status(status, reason)
-        self.host.note_status(self, status, reason)
 
     async def finish(self, instance: Session[Any], how: str, detail: object) -> None:
         """``complete`` / ``fail`` from inside a handler: record the terminal status now."""
@@ -662,6 +750,8 @@ class SessionCell:
             self._forget_timer(handle)
             mailbox = self.mailbox
             if self.instance is instance and mailbox is not None:
+                if self.host.self_sends_count:
+                    self.last_active = self.host.now()
                 try:
                     await mailbox.put(Envelope(_INFO, handle.message, None, ()))
                 except anyio.ClosedResourceError:
@@ -674,20 +764,28 @@ class SessionCell:
 
     # -- snapshots ------------------------------------------------------------------------------
 
-    def _snapshot(self, instance: Session[Any]) -> None:
-        """Encode the state now and save it in the background: the reply does not wait for it."""
+    def _encode_snapshot(self, instance: Session[Any]) -> Snapshot | None:
         try:
             data = encode_state(instance._state)
         except Exception as exc:
             logger.warning("session %r: state cannot be encoded for a snapshot: %s", self.id, exc)
             self.host.note_snapshot_failure(self, "encode")
-            return
-        snap = Snapshot(self.id, instance._version, self.cls.state_version, data, time.time())
-        self.host.spawn(self._save_snapshot, snap)
+            return None
+        return Snapshot(self.id, instance._version, self.cls.state_version, data, time.time())
+
+    def _snapshot(self, instance: Session[Any]) -> None:
+        """Encode the state now and save it in the background: the reply does not wait for it."""
+        snap = self._encode_snapshot(instance)
+        if snap is not None:
+            self.host.spawn(self._save_snapshot, snap)
 
     async def _save_snapshot(self, snap: Snapshot) -> None:
+        # Shielded: a shutdown lets a snapshot that is being written finish (bounded by the drain
+        # timeout) rather than leave it to chance.
         try:
-            await self.host.store.save_snapshot(snap)
+            with anyio.CancelScope(shield=True), anyio.fail_after(self.host.drain_timeout):
+                await self.host.store.save_snapshot(snap)
+            self.snapshot_version = max(self.snapshot_version, snap.version)
         except Exception as exc:
             logger.warning("session %r: snapshot at version %d failed: %s", self.id, snap.version, exc)
             self.host.note_snapshot_failure(self, "save")

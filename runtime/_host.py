@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVarTuple
@@ -19,10 +20,12 @@ import attrs
 from ._actor import SessionCell
 from ._backend import Backend, current_backend
 from ._clock import AnyioClock
-from ._events import EventRegistry, default_registry
-from ._exceptions import SessionError, SessionExists, SessionNotFound, ShuttingDown
+from ._events import EventRegistry, StatusChanged, default_registry
+from ._exceptions import SessionError, SessionExists, SessionNotFound, SessionStopped, ShuttingDown
 from ._history import HistoryConfig, history_json, records
 from ._inspect import Inspection, inspect_cell
+from ._lifecycle import LifecycleEvent, LifecycleHub, LifecycleSubscription
+from ._mailbox import Envelope, Kind
 from ._records import SessionRecord, StoreStats
 from ._ref import SessionRef
 from ._session import Session
@@ -31,7 +34,6 @@ from ._status import Status
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from ._mailbox import Envelope
     from .abc import Clock, EventStore, RestartStrategy
 
 __all__ = ["HostStats", "SessionHost"]
@@ -92,6 +94,14 @@ class SessionHost:
         self.events = events or default_registry
         self.drain_timeout = drain_timeout
         self.closing = False
+        self.self_sends_count = False
+        """Whether a session's messages to itself (timers, self-casts) count as activity."""
+        self.measure_states = False
+        """Measure each recovered state's JSON size (``SessionCell.state_bytes``), for limits."""
+        self._ended: anyio.Event | None = None
+        self.message_limit: int | None = None
+        """End sessions as TIMED_OUT after this many handled messages (``None``: no limit)."""
+        self.lifecycle_hub = LifecycleHub()
         self.backend: Backend | None = None
         self.now: Callable[[], float] = self.clock.now
         self._max_recoveries = max_concurrent_recoveries
@@ -159,6 +169,7 @@ class SessionHost:
         tg = self._tg
         assert tg is not None
         tg.cancel_scope.cancel()
+        self.lifecycle_hub.close()
 
     # -- tasks ----------------------------------------------------------------------------------
 
@@ -178,6 +189,20 @@ class SessionHost:
         self._running -= 1
         if not self._running and self._all_stopped is not None:
             self._all_stopped.set()
+        ended, self._ended = self._ended, None
+        if ended is not None:
+            ended.set()
+
+    @property
+    def active_count(self) -> int:
+        """How many sessions have a running task (active, or recovering, or draining)."""
+        return self._running
+
+    async def wait_actor_ended(self) -> None:
+        """Wait until some actor task ends."""
+        if self._ended is None:
+            self._ended = anyio.Event()
+        await self._ended.wait()
 
     @property
     def recovery_limiter(self) -> anyio.CapacityLimiter:
@@ -200,8 +225,8 @@ class SessionHost:
         self._types[name] = cls
         return name
 
-    def check_start(self, session_id: str) -> None:
-        """Raise if a new session may not start now (override to add limits)."""
+    async def admit_start(self, session_id: str) -> None:
+        """Raise if a new session may not start now (overridden to add limits)."""
 
     async def start(
         self,
@@ -229,7 +254,7 @@ class SessionHost:
         if sid in self._cells:
             raise SessionExists(sid)
         type_name = self.register_type(cls)
-        self.check_start(sid)
+        await self.admit_start(sid)
         args = dict(args or {})
         metadata = dict(metadata or {})
         first = cls()
@@ -243,6 +268,7 @@ class SessionHost:
         self._cells[sid] = cell
         self._starts += 1
         cell.activate(first)
+        self.note_status(cell, None, "started")
         return cell.ref
 
     async def get(self, session_id: str) -> SessionRef:
@@ -290,7 +316,12 @@ class SessionHost:
             status = Status.PASSIVATED  # stored by an earlier process: activated on demand
         cell = SessionCell(self, session_id, cls, record.args, record.metadata, status)
         cell.version = record.version
+        # Ages count from the session's creation, even across processes (wall clock to ours).
+        cell.started_at -= max(0.0, time.time() - record.created_at)
+        if status.terminal:
+            cell.status_since -= max(0.0, time.time() - record.updated_at)
         self._cells[session_id] = cell
+        self.note_loaded(cell)
         return cell
 
     def forget(self, session_id: str) -> None:
@@ -339,6 +370,110 @@ class SessionHost:
         cell = await self.cell(session_id)
         return history_json(session_id, records(cell.history or ()))
 
+    # -- lifecycle operations (the reaper's levers, and revive) ----------------------------------
+
+    def lifecycle(self, buffer: int = 1000) -> LifecycleSubscription:
+        """Subscribe to every session's status changes (an async iterator, bounded buffer).
+
+        A subscriber that falls ``buffer`` events behind loses the newer ones (counted in its
+        ``dropped``); it never slows a session down.
+        """
+        return self.lifecycle_hub.subscribe(buffer)
+
+    def request_passivation(self, cell: SessionCell, idle_since: float) -> bool:
+        """Ask an idle session to passivate; ``False`` if it is busy, waiting or not running.
+
+        The session checks again when it takes the request (in order with its messages): any
+        activity after ``idle_since`` cancels it.
+        """
+        mailbox = cell.mailbox
+        if self.closing or mailbox is None or not cell.active:
+            return False
+        if not cell.passivation_allowed(idle_since):
+            return False
+        try:
+            mailbox.put_nowait(Envelope(Kind.PASSIVATE, idle_since, None, ()))
+        except (anyio.WouldBlock, anyio.ClosedResourceError):
+            return False
+        return True
+
+    async def expire(
+        self, session_id: str, status: Status, reason: str, *, idle_since: float | None = None
+    ) -> bool:
+        """End a live session in ``status`` (recorded in its log); ``False`` if it was not live.
+
+        With ``idle_since``, a session that had a message from outside since then is left alone.
+        An active session does it itself, in order with its messages; an inactive one is ended here
+        without being activated.
+        """
+        if self.closing:
+            return False
+        cell = await self.cell(session_id)
+        if cell.status not in (Status.RUNNING, Status.PASSIVATED, Status.PAUSED):
+            return False
+        if idle_since is not None and cell.last_active > idle_since:
+            return False
+        if cell.active:
+            mailbox = cell.mailbox
+            assert mailbox is not None
+            try:
+                await mailbox.put(Envelope(Kind.EXPIRE, (status, reason, idle_since), None, ()))
+            except anyio.ClosedResourceError:
+                return False
+            return True
+        return await self._set_terminal_offline(cell, status, reason)
+
+    async def _set_terminal_offline(self, cell: SessionCell, status: Status, reason: str) -> bool:
+        # Taken in memory first, before any await: from here on no message can activate it.
+        previous, previous_reason = cell.status, cell.status_reason
+        cell.status = status
+        try:
+            data = self.events.encode(StatusChanged(status, reason))
+            cell.version = await self.store.append(cell.id, cell.version, [data], status=status)
+        except Exception:
+            logger.exception("session %r: could not record %s", cell.id, status.value)
+            cell.status, cell.status_reason = previous, previous_reason
+            return False
+        cell.status = previous
+        cell.set_status(status, reason)
+        return True
+
+    async def revive(self, session_id: str) -> SessionRef:
+        """Bring an ``ABANDONED`` or ``TIMED_OUT`` session back (recorded in its log).
+
+        Raises:
+            SessionNotFound: no such session.
+            SessionStopped: it is in another status (completed, failed and stopped sessions stay
+                ended).
+        """
+        if self.closing:
+            raise ShuttingDown(session_id)
+        cell = await self.cell(session_id)
+        if cell.status not in (Status.ABANDONED, Status.TIMED_OUT):
+            if not cell.status.terminal:
+                return cell.ref
+            raise SessionStopped(session_id, cell.status, "only abandoned or timed-out sessions revive")
+        data = self.events.encode(StatusChanged(Status.RUNNING, "revived"))
+        cell.version = await self.store.append(session_id, cell.version, [data], status=Status.RUNNING)
+        cell.error = None
+        cell.messages = 0
+        cell.last_active = self.now()
+        cell.set_status(Status.PASSIVATED, "revived")
+        return cell.ref
+
+    async def delete(self, session_id: str) -> None:
+        """Remove an ended session from memory and the store (its log and snapshots)."""
+        cell = self._cells.get(session_id)
+        if cell is not None:
+            if cell.active or not cell.status.terminal:
+                raise SessionError(
+                    f"session {session_id!r} is {cell.status.value}: only ended sessions can be "
+                    "deleted; stop it first",
+                    session_id=session_id,
+                )
+            del self._cells[session_id]
+        await self.store.delete(session_id)
+
     # -- notes from the actors (counters now; metrics hook in here) -----------------------------
 
     def note_crash(self, cell: SessionCell, exc: BaseException) -> None:
@@ -356,8 +491,22 @@ class SessionHost:
     def note_recovery(self, cell: SessionCell, events: int, seconds: float) -> None:
         self._recoveries += 1
 
-    def note_status(self, cell: SessionCell, status: Status, reason: object) -> None:
-        """A session's status changed through its log."""
+    def note_status(self, cell: SessionCell, previous: Status | None, reason: object) -> None:
+        """A session's status changed (``previous`` is ``None`` for a new session)."""
+        self.lifecycle_hub.publish(
+            LifecycleEvent(
+                cell.id,
+                cell.cls.type_name or cell.cls.__name__,
+                cell.status,
+                previous,
+                None if reason is None else str(reason),
+                cell.version,
+                time.time(),
+            )
+        )
+
+    def note_loaded(self, cell: SessionCell) -> None:
+        """A stored session was loaded into this process (inactive until its first message)."""
 
     def note_snapshot_failure(self, cell: SessionCell, stage: str) -> None:
         self._snapshot_failures += 1

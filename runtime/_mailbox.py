@@ -30,6 +30,8 @@ class Kind(enum.Enum):
     STOP = "stop"
     PAUSE = "pause"
     RESUME = "resume"
+    PASSIVATE = "passivate"
+    EXPIRE = "expire"
 
 
 @final

@@ -12,6 +12,9 @@ from ._exceptions import ChildStartFailed as ChildStartFailed
 from ._exceptions import RestartIntensityExceeded as RestartIntensityExceeded
 from ._exceptions import SupervisorError as SupervisorError
 from ._exceptions import SupervisorNotRunning as SupervisorNotRunning
+from ._reaper import CleanupStats as CleanupStats
+from ._reaper import ReaperPolicy as ReaperPolicy
+from ._reaper import RemovalReason as RemovalReason
 from ._restart import Backoff as Backoff
 from ._restart import RestartPolicy as RestartPolicy
 from ._sessions import SessionSupervisor as SessionSupervisor
@@ -24,6 +27,9 @@ from ._supervisor import Supervisor as Supervisor
 
 __all__: list[str] = [
     "Backoff",
+    "CleanupStats",
+    "ReaperPolicy",
+    "RemovalReason",
     "ChildCounts",
     "ChildExists",
     "ChildInfo",

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 import anyio
 from anyio.abc import TaskStatus
 
-from runtime import EventRegistry, HistoryConfig, MemoryStore, Session, SessionHost
+from runtime import (
+    EventRegistry,
+    HistoryConfig,
+    MemoryStore,
+    RateLimited,
+    Session,
+    SessionHost,
+    Status,
+    TooManySessions,
+)
 from runtime.abc import Clock, EventStore
 
+from ._reaper import CleanupStats, Reaper, ReaperPolicy, RemovalReason
 from ._restart import RestartPolicy
 
+if TYPE_CHECKING:
+    from runtime._actor import SessionCell
+
 __all__ = ["SessionSupervisor"]
+
+_TERMINAL = [s for s in Status if s.terminal]
 
 
 class SessionSupervisor(SessionHost):
@@ -22,17 +38,19 @@ class SessionSupervisor(SessionHost):
     Use it as ``async with SessionSupervisor(...) as sessions:``, or as a child of a
     :class:`Supervisor` tree (its ``run`` follows anyio's ``task_status`` protocol). Leaving it
     rejects new work with ``ShuttingDown``, lets queued messages finish for up to ``drain_timeout``
-    seconds, runs ``on_stop("shutdown")`` once per live session and leaves no task behind.
+    seconds, snapshots and runs ``on_stop("shutdown")`` once per live session, flushes and closes the
+    store, and leaves no task behind.
 
     Args:
         store: the event store (default: a fresh ``MemoryStore``).
         session_types: classes of sessions that an earlier process may have stored.
+        reaper: passivation, expiry and limits (default: none of them).
         restarts: the per-session restart budget and backoff.
-        clock: where timers and backoff read time (default: anyio's clock).
+        history: how many recent transitions each session keeps.
+        clock: where timers, backoff and the reaper read time (default: anyio's clock).
         events: the event registry (default: the one ``@event`` fills).
         drain_timeout: how long shutdown lets queued messages finish.
         max_concurrent_recoveries: how many sessions may replay their logs at once.
-        history: how many recent transitions each session keeps.
 
     .. versionadded:: 0.1
     """
@@ -42,14 +60,16 @@ class SessionSupervisor(SessionHost):
         *,
         store: EventStore | None = None,
         session_types: Iterable[type[Session[Any]]] = (),
+        reaper: ReaperPolicy | None = None,
         restarts: RestartPolicy | None = None,
+        history: HistoryConfig | None = None,
         clock: Clock | None = None,
         events: EventRegistry | None = None,
         drain_timeout: float = 5.0,
         max_concurrent_recoveries: int = 50,
-        history: HistoryConfig | None = None,
     ) -> None:
         self.restart_policy = restarts or RestartPolicy()
+        self.reaper_policy = reaper or ReaperPolicy()
         super().__init__(
             store=store if store is not None else MemoryStore(),
             restarts=self.restart_policy,
@@ -60,9 +80,42 @@ class SessionSupervisor(SessionHost):
             max_concurrent_recoveries=max_concurrent_recoveries,
             history=history,
         )
+        policy = self.reaper_policy
+        self.message_limit = policy.max_messages
+        self.measure_states = policy.max_memory_bytes is not None
+        self.self_sends_count = policy.idle_counts_self_sends
+        self.reaper = Reaper(self, policy, self.clock)
 
     def __repr__(self) -> str:
         return f"<SessionSupervisor store={self.store!r} sessions={len(self.cells())}>"
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self.reaper = Reaper(self, self.reaper_policy, self.clock)
+        try:
+            await self._schedule_stored_retention()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        self.spawn(self.reaper.run)
+        return self
+
+    async def _schedule_stored_retention(self) -> None:
+        """Ended sessions of earlier processes still get deleted when their retention is up."""
+        retention = self.reaper_policy.retention
+        if retention is None:
+            return
+        now, wall = self.clock.now(), time.time()
+        for status in _TERMINAL:
+            offset = 0
+            while True:
+                page = await self.store.list(status=status, limit=1000, offset=offset)
+                for record in page:
+                    due = now + max(0.0, retention - (wall - record.updated_at))
+                    self.reaper.push_retention(record.id, due)
+                if len(page) < 1000:
+                    break
+                offset += 1000
 
     async def run(
         self, *, task_status: TaskStatus[SessionSupervisor] = anyio.TASK_STATUS_IGNORED
@@ -76,3 +129,42 @@ class SessionSupervisor(SessionHost):
             task_status.started(self)
             await anyio.sleep_forever()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the reaper's side of things ------------------------------------------------------------
+
+    async def reap(self) -> CleanupStats:
+        """Run one reaper pass now (and the memory check, if there is a memory limit)."""
+        stats = await self.reaper.reap()
+        if self.reaper_policy.max_memory_bytes is not None:
+            evicted = self.reaper.enforce_memory()
+            if evicted:
+                removed = dict(stats.removed)
+                removed[RemovalReason.MEMORY] = removed.get(RemovalReason.MEMORY, 0) + evicted
+                stats = CleanupStats(removed, stats.due, stats.errors, stats.duration)
+        return stats
+
+    async def admit_start(self, session_id: str) -> None:
+        policy = self.reaper_policy
+        if not self.reaper.take_start_token():
+            assert policy.max_starts_per_second is not None
+            raise RateLimited(session_id, policy.max_starts_per_second)
+        limit = policy.max_sessions
+        if limit is None or self.active_count < limit:
+            return
+        if policy.on_limit == "evict_idle":
+            with anyio.move_on_after(self.drain_timeout):
+                while self.active_count >= limit:
+                    if not self.reaper.evict_one(RemovalReason.EVICTED):
+                        break
+                    await self.wait_actor_ended()
+            if self.active_count < limit:
+                return
+        raise TooManySessions(session_id, limit)
+
+    def note_status(self, cell: SessionCell, previous: Status | None, reason: object) -> None:
+        super().note_status(cell, previous, reason)
+        self.reaper.schedule(cell.id)
+
+    def note_loaded(self, cell: SessionCell) -> None:
+        super().note_loaded(cell)
+        self.reaper.schedule(cell.id)

@@ -49,6 +49,14 @@ class AddThenBoom:
 
 
 @attrs.frozen
+class WaitFor:
+    """Blocks the handler until the event is set (a turn that lasts as long as a test wants)."""
+
+    gate: anyio.Event = attrs.field(eq=False)
+    then_add: int = 0
+
+
+@attrs.frozen
 class Sleep:
     seconds: float
     then_add: int = 0
@@ -162,6 +170,10 @@ class Counter(Session[int]):
                 raise RuntimeError(text)
             case Sleep(seconds=s):
                 await anyio.sleep(s)
+            case WaitFor(gate=gate, then_add=n):
+                await gate.wait()
+                if n:
+                    await self.record(Added(n))
             case After(delay=d, message=m):
                 self.send_after(d, m)
             case _:

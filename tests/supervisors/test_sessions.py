@@ -459,7 +459,7 @@ class TestRecovery:
             assert (await second.get("c")).status is Status.RUNNING
             snapshot = await store.load_snapshot("c")
             assert snapshot is not None
-            assert snapshot.version == 10
+            assert snapshot.version == 12  # the final snapshot written at shutdown
 
     async def test_unknown_session_type(self) -> None:
         """A stored session of a class the supervisor was not told about: a clear error."""

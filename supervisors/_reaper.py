@@ -1,0 +1,449 @@
+"""The reaper: passivates idle sessions, ends abandoned and expired ones, forgets and deletes the ended.
+
+It is driven by deadlines kept in a heap, never by a scan of every session: a pass pops the entries
+that are due and re-checks each against the session as it is now (activity since the entry was
+pushed just pushes it again, later). So a pass costs in proportion to what is due, and a message costs
+the reaper nothing at all.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+import anyio
+import attrs
+from anyio.abc import TaskStatus
+
+from runtime import Status
+
+if TYPE_CHECKING:
+    from runtime import SessionHost
+    from runtime.abc import Clock
+
+__all__ = ["CleanupStats", "ReaperPolicy", "RemovalReason"]
+
+logger = logging.getLogger(__name__)
+
+
+def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not (isinstance(value, int | float) and value > 0):
+        raise ValueError(f"ReaperPolicy.{attribute.name} must be > 0 or None (no limit), got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ReaperPolicy:
+    """When sessions are passivated, abandoned, timed out, forgotten and deleted; and the limits.
+
+    Every field is ``None`` for "no limit". Times are seconds on the runtime's clock.
+
+    Attributes:
+        idle_timeout: passivate a session with no call or cast from outside for this long.
+        abandon_after: end a session with no call or cast from outside for this long as ``ABANDONED``.
+        max_age: end a session this old (since it was created) as ``TIMED_OUT``.
+        max_messages: end a session that has handled this many messages as ``TIMED_OUT``.
+        paused_ttl: end a session paused for this long as ``ABANDONED``.
+        terminal_ttl: drop an ended session from memory this long after it ended (it stays stored).
+        retention: delete an ended session's log and snapshots this long after it ended.
+        export_dir: before deleting, write the session's log here (JSON lines, one file each).
+        max_sessions: how many sessions may be active (have a task) at once.
+        on_limit: at ``max_sessions``, "reject" new starts (``TooManySessions``) or "evict_idle"
+            (passivate the least recently used idle session to make room).
+        max_memory_bytes: passivate least recently used idle sessions while the estimated size of
+            the active ones (state, history, mailbox) is above this; checked every
+            ``memory_check_interval`` seconds.
+        max_starts_per_second: a token bucket on starts (``RateLimited``); restarts and
+            reactivations never count.
+        idle_counts_self_sends: count a session's messages to itself (timers, self-casts) as
+            activity.
+
+    .. versionadded:: 0.1
+    """
+
+    idle_timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
+    abandon_after: float | None = attrs.field(default=None, validator=_positive_or_none)
+    max_age: float | None = attrs.field(default=None, validator=_positive_or_none)
+    max_messages: int | None = attrs.field(default=None, validator=_positive_or_none)
+    paused_ttl: float | None = attrs.field(default=None, validator=_positive_or_none)
+    terminal_ttl: float | None = attrs.field(default=None, validator=_positive_or_none)
+    retention: float | None = attrs.field(default=None, validator=_positive_or_none)
+    export_dir: str | os.PathLike[str] | None = None
+    max_sessions: int | None = attrs.field(default=None, validator=_positive_or_none)
+    on_limit: Literal["reject", "evict_idle"] = attrs.field(
+        default="reject", validator=attrs.validators.in_(("reject", "evict_idle"))
+    )
+    max_memory_bytes: int | None = attrs.field(default=None, validator=_positive_or_none)
+    memory_check_interval: float = attrs.field(default=5.0, validator=_positive_or_none)
+    max_starts_per_second: float | None = attrs.field(default=None, validator=_positive_or_none)
+    idle_counts_self_sends: bool = False
+
+
+class RemovalReason(enum.Enum):
+    """Why the reaper passivated, ended, forgot or deleted a session."""
+
+    IDLE = "idle"
+    """Passivated after ``idle_timeout``."""
+    EVICTED = "evicted"
+    """Passivated to make room under ``max_sessions``."""
+    MEMORY = "memory"
+    """Passivated to get under ``max_memory_bytes``."""
+    ABANDONED = "abandoned"
+    """Ended as ``ABANDONED`` after ``abandon_after``."""
+    MAX_AGE = "max_age"
+    """Ended as ``TIMED_OUT`` after ``max_age``."""
+    PAUSED_TOO_LONG = "paused_too_long"
+    """Ended as ``ABANDONED`` after ``paused_ttl``."""
+    TERMINAL_TTL = "terminal_ttl"
+    """An ended session dropped from memory."""
+    RETENTION = "retention"
+    """An ended session deleted from the store."""
+
+
+@attrs.frozen
+class CleanupStats:
+    """What one reaper pass did.
+
+    Attributes:
+        removed: how many sessions, by reason.
+        due: how many scheduled checks came due (each one looked at one session).
+        errors: checks that failed (logged; the session is left as it was).
+        duration: seconds the pass took.
+    """
+
+    removed: Mapping[RemovalReason, int]
+    due: int
+    errors: int
+    duration: float
+
+    @property
+    def total(self) -> int:
+        return sum(self.removed.values())
+
+
+class _Check(enum.IntEnum):
+    IDLE = 1
+    ABANDON = 2
+    MAX_AGE = 4
+    PAUSED = 8
+    TERMINAL = 16
+    RETENTION = 32
+
+
+_LIVE = (Status.RUNNING, Status.PASSIVATED)
+
+
+class Reaper:
+    """Keeps the deadlines of the sessions of one host and acts on them when they come due."""
+
+    def __init__(self, host: SessionHost, policy: ReaperPolicy, clock: Clock) -> None:
+        self.host = host
+        self.policy = policy
+        self.clock = clock
+        self._heap: list[tuple[float, int, str, _Check]] = []
+        self._seq = itertools.count()
+        self._wake: anyio.Event | None = None
+        self._next_wake = math.inf
+        self._tokens = float(policy.max_starts_per_second or 0)
+        self._tokens_at = -math.inf
+        # Least recently used first, corrected lazily (a message costs the reaper nothing): an
+        # entry whose session was active since it was stamped moves to the end when looked at.
+        self._lru: OrderedDict[str, float] = OrderedDict()
+        self._track_lru = (
+            policy.max_sessions is not None and policy.on_limit == "evict_idle"
+        ) or policy.max_memory_bytes is not None
+        self.passes = 0
+        self.crashes = 0
+        self.totals: Counter[RemovalReason] = Counter()
+
+    # -- scheduling -----------------------------------------------------------------------------
+
+    def schedule(self, session_id: str) -> None:
+        """Push the checks the session's current status calls for (once each)."""
+        cell = self.host.cached(session_id)
+        if cell is None:
+            return
+        p = self.policy
+        status = cell.status
+        if self._track_lru and status is Status.RUNNING:
+            self._lru[cell.id] = cell.last_active
+            self._lru.move_to_end(cell.id)
+        if status in _LIVE:
+            if p.idle_timeout is not None and status is Status.RUNNING:
+                self._push(cell.id, cell, _Check.IDLE, cell.last_active + p.idle_timeout)
+            if p.abandon_after is not None:
+                self._push(cell.id, cell, _Check.ABANDON, cell.last_active + p.abandon_after)
+        if not status.terminal and p.max_age is not None:
+            self._push(cell.id, cell, _Check.MAX_AGE, cell.started_at + p.max_age)
+        if status is Status.PAUSED and p.paused_ttl is not None:
+            self._push(cell.id, cell, _Check.PAUSED, cell.status_since + p.paused_ttl)
+        if status.terminal:
+            if p.terminal_ttl is not None:
+                self._push(cell.id, cell, _Check.TERMINAL, cell.status_since + p.terminal_ttl)
+            if p.retention is not None:
+                self._push(cell.id, cell, _Check.RETENTION, cell.status_since + p.retention)
+
+    def _push(self, session_id: str, cell: object, check: _Check, deadline: float) -> None:
+        marks = getattr(cell, "reaper_marks", 0)
+        if marks & check:
+            return  # already in the heap: it re-checks (and re-pushes itself) when it comes due
+        if cell is not None:
+            cell.reaper_marks = marks | check  # type: ignore[attr-defined]
+        heapq.heappush(self._heap, (deadline, next(self._seq), session_id, check))
+        if deadline < self._next_wake and self._wake is not None:
+            self._wake.set()
+
+    def push_retention(self, session_id: str, deadline: float) -> None:
+        """Schedule the deletion of an ended session that is not loaded in this process."""
+        self._push(session_id, self.host.cached(session_id), _Check.RETENTION, deadline)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    # -- the actor ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Pass after pass as deadlines come due; a crash restarts the loop and touches no session."""
+        task_status.started()
+        while True:
+            try:
+                await self._loop()
+            except Exception:
+                self.crashes += 1
+                logger.exception("the reaper crashed; restarting it (no session was touched)")
+                await anyio.lowlevel.checkpoint()
+
+    async def _loop(self) -> NoReturn:
+        memory_due = self.clock.now() + self.policy.memory_check_interval
+        while True:
+            target = self._heap[0][0] if self._heap else math.inf
+            if self.policy.max_memory_bytes is not None:
+                target = min(target, memory_due)
+            self._next_wake = target
+            wake = self._wake = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                # Woken by the deadline, or sooner by a new earlier one (``_push`` sets ``wake``).
+                tg.start_soon(self._alarm, target, wake)
+                await wake.wait()
+                tg.cancel_scope.cancel()
+            self._wake = None
+            self._next_wake = math.inf
+            now = self.clock.now()
+            if self.policy.max_memory_bytes is not None and now >= memory_due:
+                memory_due = now + self.policy.memory_check_interval
+                self.enforce_memory()
+            if self._heap and self._heap[0][0] <= now:
+                await self.reap()
+
+    async def _alarm(self, deadline: float, wake: anyio.Event) -> None:
+        if deadline < math.inf:
+            await self.clock.sleep_until(deadline)
+            wake.set()
+
+    async def reap(self) -> CleanupStats:
+        """One pass now: act on every check that is due."""
+        started = time.perf_counter()
+        now = self.clock.now()
+        removed: Counter[RemovalReason] = Counter()
+        due = errors = 0
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, session_id, check = heapq.heappop(heap)
+            due += 1
+            try:
+                reason = await self._check(session_id, check, now)
+            except Exception:
+                errors += 1
+                logger.exception("reaper: checking session %r failed; left as it was", session_id)
+                continue
+            if reason is not None:
+                removed[reason] += 1
+        self.passes += 1
+        self.totals.update(removed)
+        return CleanupStats(dict(removed), due, errors, time.perf_counter() - started)
+
+    async def _check(self, session_id: str, check: _Check, now: float) -> RemovalReason | None:
+        host, p = self.host, self.policy
+        cell = host.cached(session_id)
+        if cell is not None:
+            cell.reaper_marks &= ~check
+        status = None if cell is None else cell.status
+
+        if check is _Check.IDLE:
+            if cell is None or status is not Status.RUNNING or p.idle_timeout is None:
+                return None
+            if cell.last_active + p.idle_timeout > now:
+                self._push(session_id, cell, check, cell.last_active + p.idle_timeout)
+                return None
+            if host.request_passivation(cell, cell.last_active):
+                return RemovalReason.IDLE
+            # Busy (a queued message, a deferred reply): look again a little later.
+            self._push(session_id, cell, check, now + p.idle_timeout / 4)
+            return None
+
+        if check is _Check.ABANDON:
+            if cell is None or status not in _LIVE or p.abandon_after is None:
+                return None
+            if cell.last_active + p.abandon_after > now:
+                self._push(session_id, cell, check, cell.last_active + p.abandon_after)
+                return None
+            reason = f"no message from outside for {p.abandon_after:g}s"
+            if await host.expire(session_id, Status.ABANDONED, reason, idle_since=cell.last_active):
+                return RemovalReason.ABANDONED
+            return None
+
+        if check is _Check.MAX_AGE:
+            if cell is None or status is None or status.terminal or p.max_age is None:
+                return None
+            if cell.started_at + p.max_age > now:
+                self._push(session_id, cell, check, cell.started_at + p.max_age)
+                return None
+            if await host.expire(session_id, Status.TIMED_OUT, f"older than max_age {p.max_age:g}s"):
+                return RemovalReason.MAX_AGE
+            return None
+
+        if check is _Check.PAUSED:
+            if cell is None or status is not Status.PAUSED or p.paused_ttl is None:
+                return None
+            if cell.status_since + p.paused_ttl > now:
+                self._push(session_id, cell, check, cell.status_since + p.paused_ttl)
+                return None
+            reason = f"paused for longer than {p.paused_ttl:g}s"
+            if await host.expire(session_id, Status.ABANDONED, reason):
+                return RemovalReason.PAUSED_TOO_LONG
+            return None
+
+        if check is _Check.TERMINAL:
+            if cell is None or status is None or not status.terminal or cell.active:
+                return None
+            host.forget(session_id)
+            return RemovalReason.TERMINAL_TTL
+
+        # _Check.RETENTION: the session may have left memory already (terminal_ttl).
+        if cell is not None and (status is None or not status.terminal or cell.active):
+            return None
+        record = await host.store.get(session_id)
+        if record is None or not record.status.terminal:
+            return None
+        if p.export_dir is not None:
+            await self._export(session_id)
+        await host.delete(session_id)
+        return RemovalReason.RETENTION
+
+    async def _export(self, session_id: str) -> None:
+        events = await self.host.store.read(session_id)
+        record = await self.host.store.get(session_id)
+        assert self.policy.export_dir is not None
+        folder = Path(self.policy.export_dir)
+        lines = [
+            json.dumps(
+                {
+                    "session_id": session_id,
+                    "session_type": None if record is None else record.type,
+                    "version": e.version,
+                    "type": e.type,
+                    "schema_version": e.schema_version,
+                    "recorded_at": e.recorded_at,
+                    "data": json.loads(e.data),
+                }
+            )
+            for e in events
+        ]
+
+        def write() -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in session_id)
+            target = folder / f"{safe}.jsonl"
+            tmp = target.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            os.replace(tmp, target)
+
+        await anyio.to_thread.run_sync(write)
+
+    # -- limits ---------------------------------------------------------------------------------
+
+    def take_start_token(self) -> bool:
+        """Spend a start from the token bucket; ``False`` if the rate is exceeded."""
+        rate = self.policy.max_starts_per_second
+        if rate is None:
+            return True
+        now = self.clock.now()
+        self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def idle_candidates(self) -> Iterator[str]:
+        """Active, running sessions, least recently used first (amortised O(1) per candidate)."""
+        lru = self._lru
+        for _ in range(2 * len(lru)):
+            if not lru:
+                return
+            session_id, stamp = next(iter(lru.items()))
+            cell = self.host.cached(session_id)
+            if cell is None or not cell.active or cell.status is not Status.RUNNING:
+                del lru[session_id]
+                continue
+            if cell.last_active > stamp:
+                lru[session_id] = cell.last_active
+                lru.move_to_end(session_id)
+                continue
+            lru.move_to_end(session_id)  # looked at: if it cannot go now, try the others first
+            yield session_id
+
+    def evict_one(self, reason: RemovalReason) -> bool:
+        """Ask the least recently used idle session to passivate."""
+        for session_id in self.idle_candidates():
+            cell = self.host.cached(session_id)
+            if cell is not None and self.host.request_passivation(cell, cell.last_active):
+                self.totals[reason] += 1
+                return True
+        return False
+
+    def estimated_bytes(self) -> int:
+        """The estimated memory of the active sessions: state, history, mailbox, fixed costs."""
+        total = 0
+        for cell in self.host.cells():
+            if cell.active:
+                total += _ACTIVE_BASE + 2 * cell.state_bytes
+                total += _PER_TRANSITION * len(cell.history or ())
+                total += _PER_MESSAGE * cell.mailbox_depth
+        return total
+
+    def enforce_memory(self) -> int:
+        """Passivate least recently used idle sessions until the estimate is under the limit."""
+        limit = self.policy.max_memory_bytes
+        if limit is None:
+            return 0
+        excess = self.estimated_bytes() - limit
+        evicted = 0
+        for session_id in self.idle_candidates():
+            if excess <= 0:
+                break
+            cell = self.host.cached(session_id)
+            if cell is None:
+                continue
+            size = _ACTIVE_BASE + 2 * cell.state_bytes + _PER_TRANSITION * len(cell.history or ())
+            if self.host.request_passivation(cell, cell.last_active):
+                excess -= size
+                evicted += 1
+        self.totals[RemovalReason.MEMORY] += evicted
+        return evicted
+
+
+# Estimates, measured with bench/bench_session.py (an idle active session costs about 6 KB with its
+# task and mailbox); a transition record and a queued message cost a few hundred bytes each.
+_ACTIVE_BASE = 6_000
+_PER_TRANSITION = 200
+_PER_MESSAGE = 200

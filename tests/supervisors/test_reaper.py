@@ -1,0 +1,416 @@
+"""The reaper and the session lifecycle, on an injected clock (deterministic on both backends)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from runtime import (
+    MemoryStore,
+    RateLimited,
+    SessionPaused,
+    SessionRef,
+    SessionStopped,
+    Snapshot,
+    Status,
+    TooManySessions,
+)
+from runtime.testing import ManualClock
+from supervisors import ReaperPolicy, RemovalReason, SessionSupervisor
+from tests.apps.counter import Add, After, Counter, Defer, Get, Release, WaitFor
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _clear_logs() -> Iterator[None]:
+    Counter.logs.clear()
+    yield
+    Counter.logs.clear()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+def status_of(ref: SessionRef) -> Status | None:
+    """The ref's status, read through a call (so that type checkers do not narrow it)."""
+    return ref.status
+
+
+def supervisor(clock: ManualClock, **policy: object) -> SessionSupervisor:
+    return SessionSupervisor(clock=clock, reaper=ReaperPolicy(**policy))  # type: ignore[arg-type]
+
+
+class TestPassivation:
+    async def test_idle_session_is_passivated_and_comes_back(self, clock: ManualClock) -> None:
+        """After idle_timeout: snapshot, task stopped, PASSIVATED; the next call brings it back."""
+        async with supervisor(clock, idle_timeout=60) as sessions:
+            c = await sessions.start(Counter, "c")
+            await c.call(Add(5))
+            await clock.advance(59)
+            assert (await sessions.reap()).total == 0
+            await clock.advance(2)
+            await anyio.wait_all_tasks_blocked()
+            assert status_of(c) is Status.PASSIVATED
+            assert sessions.active_count == 0
+            record = await sessions.store.get("c")
+            assert record is not None
+            assert record.status is Status.PASSIVATED
+            snap = await sessions.store.load_snapshot("c")
+            assert snap is not None
+            assert (snap.version, snap.data) == (1, "5")
+            assert Counter.logs["c"] == [("start", 0), ("stop", "passivated")]
+            assert await c.call(Get()) == 5
+            assert status_of(c) is Status.RUNNING
+            assert Counter.logs["c"][-1] == ("start", 5)
+            assert sessions.reaper.totals[RemovalReason.IDLE] == 1
+
+    async def test_activity_postpones_passivation(self, clock: ManualClock) -> None:
+        """A call from outside restarts the idle clock."""
+        async with supervisor(clock, idle_timeout=60) as sessions:
+            c = await sessions.start(Counter, "c")
+            for _ in range(5):
+                await clock.advance(40)
+                await c.call(Get())
+            assert status_of(c) is Status.RUNNING
+            await clock.advance(61)
+            assert status_of(c) is Status.PASSIVATED
+
+    async def test_own_timers_do_not_count_as_activity(self, clock: ManualClock) -> None:
+        """A session kept busy only by its own timers is still idle (by default)."""
+        async with supervisor(clock, idle_timeout=60) as sessions:
+            c = await sessions.start(Counter, "c")
+            for i in range(1, 4):
+                await c.cast(After(20 * i, Add(1)))
+            await c.call(Get())
+            await clock.advance(61)
+            assert status_of(c) is Status.PASSIVATED
+
+    async def test_own_timers_count_when_configured(self, clock: ManualClock) -> None:
+        async with supervisor(clock, idle_timeout=60, idle_counts_self_sends=True) as sessions:
+            c = await sessions.start(Counter, "c")
+            await c.cast(After(50, Add(1)))
+            await c.call(Get())
+            await clock.advance(61)
+            assert status_of(c) is Status.RUNNING
+            await clock.advance(60)
+            assert status_of(c) is Status.PASSIVATED
+
+    async def test_messages_during_passivation_reach_the_next_incarnation(self, clock: ManualClock) -> None:
+        """Messages sent while the snapshot is being written are handled, in order, afterwards."""
+        gate = anyio.Event()
+        store = MemoryStore()
+        real_save = store.save_snapshot
+
+        async def slow_save(snapshot: Snapshot) -> None:
+            await gate.wait()
+            await real_save(snapshot)
+
+        store.save_snapshot = slow_save  # type: ignore[method-assign]
+        async with SessionSupervisor(
+            store=store, clock=clock, reaper=ReaperPolicy(idle_timeout=10)
+        ) as sessions:
+            c = await sessions.start(Counter, "c")
+            await c.call(Add(1))
+            await clock.advance(11)  # the passivation is now waiting on the snapshot
+            for n in (2, 3, 4):
+                c.cast_nowait(Add(n))
+            gate.set()
+            assert await c.call(Get()) == 10
+            assert [e.data for e in await store.read("c")] == ['{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}']
+            assert status_of(c) is Status.RUNNING
+
+    async def test_never_mid_turn(self, clock: ManualClock) -> None:
+        """A session inside a handler finishes its turn first, then passivates."""
+        async with supervisor(clock, idle_timeout=10) as sessions:
+            c = await sessions.start(Counter, "c")
+            gate = anyio.Event()
+            await c.cast(WaitFor(gate, then_add=7))
+            await clock.advance(11)
+            assert status_of(c) is Status.RUNNING
+            assert Counter.logs["c"] == [("start", 0)]
+            gate.set()
+            await anyio.wait_all_tasks_blocked()
+            assert status_of(c) is Status.PASSIVATED
+            assert await c.call(Get()) == 7
+
+    async def test_not_while_a_deferred_reply_is_pending(self, clock: ManualClock) -> None:
+        """A session that owes a caller an answer is not idle."""
+        async with supervisor(clock, idle_timeout=10) as sessions:
+            c = await sessions.start(Counter, "c")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(c.call, Defer())
+                await anyio.wait_all_tasks_blocked()
+                await clock.advance(11)
+                assert status_of(c) is Status.RUNNING
+                await c.call(Release("ok"))
+            await clock.advance(11)
+            assert status_of(c) is Status.PASSIVATED
+
+
+class TestExpiry:
+    async def test_abandoned_then_revived(self, clock: ManualClock) -> None:
+        """abandon_after: ABANDONED in the log and to subscribers; revive() brings it back."""
+        async with supervisor(clock, abandon_after=300) as sessions:
+            events = sessions.lifecycle()
+            c = await sessions.start(Counter, "c")
+            await c.call(Add(2))
+            await clock.advance(301)
+            assert status_of(c) is Status.ABANDONED
+            with pytest.raises(SessionStopped, match="abandoned"):
+                await c.call(Get())
+            revived = await sessions.revive("c")
+            assert await revived.call(Get()) == 2
+            log = [(e.type, json.loads(e.data).get("status")) for e in await sessions.store.read("c")]
+            assert log == [
+                ("test.Added", None),
+                ("sessionvisor.StatusChanged", "abandoned"),
+                ("sessionvisor.StatusChanged", "running"),
+            ]
+            seen = []
+            while True:
+                with anyio.move_on_after(0) as scope:
+                    seen.append((await events.__anext__()).status)
+                if scope.cancelled_caught:
+                    break
+            assert seen == [Status.RUNNING, Status.ABANDONED, Status.PASSIVATED, Status.RUNNING]
+            events.close()
+
+    async def test_passivated_session_is_abandoned_without_activation(self, clock: ManualClock) -> None:
+        """An inactive session is ended from outside: no recovery, no task."""
+        async with supervisor(clock, idle_timeout=10, abandon_after=100) as sessions:
+            c = await sessions.start(Counter, "c")
+            await c.call(Add(1))
+            await clock.advance(11)
+            assert status_of(c) is Status.PASSIVATED
+            await clock.advance(100)
+            assert status_of(c) is Status.ABANDONED
+            assert Counter.logs["c"] == [("start", 0), ("stop", "passivated")]
+
+    async def test_max_age(self, clock: ManualClock) -> None:
+        """Older than max_age: TIMED_OUT, however busy."""
+        async with supervisor(clock, max_age=100) as sessions:
+            c = await sessions.start(Counter, "c")
+            for _ in range(3):
+                await clock.advance(30)
+                await c.call(Add(1))
+            assert status_of(c) is Status.RUNNING
+            await clock.advance(11)
+            assert status_of(c) is Status.TIMED_OUT
+            assert Counter.logs["c"][-1] == ("stop", "older than max_age 100s")
+
+    async def test_max_messages(self, clock: ManualClock) -> None:
+        """After max_messages handled: TIMED_OUT; the last one still got its answer."""
+        async with supervisor(clock, max_messages=3) as sessions:
+            c = await sessions.start(Counter, "c")
+            assert await c.call(Add(1)) == 1
+            assert await c.call(Add(1)) == 2
+            assert await c.call(Add(1)) == 3
+            with pytest.raises(SessionStopped, match="max_messages"):
+                await c.call(Get())
+            assert status_of(c) is Status.TIMED_OUT
+            revived = await sessions.revive("c")
+            assert await revived.call(Get()) == 3
+
+    async def test_paused_ttl(self, clock: ManualClock) -> None:
+        """Paused longer than paused_ttl: ABANDONED."""
+        async with supervisor(clock, paused_ttl=50) as sessions:
+            c = await sessions.start(Counter, "c")
+            await c.pause("approval")
+            with pytest.raises(SessionPaused):
+                await c.call(Get())
+            await clock.advance(51)
+            assert status_of(c) is Status.ABANDONED
+
+    async def test_revive_refuses_completed(self, clock: ManualClock) -> None:
+        async with supervisor(clock) as sessions:
+            c = await sessions.start(Counter, "c")
+            await c.stop()
+            with pytest.raises(SessionStopped, match="only abandoned or timed-out"):
+                await sessions.revive("c")
+
+
+class TestEndedSessions:
+    async def test_terminal_ttl_drops_from_memory_only(self, clock: ManualClock) -> None:
+        async with supervisor(clock, terminal_ttl=10) as sessions:
+            c = await sessions.start(Counter, "c")
+            await c.stop()
+            await clock.advance(11)
+            assert sessions.cached("c") is None
+            again = await sessions.get("c")
+            assert status_of(again) is Status.STOPPED
+
+    async def test_retention_exports_then_deletes(self, clock: ManualClock, tmp_path: Path) -> None:
+        """After retention: the log goes to a JSON-lines file, then out of the store."""
+        export = tmp_path / "export"
+        async with supervisor(clock, retention=100, export_dir=str(export)) as sessions:
+            c = await sessions.start(Counter, "weird/id")
+            await c.call(Add(4))
+            await c.stop("done")
+            await clock.advance(101)
+            for _ in range(1000):  # the export is written in a worker thread
+                if await sessions.store.get("weird/id") is None:
+                    break
+                await anyio.sleep(0.01)
+            assert await sessions.store.get("weird/id") is None
+            lines = (export / "weird_id.jsonl").read_text().splitlines()
+            rows = [json.loads(line) for line in lines]
+            assert [r["version"] for r in rows] == [1, 2]
+            assert rows[0]["data"] == {"n": 4}
+            assert rows[1]["data"]["status"] == "stopped"
+
+    async def test_retention_of_sessions_ended_by_an_earlier_process(self, clock: ManualClock) -> None:
+        store = MemoryStore()
+        async with SessionSupervisor(store=store) as first:
+            c = await first.start(Counter, "old")
+            await c.stop()
+        async with SessionSupervisor(store=store, clock=clock, reaper=ReaperPolicy(retention=10)) as second:
+            await clock.advance(11)
+            assert await second.store.get("old") is None
+
+
+class TestLimits:
+    async def test_max_sessions_reject_leaves_nothing(self, clock: ManualClock) -> None:
+        async with supervisor(clock, max_sessions=2) as sessions:
+            await sessions.start(Counter, "a")
+            await sessions.start(Counter, "b")
+            with pytest.raises(TooManySessions, match="limit of 2"):
+                await sessions.start(Counter, "c")
+            assert sessions.cached("c") is None
+            assert await sessions.store.get("c") is None
+
+    async def test_evict_idle_passivates_the_least_recently_used(self, clock: ManualClock) -> None:
+        async with supervisor(clock, max_sessions=2, on_limit="evict_idle") as sessions:
+            a = await sessions.start(Counter, "a")
+            await clock.advance(1)
+            b = await sessions.start(Counter, "b")
+            await clock.advance(1)
+            await a.call(Get())  # a is now the more recently used
+            await sessions.start(Counter, "c")
+            assert status_of(b) is Status.PASSIVATED
+            assert status_of(a) is Status.RUNNING
+            assert sessions.active_count == 2
+            assert await b.call(Get()) == 0  # reactivation is never refused
+
+    async def test_memory_limit_passivates_lru_first(self, clock: ManualClock) -> None:
+        async with supervisor(clock, max_memory_bytes=20_000, memory_check_interval=1) as sessions:
+            refs = []
+            for i in range(5):
+                refs.append(await sessions.start(Counter, f"s{i}"))
+                await refs[-1].call(Add(i))
+                await clock.advance(0.1)
+            await clock.advance(1)
+            statuses = [status_of(r) for r in refs]
+            assert statuses[:2] == [Status.PASSIVATED] * 2
+            assert statuses[-2:] == [Status.RUNNING] * 2
+            assert sessions.reaper.estimated_bytes() <= 20_000
+
+    async def test_start_rate(self, clock: ManualClock) -> None:
+        """A token bucket on starts; restarts and reactivations do not spend tokens."""
+        async with supervisor(clock, max_starts_per_second=2, idle_timeout=5) as sessions:
+            a = await sessions.start(Counter, "a")
+            await sessions.start(Counter, "b")
+            with pytest.raises(RateLimited):
+                await sessions.start(Counter, "c")
+            assert await sessions.store.get("c") is None
+            await clock.advance(6)
+            assert status_of(a) is Status.PASSIVATED
+            assert await a.call(Get()) == 0  # reactivation: no token needed
+            await clock.advance(0.5)
+            await sessions.start(Counter, "c")
+
+    async def test_limits_under_churn(self, clock: ManualClock) -> None:
+        """Many starts and stops: never more active sessions than the limit."""
+        async with supervisor(clock, max_sessions=5, on_limit="evict_idle") as sessions:
+            peak = 0
+            for i in range(40):
+                ref = await sessions.start(Counter, f"s{i}")
+                peak = max(peak, sessions.active_count)
+                if i % 3 == 0:
+                    await ref.stop()
+                await clock.advance(0.5)
+            assert peak <= 5
+            assert (await sessions.store.stats()).sessions == 40
+
+
+class TestReaperItself:
+    async def test_reap_counts_by_reason(self, clock: ManualClock) -> None:
+        async with supervisor(clock, idle_timeout=10, max_age=1000) as sessions:
+            for i in range(3):
+                await sessions.start(Counter, f"s{i}")
+            clock._now += 11  # move time without waking the reaper: reap() by hand
+            stats = await sessions.reap()
+            assert stats.removed == {RemovalReason.IDLE: 3}
+            assert stats.due == 3
+
+    async def test_crash_restarts_the_reaper_and_touches_no_session(
+        self, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A crash in a pass restarts the reaper; its schedule survives; no session is hurt."""
+        async with supervisor(clock, idle_timeout=10) as sessions:
+            idle = await sessions.start(Counter, "idle")
+            busy = await sessions.start(Counter, "busy")
+            await busy.call(Add(3))
+            reaper = sessions.reaper
+            real_reap = reaper.reap
+            calls = [0]
+
+            async def flaky_reap() -> object:
+                calls[0] += 1
+                if calls[0] == 1:
+                    raise RuntimeError("reaper bug")
+                return await real_reap()
+
+            monkeypatch.setattr(reaper, "reap", flaky_reap)
+            await clock.advance(5)
+            await busy.call(Get())
+            await clock.advance(6)
+            assert reaper.crashes == 1
+            assert calls[0] >= 2  # restarted, and the due check ran again
+            assert status_of(idle) is Status.PASSIVATED
+            assert status_of(busy) is Status.RUNNING
+            assert await busy.call(Get()) == 3
+
+    async def test_pass_cost_follows_what_is_due(self, clock: ManualClock) -> None:
+        """A pass looks at due sessions only: 1,000 sessions, 10 due, 10 checks."""
+        async with supervisor(clock, idle_timeout=100) as sessions:
+            for i in range(1000):
+                await sessions.start(Counter, f"s{i}")
+                if i == 9:
+                    await clock.advance(50)
+            clock._now += 51
+            stats = await sessions.reap()
+            assert (stats.due, stats.total) == (10, 10)
+
+
+class TestLifecycleSubscribers:
+    async def test_slow_subscriber_drops_and_never_blocks(self, clock: ManualClock) -> None:
+        async with supervisor(clock) as sessions:
+            slow = sessions.lifecycle(buffer=2)
+            for i in range(5):
+                await sessions.start(Counter, f"s{i}")
+            assert slow.dropped == 3
+            got = [(await slow.__anext__()).session_id for _ in range(2)]
+            assert got == ["s0", "s1"]
+
+    async def test_iteration_ends_at_shutdown(self, clock: ManualClock) -> None:
+        seen: list[tuple[str, Status]] = []
+
+        async def watch(sub: AsyncIterator[object]) -> None:
+            async for e in sub:
+                seen.append((e.session_id, e.status))  # type: ignore[attr-defined]
+
+        async with anyio.create_task_group() as tg:
+            async with supervisor(clock) as sessions:
+                tg.start_soon(watch, sessions.lifecycle())
+                c = await sessions.start(Counter, "c")
+                await c.call(Get())
+                await c.stop()
+                await anyio.wait_all_tasks_blocked()
+        assert seen == [("c", Status.RUNNING), ("c", Status.STOPPED)]
