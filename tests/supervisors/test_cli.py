@@ -1,0 +1,332 @@
+"""The ``sessionvisor`` command, run as a subprocess on a store file written by a real supervisor."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from runtime._graph import state_graph
+from runtime._stores.sqlite import SQLiteStore
+from supervisors import SessionSupervisor
+from tests.apps.cli_app import Duel, Finish, Join, Move, Note, Notebook, Start
+
+REPO = Path(__file__).resolve().parents[2]
+APP = "tests.apps.cli_app"
+
+
+async def fill(path: Path) -> None:
+    """duel-1 played to the end (7 events, snapshot at 6), duel-2 in its lobby, notes-1."""
+    async with SessionSupervisor(store=SQLiteStore(path)) as sessions:
+        duel = await sessions.start(Duel, "duel-1", metadata={"channel": "c1", "level": 3})
+        for message in (Join("ann"), Join("bob"), Start(), Move("ann", 4), Move("bob", 0), Finish("ann")):
+            await duel.call(message)
+        other = await sessions.start(Duel, "duel-2", metadata={"channel": "c2"})
+        await other.call(Join("cy"))
+        notes = await sessions.start(Notebook, "notes-1", args={"notes": ["a"]}, metadata={"channel": "c1"})
+        await notes.call(Note("hello"))
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "sessions.db"
+    anyio.run(fill, path)
+    return path
+
+
+def run(
+    *args: str | Path, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "supervisors._cli", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def ok(*args: str | Path) -> str:
+    done = run(*args)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return done.stdout
+
+
+def fails(*args: str | Path, code: int = 2, env: dict[str, str] | None = None) -> str:
+    """Run expecting exit status ``code``, nothing on stdout; return stderr."""
+    done = run(*args, env=env)
+    assert (done.returncode, done.stdout) == (code, ""), done
+    assert done.stderr.startswith("sessionvisor: error: ")
+    return done.stderr
+
+
+def ids(table: str) -> list[str]:
+    return [line.split()[0] for line in table.splitlines()[1:]]
+
+
+def state_of(output: str) -> object:
+    """The JSON after the "state:" line of show and replay."""
+    return json.loads(output.split("\nstate:\n", 1)[1])
+
+
+class TestList:
+    def test_table(self, db: Path) -> None:
+        """Every session, oldest first, in aligned columns."""
+        lines = ok("--db", db, "list").splitlines()
+        header = lines[0]
+        assert header.split() == ["ID", "TYPE", "STATUS", "VERSION", "CREATED", "UPDATED", "METADATA"]
+        assert [line.split()[:4] for line in lines[1:]] == [
+            ["duel-1", "Duel", "completed", "7"],
+            ["duel-2", "Duel", "running", "1"],
+            ["notes-1", "cliapp.Notebook", "running", "1"],
+        ]
+        for column in ("TYPE", "STATUS", "VERSION", "CREATED", "METADATA"):
+            at = header.index(column)
+            assert all(line[at - 2 : at] == "  " and line[at] != " " for line in lines[1:]), column
+        assert lines[1].endswith('{"channel":"c1","level":3}')
+        created = lines[1].split()[4:6]
+        datetime.datetime.strptime(" ".join(created), "%Y-%m-%d %H:%M:%SZ")
+
+    @pytest.mark.parametrize(
+        ("filters", "expected"),
+        [
+            (["--status", "completed"], ["duel-1"]),
+            (["--type", "cliapp.Notebook"], ["notes-1"]),
+            (["--meta", "channel=c1"], ["duel-1", "notes-1"]),
+            (["--meta", "channel=c1", "--type", "Duel"], ["duel-1"]),
+            (["--meta", "level=3"], ["duel-1"]),
+            (["--meta", 'level="3"'], []),
+            (["--limit", "1", "--offset", "1"], ["duel-2"]),
+        ],
+    )
+    def test_filters(self, db: Path, filters: list[str], expected: list[str]) -> None:
+        """Status, type, metadata (JSON values, else text), limit and offset."""
+        assert ids(ok("--db", db, "list", *filters)) == expected
+
+
+class TestShowHistoryReplay:
+    def test_show(self, db: Path) -> None:
+        """The index entry, the snapshot, the state machine's label and the replayed state."""
+        out = ok("--db", db, "--app", APP, "show", "duel-1")
+        head = dict(line.split(": ", 1) for line in out.split("\nstate:\n")[0].splitlines())
+        assert {k: v.strip() for k, v in head.items()} | {"created": "", "updated": ""} == {
+            "id": "duel-1",
+            "type": "Duel",
+            "status": "completed",
+            "version": "7",
+            "created": "",
+            "updated": "",
+            "args": "{}",
+            "metadata": '{"channel":"c1","level":3}',
+            "snapshot": "version 6, state_version 1",
+            "label": "finished",
+            "allowed events": "none (final)",
+        }
+        assert state_of(out) == {
+            "phase": "finished",
+            "players": ["ann", "bob"],
+            "moves": [4, 0],
+            "winner": "ann",
+        }
+
+    def test_show_by_type_name(self, db: Path) -> None:
+        """A class stored under its type_name is found by it."""
+        out = ok("--db", db, "--app", APP, "show", "notes-1")
+        assert "type:     cliapp.Notebook\n" in out
+        assert state_of(out) == ["a", "hello"]
+
+    def test_history(self, db: Path) -> None:
+        """Events as JSON lines, status changes included, and a version range."""
+        lines = [json.loads(line) for line in ok("--db", db, "history", "duel-1").splitlines()]
+        assert [(e["version"], e["type"], e["schema_version"]) for e in lines] == [
+            (1, "cliapp.Joined", 1),
+            (2, "cliapp.Joined", 1),
+            (3, "cliapp.Started", 1),
+            (4, "cliapp.Moved", 1),
+            (5, "cliapp.Moved", 1),
+            (6, "cliapp.Finished", 1),
+            (7, "sessionvisor.StatusChanged", 1),
+        ]
+        assert lines[3]["data"] == {"player": "ann", "square": 4}
+        assert lines[6]["data"]["status"] == "completed"
+        assert all(datetime.datetime.fromisoformat(e["recorded_at"]).tzinfo is not None for e in lines)
+        assert set(lines[0]) == {"version", "type", "schema_version", "recorded_at", "data"}
+        ranged = ok("--db", db, "history", "duel-1", "--from", "2", "--to", "3").splitlines()
+        assert [json.loads(line)["version"] for line in ranged] == [2, 3]
+
+    @pytest.mark.parametrize(
+        ("options", "version", "start", "state"),
+        [
+            (["--to", "2"], "2 of 7", "the first event", {"phase": "lobby", "players": ["ann", "bob"]}),
+            (["--to", "4"], "4 of 7", "the first event", {"phase": "playing", "moves": [4]}),
+            (["--to", "6"], "6 of 7", "the snapshot at version 6", {"phase": "finished", "winner": "ann"}),
+            (["--to", "6", "--no-snapshot"], "6 of 7", "the first event", {"phase": "finished"}),
+            ([], "7 of 7", "the snapshot at version 6", {"winner": "ann"}),
+        ],
+    )
+    def test_replay(
+        self, db: Path, options: list[str], version: str, start: str, state: dict[str, object]
+    ) -> None:
+        """The state after VERSION events, from the first event or a snapshot not beyond it."""
+        out = ok("--db", db, "--app", APP, "replay", "duel-1", *options)
+        assert f"version:        {version}\n" in out
+        assert f"replayed from:  {start}\n" in out
+        rebuilt = state_of(out)
+        assert isinstance(rebuilt, dict)
+        assert {k: rebuilt[k] for k in state} == state
+
+    def test_replay_beyond_the_end(self, db: Path) -> None:
+        """--to past the last version shows the last, with a note."""
+        done = run("--db", db, "--app", APP, "replay", "duel-2", "--to", "99")
+        assert done.returncode == 0
+        assert "has 1 events; showing the last version" in done.stderr
+        assert state_of(done.stdout) == {"phase": "lobby", "players": ["cy"], "moves": [], "winner": None}
+
+
+class TestStatsAndGraph:
+    def test_stats(self, db: Path) -> None:
+        """Counts of sessions, events, snapshots, by status and by type."""
+        out = ok("--db", db, "stats")
+        assert out.startswith("sessions:  3\nevents:    9\nsnapshots: ")
+        assert "\nSTATUS     SESSIONS\ncompleted  1\nrunning    2\n" in out
+        assert "\nTYPE             SESSIONS\nDuel             2\ncliapp.Notebook  1\n" in out
+
+    def test_graph(self) -> None:
+        """DOT on stdout, the same as state_graph's."""
+        assert ok("graph", f"{APP}:Duel") == state_graph(Duel)
+
+    def test_graph_png(self, tmp_path: Path) -> None:
+        """--png hands the DOT to Graphviz's dot (a stand-in here) with -Tpng -o FILE."""
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        fake = bin_dir / "dot"
+        fake.write_text(
+            '#!/bin/sh\necho "$@" > "$0.args"\n'
+            'while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done\ncat > "$out"\n'
+        )
+        fake.chmod(0o755)
+        png = tmp_path / "duel.png"
+        env = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        done = run("graph", f"{APP}:Duel", "--png", png, env=env)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+        assert png.read_text() == state_graph(Duel)
+        assert (bin_dir / "dot.args").read_text().split() == ["-Tpng", "-o", str(png)]
+
+    @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+    def test_graph_png_with_graphviz(self, tmp_path: Path) -> None:  # pragma: no cover - needs Graphviz
+        """With Graphviz installed, a real PNG."""
+        png = tmp_path / "duel.png"
+        ok("graph", f"{APP}:Duel", "--png", png)
+        assert png.read_bytes().startswith(b"\x89PNG\r\n")
+
+    def test_graph_png_without_graphviz(self, tmp_path: Path) -> None:
+        """No dot on PATH: exit 2, saying to install Graphviz; nothing written."""
+        png = tmp_path / "duel.png"
+        err = fails("graph", f"{APP}:Duel", "--png", png, env=os.environ | {"PATH": str(tmp_path)})
+        assert "install Graphviz" in err
+        assert not png.exists()
+
+    @pytest.mark.parametrize(
+        ("target", "message"),
+        [
+            (f"{APP}:Notebook", "cliapp.Notebook declares no transitions"),
+            (f"{APP}:Nope", "has no 'Nope'"),
+            (f"{APP}:Join", "is not a Session subclass"),
+            (APP, "is not MODULE:CLASS"),
+            ("no_such_app:Game", "no module named 'no_such_app'"),
+        ],
+    )
+    def test_graph_errors(self, target: str, message: str) -> None:
+        """Each wrong target is named."""
+        assert message in fails("graph", target)
+
+
+class TestErrors:
+    def test_missing_file_is_not_created(self, tmp_path: Path) -> None:
+        """A missing --db fails with exit 2 and no new database."""
+        missing = tmp_path / "nope.db"
+        err = fails("--db", missing, "list")
+        assert f"no database at {str(missing)!r}" in err
+        assert "pass --db PATH" in err
+        assert list(tmp_path.iterdir()) == []
+
+    def test_not_a_store(self, tmp_path: Path) -> None:
+        """A file that is not a sessionvisor store is refused, untouched."""
+        text = tmp_path / "notes.txt"
+        text.write_text("hello")
+        assert "cannot be read as an SQLite database" in fails("--db", text, "list")
+        other = tmp_path / "other.db"
+        with sqlite3.connect(other) as conn:
+            conn.execute("CREATE TABLE t (x)")
+        conn.close()
+        before = other.read_bytes()
+        assert "not a sessionvisor store" in fails("--db", other, "stats")
+        assert other.read_bytes() == before
+
+    def test_unknown_id(self, db: Path) -> None:
+        """An unknown id points at `list`."""
+        for command in ("show", "history", "replay"):
+            err = fails("--db", db, "--app", APP, command, "nope")
+            assert "no session 'nope' in the store: see `sessionvisor list`" in err
+
+    def test_unknown_session_type(self, db: Path) -> None:
+        """Without the --app that defines the type: exit 2 naming the type and --app."""
+        err = fails("--db", db, "show", "duel-1")
+        assert "of type 'Duel' and no --app was given: pass --app MODULE" in err
+        err = fails("--db", db, "--app", "tests.apps.counter", "replay", "duel-1")
+        assert "none of --app tests.apps.counter defines it" in err
+
+    def test_unknown_module(self, db: Path) -> None:
+        """An unimportable --app is named, with what to do."""
+        err = fails("--db", db, "--app", "no_such_app.sessions", "show", "duel-1")
+        assert "--app 'no_such_app.sessions': no module named 'no_such_app'" in err
+        assert "PYTHONPATH" in err
+
+    def test_corrupt_log(self, db: Path, tmp_path: Path) -> None:
+        """A gap in a log is a data error: exit 1 naming the session and version."""
+        copy = tmp_path / "copy.db"
+        with sqlite3.connect(db) as source, sqlite3.connect(copy) as target:
+            source.backup(target)
+        source.close()
+        target.close()
+        with sqlite3.connect(copy) as conn:
+            conn.execute("DELETE FROM events WHERE session_id = 'duel-1' AND version = 2")
+            conn.execute("DELETE FROM snapshots")
+        conn.close()
+        err = fails("--db", copy, "--app", APP, "replay", "duel-1", code=1)
+        assert "duel-1" in err
+        assert "missing" in err
+
+    def test_usage_errors(self, db: Path) -> None:
+        """argparse's own checks exit 2 too."""
+        assert run("--db", db, "list", "--limit", "-1").returncode == 2
+        assert run("--db", db, "list", "--meta", "novalue").returncode == 2
+        assert run("--db", db).returncode == 2
+
+
+def test_console_script_imports_apps_from_the_current_directory(db: Path) -> None:
+    """The installed `sessionvisor` script finds --app modules in the current directory."""
+    script = shutil.which("sessionvisor", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the sessionvisor script is not installed next to this Python")
+    done = subprocess.run(
+        [script, "--db", str(db), "--app", APP, "show", "notes-1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert state_of(done.stdout) == ["a", "hello"]
