@@ -32,6 +32,19 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+_trio_lowlevel: Any = None
+"""``trio.lowlevel``, imported on first use: only where trio runs."""
+
+
+def _lowlevel() -> Any:
+    global _trio_lowlevel
+    if _trio_lowlevel is None:
+        import trio.lowlevel
+
+        _trio_lowlevel = trio.lowlevel
+    return _trio_lowlevel
+
+
 class Ticket:
     """A caller's place in line for a worker thread.
 
@@ -46,12 +59,10 @@ class Ticket:
         if loop is not None:
             self._loop: object = loop
             self._waiter: Any = loop.create_future()
-        else:
-            trio = sys.modules.get("trio")
-            if trio is None:  # pragma: no cover - anyio runs only on asyncio and trio
-                raise RuntimeError("the SQLite store must be used from an asyncio or trio loop")
-            self._loop = trio.lowlevel.current_trio_token()
-            self._waiter = trio.lowlevel.current_task()
+        else:  # trio (anyio runs on nothing else)
+            lowlevel = _trio_lowlevel or _lowlevel()
+            self._loop = lowlevel.current_trio_token()
+            self._waiter = lowlevel.current_task()
         self._woken = False
         self._cancelled = False
 
@@ -63,42 +74,36 @@ class Ticket:
         caller never leaves while it is still in flight (a session restarted after a cancellation
         replays a settled log, not one that an old append may still extend).
         """
-        if not isinstance(self._waiter, asyncio.Future):
-            if "trio.testing" in sys.modules:  # a MockClock may be running
-                with hold_virtual_clock():
-                    await self._wait_trio()
-            else:
-                await self._wait_trio()
+        # Both ways are inline: this is every append's hot path (bench/README.md, issue 4).
+        if isinstance(self._waiter, asyncio.Future):
+            # Not under anyio.CancelScope(shield=True): on asyncio that costs more than all the
+            # rest of an append; a shield is only needed once cancelled.
+            try:
+                await self._waiter
+            except asyncio.CancelledError:
+                if not self._woken:
+                    # The cancellation cancelled the future too: wait on a fresh one, which the
+                    # wake-up (it runs in this thread, so not in between) will set.
+                    self._waiter = self._waiter.get_loop().create_future()
+                    with anyio.CancelScope(shield=True):
+                        await self._waiter
+                raise
             return
-        # asyncio, inline (this is every append's hot path). Not under anyio.CancelScope(shield=True):
-        # on asyncio that costs more than all the rest of an append (bench/README.md, issue 4); it
-        # is only needed once cancelled.
-        try:
-            await self._waiter
-        except asyncio.CancelledError:
-            if not self._woken:
-                # The cancellation cancelled the future too: wait on a fresh one, which the
-                # wake-up (it runs in this thread, so it cannot have run in between) will set.
-                self._waiter = self._waiter.get_loop().create_future()
-                with anyio.CancelScope(shield=True):
-                    await self._waiter
-            raise
-
-    async def _wait_trio(self) -> None:
-        import trio
-
-        # Parked with trio's low-level trap rather than on a trio.Event: waking costs one
-        # reschedule. A cancellation cannot abort the wait (Abort.FAILED); it is noted, and raised
-        # once the work is done (trio's cancel scopes stay cancelled until they exit).
-        await trio.lowlevel.wait_task_rescheduled(self._abort_trio)
+        # trio: parked with the low-level trap rather than on a trio.Event, so that waking costs
+        # one reschedule. A cancellation cannot abort the wait (Abort.FAILED): it is noted, and
+        # raised once the work is done (trio's cancel scopes stay cancelled until they exit).
+        lowlevel = _trio_lowlevel
+        if "trio.testing" in sys.modules:  # a MockClock may be running
+            with hold_virtual_clock():
+                await lowlevel.wait_task_rescheduled(self._abort_trio)
+        else:
+            await lowlevel.wait_task_rescheduled(self._abort_trio)
         if self._cancelled:
-            await trio.lowlevel.checkpoint()
+            await lowlevel.checkpoint()
 
     def _abort_trio(self, _raise_cancel: object) -> Any:
-        import trio
-
         self._cancelled = True
-        return trio.lowlevel.Abort.FAILED
+        return _trio_lowlevel.Abort.FAILED
 
 
 def _wake_asyncio(tickets: list[Ticket]) -> None:
@@ -110,7 +115,7 @@ def _wake_asyncio(tickets: list[Ticket]) -> None:
 
 
 def _wake_trio(tickets: list[Ticket]) -> None:
-    reschedule = sys.modules["trio"].lowlevel.reschedule
+    reschedule = _trio_lowlevel.reschedule
     for ticket in tickets:
         ticket._woken = True
         reschedule(ticket._waiter)
