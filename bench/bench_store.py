@@ -1,0 +1,474 @@
+"""Benchmarks of the SQLite event store (issue 4). Prints one JSON object.
+
+1. Group commit: 1,000 concurrent writers, each appending one event per call, on a temp file in WAL
+   with synchronous=FULL: events/s and per-call latency, against raw sqlite3 batched inserts of the
+   same rows into the same schema on the same disk (the ceiling), and one writer alone.
+2. Replay: reading a 100,000-event log back and decoding every payload, with the stdlib json and
+   with orjson when it is installed (to pick the codec by measurement).
+3. Peers: the ``eventsourcing`` library's SQLite application (one event per save, sequentially
+   and from 8 threads, and repository.get on a 100,000-event history), run by
+   ``bench/peers/eventsourcing_bench.py`` in its own virtual environment ``bench/.venvs/eventsourcing``
+   (made by :mod:`bench.peers.venvs` when missing: ``python -m venv`` + pip, pinned in
+   ``bench/peers/requirements-eventsourcing.txt``; nothing of it enters the project's dependencies).
+
+Also measured: the events table as a rowid table with a (session_id, version) index (what the
+store uses) against a WITHOUT ROWID table keyed by (session_id, version).
+
+Usage::
+
+    /tmp/v/bin/python bench/bench_store.py [--quick] [--rounds 3] [--backend asyncio] [--no-peers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench.peers import venvs  # noqa: E402
+from runtime import EventData, SessionRecord  # noqa: E402
+from runtime._stores import _sqlite_schema, _sqlite_writer  # noqa: E402
+from runtime._stores.sqlite import SQLiteStore  # noqa: E402
+
+PAYLOAD = '{"player": "p-%d", "move": [3, 4], "n": %d}'
+TARGETS = {
+    "appenders_events_per_s": 100_000,
+    "appenders_vs_eventsourcing_saves": 15,
+    "replay_events_per_s": 300_000,
+    "replay_vs_eventsourcing_get": 5,
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def fresh_dir(base: str | None) -> Path:
+    return Path(tempfile.mkdtemp(prefix="sv-bench-", dir=base))
+
+
+# -- 1. group commit ---------------------------------------------------------------------------
+
+
+async def _appenders(path: Path, writers: int, per_writer: int) -> dict[str, Any]:
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(writers):
+                tg.start_soon(store.create, SessionRecord(f"s{i}", "Bench"))
+        before = store.statistics()
+        latencies: list[float] = []
+        record = latencies.append
+        clock = time.perf_counter
+
+        async def writer(i: int) -> None:
+            sid = f"s{i}"
+            for k in range(per_writer):
+                event = [EventData("Moved", 1, PAYLOAD % (i, k))]
+                t = clock()
+                await store.append(sid, k, event)
+                record(clock() - t)
+
+        gc.collect()
+        start = clock()
+        async with anyio.create_task_group() as tg:
+            for i in range(writers):
+                tg.start_soon(writer, i)
+        elapsed = clock() - start
+        after = store.statistics()
+    finally:
+        await store.aclose()
+    events = writers * per_writer
+    commits = after.commits - before.commits
+    return {
+        "events": events,
+        "seconds": elapsed,
+        "events_per_s": events / elapsed,
+        "median_ms": statistics.median(latencies) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "commits": commits,
+        "mean_batch": (after.operations - before.operations) / commits,
+    }
+
+
+def bench_appenders(
+    backend: str, base: str | None, writers: int, per_writer: int, rounds: int
+) -> dict[str, Any]:
+    runs = []
+    for _ in range(rounds):
+        d = fresh_dir(base)
+        try:
+            runs.append(anyio.run(_appenders, d / "s.db", writers, per_writer, backend=backend))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    best = max(runs, key=lambda r: r["events_per_s"])
+    return {
+        "writers": writers,
+        "appends_per_writer": per_writer,
+        **best,
+        "rounds_events_per_s": [round(r["events_per_s"]) for r in runs],
+    }
+
+
+RAW_INSERT = (
+    "INSERT INTO events (session_id, version, type, schema_version, data, recorded_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def raw_ceiling(base: str | None, writers: int, per_writer: int, batch: int, rounds: int) -> dict[str, Any]:
+    """The same rows into the same schema by plain sqlite3 in one thread, ``batch`` rows a commit.
+
+    Two ways: executemany of a one-row INSERT, and 128-row INSERTs (what the store does); the
+    ceiling is the faster.
+    """
+    multi = _sqlite_writer._INSERT_ROWS[128]
+    out: dict[str, Any] = {"batch": batch}
+    for way in ("executemany", "multirow"):
+        best = 0.0
+        for _ in range(rounds):
+            d = fresh_dir(base)
+            try:
+                conn = _sqlite_schema.connect_writer(d / "raw.db", "FULL")
+                now = time.time()
+                conn.executemany(
+                    "INSERT INTO sessions VALUES (?, 'Bench', 'running', '{}', '{}', ?, ?)",
+                    [(f"s{i}", now, now) for i in range(writers)],
+                )
+                rows = [
+                    (f"s{i}", k + 1, "Moved", 1, PAYLOAD % (i, k), now)
+                    for k in range(per_writer)
+                    for i in range(writers)
+                ]
+                gc.collect()
+                start = time.perf_counter()
+                for at in range(0, len(rows), batch):
+                    conn.execute("BEGIN IMMEDIATE")
+                    chunk = rows[at : at + batch]
+                    if way == "executemany":
+                        conn.executemany(RAW_INSERT, chunk)
+                    else:
+                        flat = [v for row in chunk for v in row]
+                        step = 128 * 6
+                        for i in range(0, len(flat) - step + 1, step):
+                            conn.execute(multi, flat[i : i + step])
+                        rest = len(flat) % step
+                        if rest:
+                            conn.executemany(RAW_INSERT, chunk[len(chunk) - rest // 6 :])
+                    conn.execute("COMMIT")
+                best = max(best, len(rows) / (time.perf_counter() - start))
+                conn.close()
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+        out[f"{way}_events_per_s"] = best
+    out["events_per_s"] = max(out["executemany_events_per_s"], out["multirow_events_per_s"])
+    return out
+
+
+async def _sequential(path: Path, appends: int) -> dict[str, Any]:
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.create(SessionRecord("s", "Bench"))
+        latencies = []
+        start = time.perf_counter()
+        for k in range(appends):
+            t = time.perf_counter()
+            await store.append("s", k, [EventData("Moved", 1, PAYLOAD % (0, k))])
+            latencies.append(time.perf_counter() - t)
+        elapsed = time.perf_counter() - start
+    finally:
+        await store.aclose()
+    return {
+        "events_per_s": appends / elapsed,
+        "median_ms": statistics.median(latencies) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+    }
+
+
+def bench_sequential(backend: str, base: str | None, appends: int) -> dict[str, Any]:
+    d = fresh_dir(base)
+    try:
+        return {"appends": appends, **anyio.run(_sequential, d / "s.db", appends, backend=backend)}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# -- 2. replay ---------------------------------------------------------------------------------
+
+
+def _codecs() -> dict[str, Callable[[str], Any]]:
+    """The stdlib json, and orjson when it is installed (imported by name: it is no dependency)."""
+    codecs: dict[str, Callable[[str], Any]] = {"json": json.loads}
+    try:
+        codecs["orjson"] = importlib.import_module("orjson").loads
+    except ImportError:
+        pass
+    return codecs
+
+
+async def _replay(path: Path, events: int, rounds: int) -> dict[str, Any]:
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.create(SessionRecord("long", "Bench"))
+        version = 0
+        while version < events:
+            chunk = [
+                EventData("Moved", 1, PAYLOAD % (n, n)) for n in range(version, min(events, version + 1000))
+            ]
+            version = await store.append("long", version, chunk)
+        result: dict[str, Any] = {"events": events}
+        best_read = float("inf")
+        for _ in range(rounds):
+            gc.collect()
+            start = time.perf_counter()
+            log = await store.read("long")
+            best_read = min(best_read, time.perf_counter() - start)
+            assert len(log) == events
+        result["read_only_events_per_s"] = events / best_read
+        for name, loads in _codecs().items():
+            best = float("inf")
+            for _ in range(rounds):
+                gc.collect()
+                start = time.perf_counter()
+                log = await store.read("long")
+                decoded = [loads(e.data) for e in log]
+                best = min(best, time.perf_counter() - start)
+                assert len(decoded) == events
+            result[f"read_and_{name}_events_per_s"] = events / best
+    finally:
+        await store.aclose()
+    return result
+
+
+def bench_replay(backend: str, base: str | None, events: int, rounds: int) -> dict[str, Any]:
+    d = fresh_dir(base)
+    try:
+        return anyio.run(_replay, d / "s.db", events, rounds, backend=backend)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# -- layouts of the events table ------------------------------------------------------------
+
+
+LAYOUTS = {
+    "rowid_plus_index": (
+        "CREATE TABLE events (position INTEGER PRIMARY KEY, session_id TEXT NOT NULL, "
+        "version INTEGER NOT NULL, type TEXT NOT NULL, schema_version INTEGER NOT NULL, "
+        "data TEXT NOT NULL, recorded_at REAL NOT NULL, UNIQUE (session_id, version))"
+    ),
+    "without_rowid": (
+        "CREATE TABLE events (session_id TEXT NOT NULL, version INTEGER NOT NULL, "
+        "type TEXT NOT NULL, schema_version INTEGER NOT NULL, data TEXT NOT NULL, "
+        "recorded_at REAL NOT NULL, PRIMARY KEY (session_id, version)) WITHOUT ROWID"
+    ),
+}
+
+
+def bench_layouts(base: str | None, events: int, sessions: int, batch: int) -> dict[str, Any]:
+    """Interleaved appends to many sessions, then one long session's log scanned back."""
+    out = {}
+    for name, ddl in LAYOUTS.items():
+        d = fresh_dir(base)
+        try:
+            conn = sqlite3.connect(d / "l.db", isolation_level=None)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(ddl)
+            insert = (
+                "INSERT INTO events (session_id, version, type, schema_version, data, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)"
+            )
+            # Every other row belongs to the long session, the rest to `sessions` others.
+            rows = []
+            for k in range(events):
+                rows.append(("long", k + 1, "Moved", 1, PAYLOAD % (k, k), 1.0))
+                rows.append((f"s{k % sessions}", k // sessions + 1, "Moved", 1, PAYLOAD % (k, k), 1.0))
+            start = time.perf_counter()
+            for at in range(0, len(rows), batch):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(insert, rows[at : at + batch])
+                conn.execute("COMMIT")
+            insert_rate = len(rows) / (time.perf_counter() - start)
+            scan = float("inf")
+            for _ in range(3):
+                start = time.perf_counter()
+                got = conn.execute(
+                    "SELECT version, type, schema_version, data, recorded_at FROM events "
+                    "WHERE session_id = 'long' ORDER BY version"
+                ).fetchall()
+                scan = min(scan, time.perf_counter() - start)
+                assert len(got) == events
+            out[name] = {
+                "interleaved_insert_rows_per_s": insert_rate,
+                "scan_rows_per_s": events / scan,
+                "file_kib": (d / "l.db").stat().st_size // 1024 + (d / "l.db-wal").stat().st_size // 1024,
+            }
+            conn.close()
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+# -- 3. peers ---------------------------------------------------------------------------------
+
+
+def _peer(command: str, params: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            str(venvs.python("eventsourcing")),
+            "-m",
+            "bench.peers.eventsourcing_bench",
+            command,
+            json.dumps(params),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=HERE.parent,
+    )
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def bench_eventsourcing(base: str | None, saves: int, history: int, threads: int) -> dict[str, Any]:
+    """eventsourcing's save rate (one event per save), sequential and threaded, and its replay."""
+    if not venvs.usable("eventsourcing"):
+        venvs.create("eventsourcing")
+    d = fresh_dir(base)
+    try:
+        sequential = _peer(
+            "durable",
+            {"sessions": 1, "events_each": saves, "replay": history, "dir": str(d), "threads": 1},
+        )
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    d = fresh_dir(base)
+    try:
+        threaded = _peer(
+            "durable",
+            {
+                "sessions": threads,
+                "events_each": max(1, saves // threads),
+                "replay": 1000,
+                "dir": str(d),
+                "threads": threads,
+            },
+        )
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return {
+        "version": venvs.version("eventsourcing"),
+        "sequential_saves_per_s": sequential["appends_per_s"],
+        f"threaded_{threads}_saves_per_s": threaded["appends_per_s"],
+        "saves_per_s": max(sequential["appends_per_s"], threaded["appends_per_s"]),
+        "repository_get_events": history,
+        "repository_get_events_per_s": sequential["replay_events_per_s"],
+    }
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round (a smoke test)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement (best is kept)")
+    parser.add_argument("--backend", action="append", choices=["asyncio", "trio"], help="default: both")
+    parser.add_argument("--no-peers", action="store_true", help="skip the eventsourcing peer")
+    parser.add_argument("--dir", default=None, help="where the temp databases go (default: the temp dir)")
+    args = parser.parse_args()
+    backends = args.backend or ["asyncio", "trio"]
+    rounds = 1 if args.quick else args.rounds
+    writers, per_writer = (200, 10) if args.quick else (1000, 100)
+    replay_events = 10_000 if args.quick else 100_000
+
+    result: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "store": {
+            "synchronous": "FULL",
+            "max_batch": _sqlite_writer.MAX_BATCH,
+            "wal_autocheckpoint_pages": _sqlite_schema.WAL_AUTOCHECKPOINT_PAGES,
+        },
+        "appenders": {},
+        "sequential": {},
+        "replay": {},
+    }
+    for backend in backends:
+        result["appenders"][backend] = bench_appenders(backend, args.dir, writers, per_writer, rounds)
+        result["sequential"][backend] = bench_sequential(backend, args.dir, 200 if args.quick else 2000)
+        result["replay"][backend] = bench_replay(backend, args.dir, replay_events, rounds)
+    ceiling = raw_ceiling(args.dir, writers, per_writer, _sqlite_writer.MAX_BATCH, rounds)
+    result["raw_ceiling"] = ceiling
+    for backend in backends:
+        result["appenders"][backend]["ratio_to_raw_ceiling"] = (
+            result["appenders"][backend]["events_per_s"] / ceiling["events_per_s"]
+        )
+    result["layouts"] = bench_layouts(args.dir, replay_events, writers, _sqlite_writer.MAX_BATCH)
+    codecs = {
+        name.removeprefix("read_and_").removesuffix("_events_per_s"): min(
+            r[name] for r in result["replay"].values()
+        )
+        for name in next(iter(result["replay"].values()))
+        if name.startswith("read_and_")
+    }
+    result["codec_pick"] = max(codecs, key=lambda k: codecs[k])
+
+    if not args.no_peers:
+        peer = bench_eventsourcing(args.dir, 300 if args.quick else 3000, replay_events, threads=8)
+        result["eventsourcing"] = peer
+        es_save = peer["saves_per_s"]
+        es_get = peer["repository_get_events_per_s"]
+        checks = {}
+        for backend in backends:
+            appenders = result["appenders"][backend]["events_per_s"]
+            replay = result["replay"][backend]["read_and_json_events_per_s"]
+            checks[backend] = {
+                "appenders_events_per_s": [round(appenders), appenders >= TARGETS["appenders_events_per_s"]],
+                "appenders_vs_eventsourcing_saves": [
+                    round(appenders / es_save, 1),
+                    appenders / es_save >= TARGETS["appenders_vs_eventsourcing_saves"],
+                ],
+                "replay_json_events_per_s": [round(replay), replay >= TARGETS["replay_events_per_s"]],
+                "replay_vs_eventsourcing_get": [
+                    round(replay / es_get, 1),
+                    replay / es_get >= TARGETS["replay_vs_eventsourcing_get"],
+                ],
+            }
+        result["targets"] = {"wanted": TARGETS, "met": checks}
+    print(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
