@@ -36,6 +36,8 @@ from ._host import HostStats as HostStats
 from ._host import SessionHost as SessionHost
 from ._inspect import Health as Health
 from ._inspect import Inspection as Inspection
+from ._lifecycle import LifecycleEvent as LifecycleEvent
+from ._lifecycle import LifecycleSubscription as LifecycleSubscription
 from ._records import EventData as EventData
 from ._records import SessionRecord as SessionRecord
 from ._records import Snapshot as Snapshot
@@ -50,6 +52,7 @@ from ._session import Session as Session
 from ._session import TimerHandle as TimerHandle
 from ._status import Status as Status
 from ._stores.memory import MemoryStore as MemoryStore
+from ._stores.sqlite import SQLiteStore as SQLiteStore
 
 __all__ = [
     "CallCycle",
@@ -58,6 +61,8 @@ __all__ = [
     "HistoryConfig",
     "HostStats",
     "Inspection",
+    "LifecycleEvent",
+    "LifecycleSubscription",
     "NoReply",
     "Replayed",
     "Reply",
@@ -85,6 +90,7 @@ __all__ = [
     "SessionNotFound",
     "SessionPaused",
     "SessionRecord",
+    "SQLiteStore",
     "SessionStopped",
     "ShuttingDown",
     "Snapshot",

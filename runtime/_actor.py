@@ -411,6 +411,8 @@ class SessionCell:
         duration = perf_counter() - started
         history = self.history
         if history is None:
+            if self.status is Status.PASSIVATED:
+                return  # it just passivated and let its history go: keep it that way
             history = self.history = new_buffer(self.host.history)
         label_after = None
         if label_before is not None:
@@ -479,6 +481,9 @@ class SessionCell:
             if snap is not None:
                 await self._save_snapshot(snap)
         await self._stop_instance(instance, "passivated")
+        # A passivated session keeps almost nothing in memory (issue 5 budgets 1 KB for it): its
+        # recent transitions go too. Its log is its durable history.
+        self.history = None
         try:
             await self.host.store.set_status(self.id, Status.PASSIVATED)
         except Exception:

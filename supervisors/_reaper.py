@@ -1,6 +1,6 @@
 """The reaper: passivates idle sessions, ends abandoned and expired ones, forgets and deletes the ended.
 
-It is driven by deadlines kept in a heap, never by a scan of every session: a pass pops the entries
+It is driven by deadlines kept in a timer wheel, never by a scan of every session: a pass pops the entries
 that are due and re-checks each against the session as it is now (activity since the entry was
 pushed just pushes it again, later). So a pass costs in proportion to what is due, and a message costs
 the reaper nothing at all.
@@ -9,8 +9,6 @@ the reaper nothing at all.
 from __future__ import annotations
 
 import enum
-import heapq
-import itertools
 import json
 import logging
 import math
@@ -26,6 +24,8 @@ import attrs
 from anyio.abc import TaskStatus
 
 from runtime import Status
+
+from ._wheel import DeadlineWheel
 
 if TYPE_CHECKING:
     from runtime import SessionHost
@@ -149,8 +149,7 @@ class Reaper:
         self.host = host
         self.policy = policy
         self.clock = clock
-        self._heap: list[tuple[float, int, str, _Check]] = []
-        self._seq = itertools.count()
+        self._wheel: DeadlineWheel[tuple[str, _Check]] = DeadlineWheel(1.0)
         self._wake: anyio.Event | None = None
         self._next_wake = math.inf
         self._tokens = float(policy.max_starts_per_second or 0)
@@ -198,7 +197,7 @@ class Reaper:
             return  # already in the heap: it re-checks (and re-pushes itself) when it comes due
         if cell is not None:
             cell.reaper_marks = marks | check  # type: ignore[attr-defined]
-        heapq.heappush(self._heap, (deadline, next(self._seq), session_id, check))
+        self._wheel.push(deadline, (session_id, check))
         if deadline < self._next_wake and self._wake is not None:
             self._wake.set()
 
@@ -207,7 +206,7 @@ class Reaper:
         self._push(session_id, self.host.cached(session_id), _Check.RETENTION, deadline)
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._wheel)
 
     # -- the actor ------------------------------------------------------------------------------
 
@@ -225,7 +224,7 @@ class Reaper:
     async def _loop(self) -> NoReturn:
         memory_due = self.clock.now() + self.policy.memory_check_interval
         while True:
-            target = self._heap[0][0] if self._heap else math.inf
+            target = self._wheel.next_deadline()
             if self.policy.max_memory_bytes is not None:
                 target = min(target, memory_due)
             self._next_wake = target
@@ -241,7 +240,7 @@ class Reaper:
             if self.policy.max_memory_bytes is not None and now >= memory_due:
                 memory_due = now + self.policy.memory_check_interval
                 self.enforce_memory()
-            if self._heap and self._heap[0][0] <= now:
+            if self._wheel.next_deadline() <= now:
                 await self.reap()
 
     async def _alarm(self, deadline: float, wake: anyio.Event) -> None:
@@ -255,9 +254,7 @@ class Reaper:
         now = self.clock.now()
         removed: Counter[RemovalReason] = Counter()
         due = errors = 0
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, session_id, check = heapq.heappop(heap)
+        for session_id, check in self._wheel.pop_due(now):
             due += 1
             try:
                 reason = await self._check(session_id, check, now)
