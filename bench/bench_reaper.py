@@ -101,7 +101,7 @@ async def child_passivated(n: int) -> dict[str, float]:
                 clock._now += 11.0
                 await sessions.reaper.reap()
                 while sessions.active_count:
-                    await anyio.sleep(0.001)
+                    await sessions.wait_actor_ended()
 
             await batch("warm", 2_000)  # imports, connections, caches, allocator arenas
             gc.collect()
