@@ -644,10 +644,17 @@ class _Handler(WSGIRequestHandler):
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
     """prometheus_client's threaded WSGI server, made to stop promptly and leave no thread behind."""
 
-    daemon_threads = True
-    block_on_close = True  # server_close() joins the request threads
+    # Non-daemon request threads, so that server_close() joins them (socketserver does not track
+    # daemon threads); close_connections() first makes sure none of them is left waiting on a client.
+    daemon_threads = False
+    block_on_close = True
     request_timeout = 10.0
     ssl_context: ssl.SSLContext | None = None
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() would call socket.getfqdn(), a reverse DNS look-up that can take
@@ -664,7 +671,26 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
             # The handshake happens in the request's thread (_Handler.setup), under its timeout: a
             # client that connects and stays silent does not stop the server from accepting others.
             conn = self.ssl_context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        with self._connections_lock:
+            self._connections.add(conn)
         return conn, addr
+
+    def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Cut every open connection, so that no request thread waits for its client any longer."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                # The plain socket's shutdown, even for TLS: SSLSocket.shutdown() would drop its SSL
+                # object under the feet of the thread that is using it.
+                socket.socket.shutdown(conn, socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def handle_error(self, request: object, client_address: object) -> None:
         logger.debug("metrics endpoint: a request from %s failed", client_address, exc_info=True)
@@ -717,6 +743,8 @@ def _tls_context(
         if keyfile is not None or client_cafile is not None or client_auth_required:
             raise ValueError("TLS options need certfile=... (the server's certificate, PEM)")
         return None
+    if client_auth_required and client_cafile is None:
+        raise ValueError("client_auth_required=True needs client_cafile=... (the CA of client certificates)")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2+, no compression
     try:
         context.load_cert_chain(certfile, keyfile)
@@ -728,8 +756,6 @@ def _tls_context(
     if client_cafile is not None:
         context.load_verify_locations(client_cafile)
         context.verify_mode = ssl.CERT_REQUIRED if client_auth_required else ssl.CERT_OPTIONAL
-    elif client_auth_required:
-        raise ValueError("client_auth_required=True needs client_cafile=... (the CA of client certificates)")
     return context
 
 
@@ -840,6 +866,7 @@ async def serve_metrics(
             if thread.is_alive():
                 stop_send.send(b"x")
                 thread.join()
+            server.close_connections()
             server.server_close()  # closes the socket and joins the request threads
         finally:
             stop_send.close()

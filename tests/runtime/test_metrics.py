@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import logging
+import re
 import shutil
 import socket
 import ssl
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -341,6 +344,20 @@ class TestServeMetrics:
         assert scope.cancelled_caught
         assert our_threads() == []
 
+    async def test_silent_client_does_not_hold_the_exit(self) -> None:
+        """A client that connects and never sends anything is cut off at exit, not waited for."""
+        with socket.socket() as silent:
+            async with serve_metrics(CollectorRegistry(), port=0) as server:
+                silent.connect(("127.0.0.1", server.port))
+                for _ in range(100):  # until the server has accepted it
+                    if len(our_threads()) > 1:
+                        break
+                    await anyio.to_thread.run_sync(time.sleep, 0.01)
+                assert len(our_threads()) == 2
+                started = time.monotonic()
+            assert time.monotonic() - started < 5  # request_timeout is 10 s
+            assert our_threads() == []
+
     async def test_only_metrics_path(self) -> None:
         """Other paths get 404 with a hint."""
         async with serve_metrics(CollectorRegistry(), port=0) as server:
@@ -419,3 +436,32 @@ class TestTLS:
                 )
         assert value(f, "sessionvisor_session_starts_total", type="Game") == 1
         assert our_threads() == []
+
+
+def test_grafana_dashboard_uses_only_real_series() -> None:
+    """Every series the example dashboard queries is one these instruments produce."""
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "examples/grafana/sessionvisor-dashboard.json").read_text()
+    )
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", ())]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    used = {name for expr in exprs for name in re.findall(r"\bsessionvisor_[a-z_]+", expr)}
+
+    registry = CollectorRegistry()
+    metrics = SessionMetrics(registry)
+    game = metrics.for_type("Game")
+    game.restarted("RuntimeError")
+    game.recovered("ok", 0.01, 1)
+    game.expired("idle")
+    metrics.rejected("mailbox_full")
+    metrics.removed("terminal_ttl")
+    metrics.snapshot_failed("encode")
+    metrics.observe_sessions(lambda: {("Game", "running"): 1})
+    metrics.observe_mailboxes(lambda: {"Game": 1})
+    metrics.observe_store(SQLiteStore("unused.db"))  # statistics() works before open()
+    tree = TreeMetrics(registry)
+    tree.restarted("root", "child")
+    tree.escalated("root")
+    produced = {s.name for family in registry.collect() for s in family.samples}
+    assert len(used) > 20
+    assert used <= produced, used - produced
