@@ -35,11 +35,10 @@ import anyio
 from cattrs.preconf.json import make_converter
 
 from runtime import Session as _Session
-from runtime import SessionError, SessionRecord, Status, StoreError, default_registry, replay
+from runtime import SessionError, SessionRecord, SQLiteStore, Status, StoreError, default_registry, replay
 
-# Until runtime exports these two: SQLiteStore (issue 4) and state_graph (issue 6).
+# Until runtime exports it (issue 6).
 from runtime._graph import state_graph
-from runtime._stores.sqlite import SQLiteStore
 
 __all__ = ["main"]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from runtime import EventData, SQLiteStore
 from runtime._graph import state_graph
-from runtime._stores.sqlite import SQLiteStore
 from supervisors import SessionSupervisor
 from tests.apps.cli_app import Duel, Finish, Join, Move, Note, Notebook, Start
 
@@ -294,19 +294,26 @@ class TestErrors:
         assert "PYTHONPATH" in err
 
     def test_corrupt_log(self, db: Path, tmp_path: Path) -> None:
-        """A gap in a log is a data error: exit 1 naming the session and version."""
+        """An event no --app defines is a data error: exit 1 naming the session and version."""
         copy = tmp_path / "copy.db"
         with sqlite3.connect(db) as source, sqlite3.connect(copy) as target:
             source.backup(target)
         source.close()
         target.close()
-        with sqlite3.connect(copy) as conn:
-            conn.execute("DELETE FROM events WHERE session_id = 'duel-1' AND version = 2")
-            conn.execute("DELETE FROM snapshots")
-        conn.close()
-        err = fails("--db", copy, "--app", APP, "replay", "duel-1", code=1)
-        assert "duel-1" in err
-        assert "missing" in err
+
+        async def append_unknown() -> None:
+            store = SQLiteStore(copy)
+            await store.open()
+            try:
+                await store.append("duel-2", 1, [EventData("cliapp.NeverDefined", 1, "{}")])
+            finally:
+                await store.aclose()
+
+        anyio.run(append_unknown)
+        err = fails("--db", copy, "--app", APP, "replay", "duel-2", code=1)
+        assert "'duel-2'" in err
+        assert "cliapp.NeverDefined" in err
+        assert ids(ok("--db", copy, "list", "--type", "Duel")) == ["duel-1", "duel-2"]  # the rest still reads
 
     def test_usage_errors(self, db: Path) -> None:
         """argparse's own checks exit 2 too."""
