@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,13 @@ from runtime._stores import _sqlite_schema, _sqlite_writer  # noqa: E402
 from runtime._stores.sqlite import SQLiteStore  # noqa: E402
 
 PAYLOAD = '{"player": "p-%d", "move": [3, 4], "n": %d}'
+
+
+def session_id(i: int) -> str:
+    """Session ids shaped like the UUIDs applications use (their length matters to an index)."""
+    return str(uuid.UUID(int=0x9B2C6F1E5A4B4C1D8E7F000000000000 + i))
+
+
 TARGETS = {
     "appenders_events_per_s": 100_000,
     "appenders_vs_eventsourcing_saves": 15,
@@ -75,14 +83,14 @@ async def _appenders(path: Path, writers: int, per_writer: int) -> dict[str, Any
     try:
         async with anyio.create_task_group() as tg:
             for i in range(writers):
-                tg.start_soon(store.create, SessionRecord(f"s{i}", "Bench"))
+                tg.start_soon(store.create, SessionRecord(session_id(i), "Bench"))
         before = store.statistics()
         latencies: list[float] = []
         record = latencies.append
         clock = time.perf_counter
 
         async def writer(i: int) -> None:
-            sid = f"s{i}"
+            sid = session_id(i)
             for k in range(per_writer):
                 event = [EventData("Moved", 1, PAYLOAD % (i, k))]
                 t = clock()
@@ -131,8 +139,7 @@ def bench_appenders(
 
 
 RAW_INSERT = (
-    "INSERT INTO events (session_id, version, type, schema_version, data, recorded_at) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (session, version, type, schema_version, data, recorded_at) VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -152,11 +159,11 @@ def raw_ceiling(base: str | None, writers: int, per_writer: int, batch: int, rou
                 conn = _sqlite_schema.connect_writer(d / "raw.db", "FULL")
                 now = time.time()
                 conn.executemany(
-                    "INSERT INTO sessions VALUES (?, 'Bench', 'running', '{}', '{}', ?, ?)",
-                    [(f"s{i}", now, now) for i in range(writers)],
+                    "INSERT INTO sessions VALUES (?, ?, 'Bench', 'running', '{}', '{}', ?, ?)",
+                    [(i + 1, session_id(i), now, now) for i in range(writers)],
                 )
                 rows = [
-                    (f"s{i}", k + 1, "Moved", 1, PAYLOAD % (i, k), now)
+                    (i + 1, k + 1, "Moved", 1, PAYLOAD % (i, k), now)
                     for k in range(per_writer)
                     for i in range(writers)
                 ]
@@ -274,42 +281,56 @@ def bench_replay(backend: str, base: str | None, events: int, rounds: int) -> di
 
 
 LAYOUTS = {
-    "rowid_plus_index": (
-        "CREATE TABLE events (position INTEGER PRIMARY KEY, session_id TEXT NOT NULL, "
-        "version INTEGER NOT NULL, type TEXT NOT NULL, schema_version INTEGER NOT NULL, "
-        "data TEXT NOT NULL, recorded_at REAL NOT NULL, UNIQUE (session_id, version))"
-    ),
-    "without_rowid": (
-        "CREATE TABLE events (session_id TEXT NOT NULL, version INTEGER NOT NULL, "
-        "type TEXT NOT NULL, schema_version INTEGER NOT NULL, data TEXT NOT NULL, "
-        "recorded_at REAL NOT NULL, PRIMARY KEY (session_id, version)) WITHOUT ROWID"
-    ),
+    # name: (key column type, WITHOUT ROWID?, page size)
+    "text_id_without_rowid_4k": ("TEXT", True, 4096),
+    "text_id_rowid_plus_index_4k": ("TEXT", False, 4096),
+    "int_key_rowid_plus_index_4k": ("INTEGER", False, 4096),
+    "int_key_rowid_plus_index_8k (the store)": ("INTEGER", False, 8192),
 }
 
 
 def bench_layouts(base: str | None, events: int, sessions: int, batch: int) -> dict[str, Any]:
-    """Interleaved appends to many sessions, then one long session's log scanned back."""
+    """Interleaved appends to many sessions (UUID-shaped ids), then one long session's log scanned.
+
+    The events table keyed by the session's id (text) or by an integer key, as a WITHOUT ROWID table
+    clustered by (session, version) or as a rowid table with a (session, version) index.
+    """
     out = {}
-    for name, ddl in LAYOUTS.items():
+    for name, (key_type, without_rowid, page_size) in LAYOUTS.items():
+        if without_rowid:
+            ddl = (
+                f"CREATE TABLE events (session {key_type} NOT NULL, version INTEGER NOT NULL, "
+                "type TEXT NOT NULL, schema_version INTEGER NOT NULL, data TEXT NOT NULL, "
+                "recorded_at REAL NOT NULL, PRIMARY KEY (session, version)) WITHOUT ROWID"
+            )
+        else:
+            ddl = (
+                f"CREATE TABLE events (position INTEGER PRIMARY KEY, session {key_type} NOT NULL, "
+                "version INTEGER NOT NULL, type TEXT NOT NULL, schema_version INTEGER NOT NULL, "
+                "data TEXT NOT NULL, recorded_at REAL NOT NULL, UNIQUE (session, version))"
+            )
+
+        def key(i: int, text: bool = key_type == "TEXT") -> object:
+            return (session_id(i) if i >= 0 else "long") if text else i + 2
+
         d = fresh_dir(base)
         try:
             conn = sqlite3.connect(d / "l.db", isolation_level=None)
+            conn.execute(f"PRAGMA page_size = {page_size:d}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {16 * 1024 * 1024 // page_size:d}")
             conn.execute(ddl)
-            insert = (
-                "INSERT INTO events (session_id, version, type, schema_version, data, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)"
-            )
             # Every other row belongs to the long session, the rest to `sessions` others.
             rows = []
             for k in range(events):
-                rows.append(("long", k + 1, "Moved", 1, PAYLOAD % (k, k), 1.0))
-                rows.append((f"s{k % sessions}", k // sessions + 1, "Moved", 1, PAYLOAD % (k, k), 1.0))
+                rows.append((key(-1), k + 1, "Moved", 1, PAYLOAD % (k, k), 1.0))
+                rows.append((key(k % sessions), k // sessions + 1, "Moved", 1, PAYLOAD % (k, k), 1.0))
+            gc.collect()
             start = time.perf_counter()
             for at in range(0, len(rows), batch):
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(insert, rows[at : at + batch])
+                conn.executemany(RAW_INSERT, rows[at : at + batch])
                 conn.execute("COMMIT")
             insert_rate = len(rows) / (time.perf_counter() - start)
             scan = float("inf")
@@ -317,7 +338,8 @@ def bench_layouts(base: str | None, events: int, sessions: int, batch: int) -> d
                 start = time.perf_counter()
                 got = conn.execute(
                     "SELECT version, type, schema_version, data, recorded_at FROM events "
-                    "WHERE session_id = 'long' ORDER BY version"
+                    "WHERE session = ? ORDER BY version",
+                    (key(-1),),
                 ).fetchall()
                 scan = min(scan, time.perf_counter() - start)
                 assert len(got) == events

@@ -36,55 +36,63 @@ APPLICATION_ID = 0x53565354
 BUSY_TIMEOUT_MS = 10_000
 """How long a connection waits for another one's lock (a checkpoint, another process) before failing."""
 
-WAL_AUTOCHECKPOINT_PAGES = 4000
+PAGE_SIZE = 8192
+"""Bytes per page of a new file. Larger than SQLite's 4096: appends spread over many sessions touch
+many index pages per commit, and fewer, larger pages make that cheaper (bench/README.md, issue 4)."""
+WAL_AUTOCHECKPOINT_PAGES = 16 * 1024 * 1024 // PAGE_SIZE
 WRITER_CACHE_KIB = 65536
 
 
 def _v1_tables(conn: sqlite3.Connection) -> None:
-    # A rowid table in append order, with a (session_id, version) index for replays, rather than a
-    # WITHOUT ROWID table clustered by session: interleaved appends to many sessions then dirty a few
-    # pages at the table's end (plus small index entries) instead of one page per session, which
-    # halves the commit cost; replays scan ~25% slower, still far above target (bench/README.md,
-    # issue 4). ``position`` is the event's place in the store's global order.
-    conn.execute(
-        """
-        CREATE TABLE events (
-            position INTEGER PRIMARY KEY,
-            session_id TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            type TEXT NOT NULL,
-            schema_version INTEGER NOT NULL,
-            data TEXT NOT NULL,
-            recorded_at REAL NOT NULL,
-            UNIQUE (session_id, version)
-        )
-        """
-    )
-    conn.execute(
-        """
-        CREATE TABLE snapshots (
-            session_id TEXT PRIMARY KEY NOT NULL,
-            version INTEGER NOT NULL,
-            state_version INTEGER NOT NULL,
-            data TEXT NOT NULL,
-            taken_at REAL NOT NULL
-        )
-        """
-    )
+    # The index of sessions. ``key`` is the compact reference the events and snapshots use instead
+    # of the id: events carry an 8-byte integer rather than the id's text (a UUID is 36 bytes), which
+    # with ids like UUIDs more than halves an append's SQL cost (bench/README.md, issue 4).
+    # AUTOINCREMENT: a deleted session's key is never handed to a new one.
     # The index keeps no copy of a session's version: that is its log's last version, read through
     # the events index when needed. So an append writes its events and nothing else (one b-tree
-    # update fewer per event, ~25% of an append's SQL time), and the index can never disagree with
-    # the log. updated_at here is the last change of the entry itself; get() adds the log's.
+    # update fewer per event), and the index can never disagree with the log. updated_at here is
+    # the last change of the entry itself; get() adds the log's.
     conn.execute(
         """
         CREATE TABLE sessions (
-            id TEXT PRIMARY KEY NOT NULL,
+            key INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
             type TEXT NOT NULL,
             status TEXT NOT NULL,
             args TEXT NOT NULL,
             metadata TEXT NOT NULL,
             created_at REAL NOT NULL,
             updated_at REAL NOT NULL
+        )
+        """
+    )
+    # A rowid table in append order with a (session, version) index for replays, rather than a
+    # WITHOUT ROWID table clustered by session: interleaved appends to many sessions then dirty a few
+    # pages at the table's end (plus small index entries) instead of one page per session, which
+    # makes commits 2x cheaper; replays scan ~25% slower, still far above target. ``position`` is
+    # the event's place in the store's global order.
+    conn.execute(
+        """
+        CREATE TABLE events (
+            position INTEGER PRIMARY KEY,
+            session INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            schema_version INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            recorded_at REAL NOT NULL,
+            UNIQUE (session, version)
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE snapshots (
+            session INTEGER PRIMARY KEY,
+            version INTEGER NOT NULL,
+            state_version INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            taken_at REAL NOT NULL
         )
         """
     )
@@ -184,6 +192,8 @@ def connect_writer(path: str | Path, synchronous: str) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise StoreError(None, "open the database", f"cannot open {str(path)!r}: {exc}") from exc
     try:
+        # Only a new, empty file takes a page size (and only before it is in WAL mode).
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE:d}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(
@@ -193,7 +203,7 @@ def connect_writer(path: str | Path, synchronous: str) -> sqlite3.Connection:
                 "put it on a local file system",
             )
         conn.execute(f"PRAGMA synchronous = {synchronous}")
-        # Checkpoint every 4,000 WAL pages (16 MiB) instead of SQLite's 1,000 and let the writer
+        # Checkpoint every 16 MiB of WAL instead of SQLite's 1,000 pages, and let the writer
         # cache up to 64 MiB: appends spread over many sessions dirty many index pages per
         # commit, and these two settings cut the commit cost by ~15% (bench/README.md, issue 4).
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES:d}")

@@ -41,7 +41,7 @@ __all__ = ["Kind", "Op", "Writer", "WriterStatistics"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_CACHED_VERSIONS = 100_000
+_MAX_CACHED_HEADS = 100_000
 MAX_BATCH = 512
 """The most operations committed in one transaction."""
 _OP_ERRORS = (
@@ -54,7 +54,7 @@ _OP_ERRORS = (
 )
 """Errors about one operation's data, not about the database: only that operation fails."""
 
-_INSERT_EVENTS = "INSERT INTO events (session_id, version, type, schema_version, data, recorded_at) VALUES "
+_INSERT_EVENTS = "INSERT INTO events (session, version, type, schema_version, data, recorded_at) VALUES "
 _ROW = "(?, ?, ?, ?, ?, ?)"
 _ROW_WIDTH = 6
 _CHUNKS = (128, 64, 32, 16, 8, 4, 2, 1)
@@ -134,7 +134,7 @@ class Writer:
         self._thread = threading.Thread(
             target=self._run, name=f"sessionvisor-sqlite-writer:{path}", daemon=True
         )
-        self._versions: dict[str, int] = {}
+        self._heads: dict[str, list[int]] = {}  # session id -> [key, version]
         self._data_version = -1
         # Counters: written by the writer thread only, read by statistics().
         self._commits = 0
@@ -270,7 +270,7 @@ class Writer:
         wake_all(batch)
 
     def _rollback(self) -> None:
-        self._versions.clear()
+        self._heads.clear()
         if self._conn.in_transaction:
             try:
                 self._conn.execute("ROLLBACK")
@@ -283,8 +283,8 @@ class Writer:
         conn.execute("BEGIN IMMEDIATE")
         # Our cached versions hold only while nobody else writes to the file.
         data_version = conn.execute("PRAGMA data_version").fetchone()[0]
-        if data_version != self._data_version or len(self._versions) > _MAX_CACHED_VERSIONS:
-            self._versions.clear()
+        if data_version != self._data_version or len(self._heads) > _MAX_CACHED_HEADS:
+            self._heads.clear()
             self._data_version = data_version
         rows: list[object] = []  # the events' values, six per row
         statuses: dict[str, str | None] = {}  # index entries appends change
@@ -298,7 +298,7 @@ class Writer:
                     self._flush(now, rows, statuses)
                 except _OP_ERRORS as exc:
                     conn.execute("ROLLBACK TO op")
-                    self._versions.pop(op.session_id, None)
+                    self._heads.pop(op.session_id, None)
                     rows.clear()
                     statuses.clear()
                     op.result = None
@@ -337,18 +337,19 @@ class Writer:
             self._conn.executemany(_TOUCH_SESSION, [(status, now, sid) for sid, status in statuses.items()])
             statuses.clear()
 
-    def _version(self, session_id: str) -> int | None:
-        version = self._versions.get(session_id)
-        if version is None:
+    def _head(self, session_id: str) -> list[int] | None:
+        """``[key, version]`` of the session (cached; the list is updated in place), or ``None``."""
+        head = self._heads.get(session_id)
+        if head is None:
             row = self._conn.execute(
-                "SELECT coalesce((SELECT max(version) FROM events WHERE session_id = ?1), 0) "
-                "FROM sessions WHERE id = ?1",
+                "SELECT key, coalesce((SELECT max(version) FROM events WHERE session = key), 0) "
+                "FROM sessions WHERE id = ?",
                 (session_id,),
             ).fetchone()
             if row is None:
                 return None
-            version = self._versions[session_id] = row[0]
-        return version
+            head = self._heads[session_id] = [row[0], row[1]]
+        return head
 
     def _apply(
         self,
@@ -364,18 +365,19 @@ class Writer:
             expected: int = op.args[0]
             events: Sequence[EventData] = op.args[1]
             status: str | None = op.args[2]
-            current = self._version(sid)
-            if current is None:
+            head = self._heads.get(sid) or self._head(sid)
+            if head is None:
                 op.error = SessionNotFound(sid)
                 return
+            key, current = head
             if current != expected:
                 op.error = VersionConflict(sid, expected, current)
                 return
             version = expected
             for event in events:
                 version += 1
-                rows += (sid, version, event.type, event.schema_version, event.data, now)
-            self._versions[sid] = version
+                rows += (key, version, event.type, event.schema_version, event.data, now)
+            head[1] = version
             if status is not None:
                 statuses[sid] = status
             elif not events:  # nothing in the log shows this append: touch updated_at
@@ -391,7 +393,8 @@ class Writer:
             if cursor.rowcount == 0:
                 op.error = SessionExists(sid)
             else:
-                self._versions[sid] = 0
+                assert cursor.lastrowid is not None
+                self._heads[sid] = [cursor.lastrowid, 0]
         elif kind is Kind.SET_STATUS:
             cursor = conn.execute(
                 "UPDATE sessions SET status = ?, updated_at = ? WHERE id = ?",
@@ -401,18 +404,20 @@ class Writer:
                 op.error = SessionNotFound(sid)
         elif kind is Kind.SAVE_SNAPSHOT:
             conn.execute(
-                "INSERT INTO snapshots (session_id, version, state_version, data, taken_at) "
-                "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?) "
-                "ON CONFLICT (session_id) DO UPDATE SET version = excluded.version, "
+                "INSERT INTO snapshots (session, version, state_version, data, taken_at) "
+                "SELECT key, ?, ?, ?, ? FROM sessions WHERE id = ? "
+                "ON CONFLICT (session) DO UPDATE SET version = excluded.version, "
                 "state_version = excluded.state_version, data = excluded.data, "
                 "taken_at = excluded.taken_at",
-                (sid, *op.args, sid),
+                (*op.args, sid),
             )
         else:  # Kind.DELETE
-            conn.execute("DELETE FROM events WHERE session_id = ?", (sid,))
-            conn.execute("DELETE FROM snapshots WHERE session_id = ?", (sid,))
-            conn.execute("DELETE FROM sessions WHERE id = ?", (sid,))
-            self._versions.pop(sid, None)
+            row = conn.execute("SELECT key FROM sessions WHERE id = ?", (sid,)).fetchone()
+            if row is not None:
+                conn.execute("DELETE FROM events WHERE session = ?", row)
+                conn.execute("DELETE FROM snapshots WHERE session = ?", row)
+                conn.execute("DELETE FROM sessions WHERE key = ?", row)
+            self._heads.pop(sid, None)
 
 
 def commit(conn: sqlite3.Connection) -> None:

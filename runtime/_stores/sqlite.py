@@ -103,8 +103,8 @@ def _record(row: tuple[Any, ...]) -> SessionRecord:
 # A session's version is its log's last version; it was last updated when its entry or its log was.
 _SELECT_RECORD = (
     "SELECT id, type, status, args, metadata, "
-    "coalesce((SELECT max(version) FROM events WHERE session_id = sessions.id), 0), created_at, "
-    "max(updated_at, coalesce((SELECT recorded_at FROM events WHERE session_id = sessions.id "
+    "coalesce((SELECT max(version) FROM events WHERE session = sessions.key), 0), created_at, "
+    "max(updated_at, coalesce((SELECT recorded_at FROM events WHERE session = sessions.key "
     "ORDER BY version DESC LIMIT 1), 0)) FROM sessions"
 )
 
@@ -377,7 +377,8 @@ class SQLiteStore:
         def query(conn: sqlite3.Connection) -> list[StoredEvent]:
             cursor = conn.execute(
                 "SELECT version, type, schema_version, data, recorded_at FROM events "
-                "WHERE session_id = ? AND version >= ? AND version <= ? ORDER BY version",
+                "WHERE session = (SELECT key FROM sessions WHERE id = ?) "
+                "AND version >= ? AND version <= ? ORDER BY version",
                 params,
             )
             return list(starmap(make, cursor))
@@ -389,11 +390,11 @@ class SQLiteStore:
 
         def query(conn: sqlite3.Connection) -> Snapshot | None:
             row = conn.execute(
-                "SELECT session_id, version, state_version, data, taken_at FROM snapshots "
-                "WHERE session_id = ?",
+                "SELECT version, state_version, data, taken_at FROM snapshots "
+                "WHERE session = (SELECT key FROM sessions WHERE id = ?)",
                 (session_id,),
             ).fetchone()
-            return None if row is None else Snapshot(*row)
+            return None if row is None else Snapshot(session_id, *row)
 
         return await self._read(session_id, "load the snapshot", query)
 
@@ -482,7 +483,7 @@ class SQLiteStore:
                 # A log's length is its last version (the runtime checks there are no gaps).
                 sessions, events = conn.execute(
                     "SELECT count(*), coalesce(sum((SELECT max(version) FROM events "
-                    "WHERE session_id = sessions.id)), 0) FROM sessions"
+                    "WHERE session = sessions.key)), 0) FROM sessions"
                 ).fetchone()
                 (snapshots,) = conn.execute("SELECT count(*) FROM snapshots").fetchone()
             finally:

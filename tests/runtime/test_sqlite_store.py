@@ -130,6 +130,7 @@ class TestFile:
             await store.aclose()
         with sqlite3.connect(tmp_path / "s.db") as other:
             assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert other.execute("PRAGMA page_size").fetchone()[0] == _sqlite_schema.PAGE_SIZE
             assert other.execute("PRAGMA user_version").fetchone()[0] == _sqlite_schema.SCHEMA_VERSION
         other.close()
 
@@ -367,8 +368,10 @@ class TestMigrations:
         path = tmp_path / "old.db"
         self._file_at(path, 1)
         with sqlite3.connect(path) as conn:
-            conn.execute("INSERT INTO sessions VALUES ('s', 'Game', 'running', '{}', '{\"u\":1}', 1.0, 1.0)")
-            conn.execute("INSERT INTO events VALUES (NULL, 's', 1, 'Counted', 1, '{}', 2.0)")
+            conn.execute(
+                "INSERT INTO sessions VALUES (7, 's', 'Game', 'running', '{}', ?, 1.0, 1.0)", ('{"u": 1}',)
+            )
+            conn.execute("INSERT INTO events VALUES (NULL, 7, 1, 'Counted', 1, '{}', 2.0)")
         conn.close()
         store = SQLiteStore(path)
         await store.open()
