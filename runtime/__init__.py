@@ -35,6 +35,7 @@ from ._history import TransitionRecord as TransitionRecord
 from ._host import HostStats as HostStats
 from ._host import SessionHost as SessionHost
 from ._inspect import Health as Health
+from ._inspect import HealthThresholds as HealthThresholds
 from ._inspect import Inspection as Inspection
 from ._lifecycle import LifecycleEvent as LifecycleEvent
 from ._lifecycle import LifecycleSubscription as LifecycleSubscription
@@ -58,6 +59,7 @@ __all__ = [
     "CallCycle",
     "EventRegistry",
     "Health",
+    "HealthThresholds",
     "HistoryConfig",
     "HostStats",
     "Inspection",

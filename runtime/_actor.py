@@ -95,6 +95,7 @@ class SessionCell:
         "status_since",
         "stop_reason",
         "timers",
+        "turn_started",
         "version",
     )
 
@@ -139,6 +140,8 @@ class SessionCell:
         """Bit flags owned by the session supervisor's reaper (what it has scheduled)."""
         self.restart_times: list[float] | None = None
         self.messages = 0
+        self.turn_started: float | None = None
+        """When the turn in progress began (runtime clock), for the 'stuck' health check."""
         self.started_at = now
         self.last_active = now
 
@@ -309,6 +312,7 @@ class SessionCell:
         own = (self.id,)
         backend = self.host.backend
         checkpoint = backend.checkpoint if backend is not None else anyio.lowlevel.checkpoint
+        now = self.host.now
         noting = self.host.history.enabled
         labelled = noting and bool(self.cls.transitions)
         streak = 0
@@ -341,6 +345,7 @@ class SessionCell:
                 self.reject(env)  # paused since this message was queued
                 continue
             self.messages += 1
+            self.turn_started = now()
             started = perf_counter()
             status_before = self.status
             version_before = self.version
@@ -386,6 +391,7 @@ class SessionCell:
                 self.fail_deferred(_crashed(self.id, exc))
                 return exc
             finally:
+                self.turn_started = None
                 if noting:
                     self._note_turn(
                         instance, env, started, status_before, version_before, label_before, error

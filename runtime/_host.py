@@ -23,11 +23,12 @@ from ._clock import AnyioClock
 from ._events import EventRegistry, StatusChanged, default_registry
 from ._exceptions import SessionError, SessionExists, SessionNotFound, SessionStopped, ShuttingDown
 from ._history import HistoryConfig, history_json, records
-from ._inspect import Inspection, inspect_cell
+from ._inspect import HealthThresholds, Inspection, inspect_cell
 from ._lifecycle import LifecycleEvent, LifecycleHub, LifecycleSubscription
 from ._mailbox import Envelope, Kind
 from ._records import SessionRecord, StoreStats
 from ._ref import SessionRef
+from ._replay import replay
 from ._session import Session
 from ._status import Status
 
@@ -72,6 +73,7 @@ class SessionHost:
         drain_timeout: how long leaving the ``async with`` lets queued messages finish.
         max_concurrent_recoveries: how many sessions may replay their logs at once.
         history: how many recent transitions each session keeps (for ``inspect``).
+        health: when ``inspect`` calls a session stale, stuck or error-prone.
 
     .. versionadded:: 0.1
     """
@@ -87,8 +89,10 @@ class SessionHost:
         drain_timeout: float = 5.0,
         max_concurrent_recoveries: int = 50,
         history: HistoryConfig | None = None,
+        health: HealthThresholds | None = None,
     ) -> None:
         self.store = store
+        self.health = health or HealthThresholds()
         self.history = history or HistoryConfig()
         self.restarts = restarts
         self.clock: Clock = clock or AnyioClock()
@@ -364,8 +368,97 @@ class SessionHost:
         )
 
     async def inspect(self, session_id: str) -> Inspection:
-        """What the session is doing now, without activating it."""
-        return inspect_cell(await self.cell(session_id), self.clock.now())
+        """What the session is doing now, without activating it.
+
+        The state of an inactive session (passivated, ended, or stored by an earlier process) is
+        rebuilt from the store, read-only.
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        cell = await self.cell(session_id)
+        state = None
+        if cell.instance is None and cell.error is None:
+            record = await self.store.get(session_id)
+            if record is not None:
+                try:
+                    state = (await replay(self.store, record, cell.cls(), self.events)).state
+                except SessionError as exc:
+                    logger.warning("inspect %r: cannot rebuild its state: %s", session_id, exc)
+        return inspect_cell(cell, self.now(), self.health, state)
+
+    def find(
+        self,
+        *,
+        status: Status | None = None,
+        label: str | None = None,
+        where: Callable[[Inspection], bool] | None = None,
+    ) -> Sequence[SessionRef]:
+        """The sessions loaded in this process that match every filter given.
+
+        ``label`` compares a live session's state-machine label; ``where`` is called with each
+        candidate's inspection (live state, no store reads).
+        """
+        found = []
+        now = self.now()
+        for cell in list(self._cells.values()):
+            if status is not None and cell.status is not status:
+                continue
+            if label is not None or where is not None:
+                view = inspect_cell(cell, now, self.health)
+                if label is not None and view.label != label:
+                    continue
+                if where is not None and not where(view):
+                    continue
+            found.append(cell.ref)
+        return found
+
+    async def debug_dump(self) -> dict[str, Any]:
+        """Everything an operator wants at a glance, as JSON-able data.
+
+        Counts of the loaded sessions by status and type, a summary line per loaded session,
+        this host's counters and the store's figures (its ``statistics()`` too, if it has one).
+        """
+        now = self.now()
+        by_status: dict[str, int] = {}
+        by_type: dict[str, int] = {}
+        summaries = []
+        for cell in list(self._cells.values()):
+            type_name = cell.cls.type_name or cell.cls.__name__
+            by_status[cell.status.value] = by_status.get(cell.status.value, 0) + 1
+            by_type[type_name] = by_type.get(type_name, 0) + 1
+            summaries.append(
+                {
+                    "id": cell.id,
+                    "type": type_name,
+                    "status": cell.status.value,
+                    "active": cell.active,
+                    "version": cell.version,
+                    "mailbox": cell.mailbox_depth,
+                    "restarts": cell.restarts,
+                    "messages": cell.messages,
+                    "idle_for": round(now - cell.last_active, 3),
+                    "health": inspect_cell(cell, now, self.health).health.value,
+                }
+            )
+        stats = await self.stats()
+        store_stats = attrs.asdict(stats.store)
+        statistics = getattr(self.store, "statistics", None)
+        if callable(statistics):
+            figures = statistics()
+            store_stats["statistics"] = attrs.asdict(figures) if attrs.has(type(figures)) else repr(figures)
+        host = attrs.asdict(stats)
+        del host["store"]
+        return {
+            "sessions": {"by_status": by_status, "by_type": by_type, "loaded": len(summaries)},
+            "host": host,
+            "store": store_stats,
+            "lifecycle": {
+                "published": self.lifecycle_hub.published,
+                "dropped": self.lifecycle_hub.dropped,
+            },
+            "summaries": summaries,
+        }
 
     async def export_history(self, session_id: str) -> str:
         """The session's recent transitions as JSON text."""

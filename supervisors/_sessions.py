@@ -11,6 +11,7 @@ from anyio.abc import TaskStatus
 
 from runtime import (
     EventRegistry,
+    HealthThresholds,
     HistoryConfig,
     MemoryStore,
     RateLimited,
@@ -47,6 +48,7 @@ class SessionSupervisor(SessionHost):
         reaper: passivation, expiry and limits (default: none of them).
         restarts: the per-session restart budget and backoff.
         history: how many recent transitions each session keeps.
+        health: when ``inspect`` calls a session stale, stuck or error-prone.
         clock: where timers, backoff and the reaper read time (default: anyio's clock).
         events: the event registry (default: the one ``@event`` fills).
         drain_timeout: how long shutdown lets queued messages finish.
@@ -63,6 +65,7 @@ class SessionSupervisor(SessionHost):
         reaper: ReaperPolicy | None = None,
         restarts: RestartPolicy | None = None,
         history: HistoryConfig | None = None,
+        health: HealthThresholds | None = None,
         clock: Clock | None = None,
         events: EventRegistry | None = None,
         drain_timeout: float = 5.0,
@@ -79,6 +82,7 @@ class SessionSupervisor(SessionHost):
             drain_timeout=drain_timeout,
             max_concurrent_recoveries=max_concurrent_recoveries,
             history=history,
+            health=health,
         )
         policy = self.reaper_policy
         self.message_limit = policy.max_messages

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import pytest
 
-from runtime import HistoryConfig, InvalidTransition, SessionCrashed, Status
-from supervisors import Backoff, RestartPolicy, SessionSupervisor
-from tests.apps.counter import Add, Boom, Counter, Get
+from runtime import (
+    Health,
+    HealthThresholds,
+    HistoryConfig,
+    InvalidTransition,
+    SessionCrashed,
+    Status,
+)
+from runtime.testing import ManualClock
+from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
+from tests.apps.counter import Add, Boom, Counter, Get, WaitFor
 from tests.apps.lobby import Finished, Game, Lobby, Scored, Started
 
 pytestmark = pytest.mark.anyio
@@ -81,3 +90,66 @@ class TestStateMachine:
             assert view.restarts == 0
             assert view.possible_transitions == ("lobby.Started",)
             assert await g.call(Started()) == Game("playing", 0)
+
+
+class TestInspectAndFind:
+    async def test_inspect_does_not_activate_a_passivated_session(self) -> None:
+        """A passivated session's state is rebuilt read-only: no task, no on_start."""
+        clock = ManualClock()
+        async with SessionSupervisor(clock=clock, reaper=ReaperPolicy(idle_timeout=10)) as sessions:
+            c = await sessions.start(Counter, "c")
+            await c.call(Add(4))
+            await clock.advance(11)
+            view = await sessions.inspect("c")
+            assert (view.status, view.active, view.state, view.version) == (
+                Status.PASSIVATED,
+                False,
+                4,
+                1,
+            )
+            assert sessions.active_count == 0
+
+    async def test_health(self) -> None:
+        """stale after stale_after idle, error-prone after restarts, stuck behind a long turn."""
+        clock = ManualClock()
+        thresholds = HealthThresholds(
+            stale_after=100, stuck_after=10, error_prone_restarts=2, error_prone_within=60
+        )
+        policy = RestartPolicy(backoff=Backoff(initial=0))
+        async with SessionSupervisor(clock=clock, health=thresholds, restarts=policy) as sessions:
+            c = await sessions.start(Counter, "c")
+            assert (await sessions.inspect("c")).health is Health.HEALTHY
+            await clock.advance(101)
+            assert (await sessions.inspect("c")).health is Health.STALE
+            for _ in range(2):
+                with pytest.raises(SessionCrashed):
+                    await c.call(Boom())
+            assert (await sessions.inspect("c")).health is Health.ERROR_PRONE
+            await clock.advance(61)
+            assert (await sessions.inspect("c")).health is Health.HEALTHY
+            gate = anyio.Event()
+            await c.cast(WaitFor(gate))
+            await c.cast(Add(1))
+            await anyio.wait_all_tasks_blocked()  # the long turn has begun
+            await clock.advance(11)
+            assert (await sessions.inspect("c")).health is Health.STUCK
+            gate.set()
+            assert await c.call(Get()) == 1
+            assert (await sessions.inspect("c")).health is Health.HEALTHY
+
+    async def test_find_and_debug_dump(self) -> None:
+        async with SessionSupervisor() as sessions:
+            a = await sessions.start(Lobby, "a")
+            await sessions.start(Lobby, "b")
+            await a.call(Started())
+            await sessions.start(Counter, "c")
+            await (await sessions.get("c")).stop()
+            assert [r.id for r in sessions.find(label="playing")] == ["a"]
+            assert [r.id for r in sessions.find(status=Status.STOPPED)] == ["c"]
+            assert [r.id for r in sessions.find(where=lambda v: v.type == "Lobby")] == ["a", "b"]
+            dump = await sessions.debug_dump()
+            json.dumps(dump)  # JSON-able
+            assert dump["sessions"]["by_status"] == {"running": 2, "stopped": 1}
+            assert dump["sessions"]["by_type"] == {"Lobby": 2, "Counter": 1}
+            assert dump["store"]["sessions"] == 3
+            assert {s["id"] for s in dump["summaries"]} == {"a", "b", "c"}
