@@ -61,25 +61,8 @@ MESSAGE_KINDS: Final = ("call", "cast", "info", "system")
 """The kinds of message a session handles, the values of the ``kind`` label."""
 
 # Histogram.observe scans its bounds in order: the common (fast) cases come first and there are few.
-_HANDLING_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-)
-_APPEND_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+_APPEND_BUCKETS = (1e-4, 2.5e-4, 5e-4, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+_HANDLING_BUCKETS = (*_APPEND_BUCKETS, 5, 10)
 _RECOVERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH_BUCKETS = tuple(1 << i for i in range(13))  # 1 .. 4096: SQLiteStore's power-of-two buckets
 
@@ -92,26 +75,18 @@ _OTHER = "other"
 _STORE_COUNTERS = (
     ("commits", "sessionvisor_store_commits", "Transactions committed by the store's writer."),
     ("failed_commits", "sessionvisor_store_failed_commits", "Transactions that failed and were rolled back."),
-    (
-        "isolated_retries",
-        "sessionvisor_store_isolated_retries",
-        "Batches run again with one savepoint per operation because one operation's data was bad.",
-    ),
+    ("isolated_retries", "sessionvisor_store_isolated_retries", "Batches retried one savepoint per op."),
     ("operations", "sessionvisor_store_operations", "Write operations committed (all kinds)."),
     ("appends", "sessionvisor_store_appends", "Successful appends."),
     ("events", "sessionvisor_store_events", "Events written by those appends."),
     (
         "rejected",
         "sessionvisor_store_rejected_operations",
-        "Operations rejected (session exists, not found, version conflict).",
+        "Operations refused (exists, not found, conflict).",
     ),
 )
 _STORE_GAUGES = (
-    (
-        "largest_batch",
-        "sessionvisor_store_largest_batch",
-        "The most operations committed in one transaction.",
-    ),
+    ("largest_batch", "sessionvisor_store_largest_batch", "The most operations in one transaction."),
     ("queued", "sessionvisor_store_queued_operations", "Operations waiting for the store's writer now."),
     ("idle_readers", "sessionvisor_store_idle_readers", "Idle reader connections kept open."),
 )
