@@ -255,15 +255,23 @@ async def _replay(path: Path, events: int, rounds: int) -> dict[str, Any]:
             assert len(log) == events
         result["read_only_events_per_s"] = events / best_read
         for name, loads in _codecs().items():
-            best = float("inf")
-            for _ in range(rounds):
-                gc.collect()
-                start = time.perf_counter()
-                log = await store.read("long")
-                decoded = [loads(e.data) for e in log]
-                best = min(best, time.perf_counter() - start)
-                assert len(decoded) == events
-            result[f"read_and_{name}_events_per_s"] = events / best
+            # One loads() per payload, as a codec decodes events one by one; and "batched": all
+            # payloads of the read decoded by one loads() of a JSON array joined from them (a codec
+            # can do that on replay, and fall back to one by one to name a bad payload).
+            for way in ("each", "batched"):
+                best = float("inf")
+                for _ in range(rounds):
+                    gc.collect()
+                    start = time.perf_counter()
+                    log = await store.read("long")
+                    if way == "each":
+                        decoded = [loads(e.data) for e in log]
+                    else:
+                        decoded = loads("[" + ",".join([e.data for e in log]) + "]")
+                    best = min(best, time.perf_counter() - start)
+                    assert len(decoded) == events
+                suffix = "" if way == "each" else "_batched"
+                result[f"read_and_{name}{suffix}_events_per_s"] = events / best
     finally:
         await store.aclose()
     return result
@@ -472,22 +480,28 @@ def main() -> None:
         result["eventsourcing"] = peer
         es_save = peer["saves_per_s"]
         es_get = peer["repository_get_events_per_s"]
-        checks = {}
+        checks: dict[str, Any] = {}
         for backend in backends:
             appenders = result["appenders"][backend]["events_per_s"]
-            replay = result["replay"][backend]["read_and_json_events_per_s"]
+            replay = result["replay"][backend]
+            pick = f"read_and_{result['codec_pick']}_events_per_s"
             checks[backend] = {
                 "appenders_events_per_s": [round(appenders), appenders >= TARGETS["appenders_events_per_s"]],
                 "appenders_vs_eventsourcing_saves": [
                     round(appenders / es_save, 1),
                     appenders / es_save >= TARGETS["appenders_vs_eventsourcing_saves"],
                 ],
-                "replay_json_events_per_s": [round(replay), replay >= TARGETS["replay_events_per_s"]],
-                "replay_vs_eventsourcing_get": [
-                    round(replay / es_get, 1),
-                    replay / es_get >= TARGETS["replay_vs_eventsourcing_get"],
-                ],
             }
+            for label, key in (("json", "read_and_json_events_per_s"), (result["codec_pick"], pick)):
+                rate = replay[key]
+                checks[backend][f"replay_{label}_events_per_s"] = [
+                    round(rate),
+                    rate >= TARGETS["replay_events_per_s"],
+                ]
+                checks[backend][f"replay_{label}_vs_eventsourcing_get"] = [
+                    round(rate / es_get, 1),
+                    rate / es_get >= TARGETS["replay_vs_eventsourcing_get"],
+                ]
         result["targets"] = {"wanted": TARGETS, "met": checks}
     print(json.dumps(result, indent=2, default=str))
 

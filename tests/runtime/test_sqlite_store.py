@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from runtime import (
@@ -20,10 +21,12 @@ from runtime import (
     SessionRecord,
     Snapshot,
     Status,
+    StoredEvent,
     StoreError,
     VersionConflict,
 )
 from runtime._stores import _sqlite_schema, _sqlite_writer
+from runtime._stores import sqlite as sqlite_module
 from runtime._stores._sqlite_wakeup import run_in_thread
 from runtime._stores.sqlite import SQLiteStore
 
@@ -554,6 +557,19 @@ class TestReads:
         assert [e.version for e in await store.read("s", 999, 1001)] == [999, 1000, 1001]
         assert list(await store.read("s", 3001)) == []
         assert list(await store.read("nobody")) == []
+
+    def test_events_built_without_init_equal_init_ones(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Reads fill StoredEvent's slots directly; the events are those __init__ would make."""
+        rows = [(1, "Joined", 1, '{"p": "ann"}', 1.5), (2, "Left", 2, "{}", 2.5)]
+        assert sqlite_module._SETTERS is not None
+        fast = sqlite_module._events("s", rows)
+        monkeypatch.setattr(sqlite_module, "_SETTERS", None)
+        slow = sqlite_module._events("s", rows)
+        assert fast == slow == [StoredEvent("s", *row) for row in rows]
+        assert [hash(e) for e in fast] == [hash(e) for e in slow]
+        assert repr(fast[0]) == repr(slow[0])
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            fast[0].version = 3  # type: ignore[misc]
 
 
 class TestWaiting:
