@@ -7,13 +7,13 @@ Under load, batches grow by themselves and the cost of a commit is shared by all
 
 Each operation in a batch gets its own outcome. The writer keeps every session's current version (the
 log's length) in memory, so an append is checked against it, including the appends before it in the
-same batch, before anything is written: a ``VersionConflict`` or ``SessionNotFound`` only concerns that
-append. The cache is dropped whenever another connection has written to the file (``PRAGMA
-data_version``) or a transaction failed. Accepted appends are then written with one ``executemany``.
-If a statement still fails on one operation's data (a constraint the checks did not foresee), the batch
-is rolled back and run again with every operation inside its own ``SAVEPOINT``, so that only that one
-fails. A failure of the database itself (I/O error, disk full, failed commit) rolls the whole batch
-back and every caller in it gets ``StoreError``: nothing of it is written.
+same batch, before anything is written: a ``VersionConflict`` or ``SessionNotFound`` only concerns
+that append. The cache is dropped whenever another connection has written to the file (``PRAGMA
+data_version``) or a transaction failed. Accepted appends are then written with a few multi-row
+INSERTs. If a statement still fails on one operation's data (a value SQLite cannot take), the batch
+is rolled back and run again with every operation inside its own ``SAVEPOINT``, so that only that
+one fails. A failure of the database itself (I/O error, disk full, failed commit) rolls the whole
+batch back and every caller in it gets ``StoreError``: nothing of it is written.
 """
 
 from __future__ import annotations
@@ -146,7 +146,6 @@ class Writer:
         self._rejected = 0
         self._largest_batch = 0
         self._batch_sizes: dict[int, int] = {}
-        self._queued = 0
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -197,34 +196,55 @@ class Writer:
     # -- the writer thread -------------------------------------------------------------------
 
     def _run(self) -> None:
-        max_batch = MAX_BATCH
         try:
             stopping = False
             while not stopping:
-                first = self._queue.get()
-                batch: list[Op] = []
-                if first is None:
-                    stopping = True
-                else:
-                    batch.append(first)
-                # Everything queued while the previous commit was in flight joins this one (up to
-                # a bound, so that one transaction's size and its callers' wait stay bounded).
-                while len(batch) < max_batch:
-                    try:
-                        op = self._queue.get_nowait()
-                    except Empty:
-                        break
-                    if op is None:
-                        stopping = True
-                    else:
-                        batch.append(op)
+                batch, stopping = self._take()
                 if batch:
                     self._commit_batch(batch)
+        except BaseException:  # pragma: no cover - a bug; its callers still must not hang
+            logger.critical("the SQLite writer thread of %s died", self._path, exc_info=True)
+            raise
         finally:
+            self._stopped()
+
+    def _take(self) -> tuple[list[Op], bool]:
+        """The next batch (waiting for its first operation), and whether close() was called."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        # Everything queued while the previous commit was in flight joins this one (up to a
+        # bound, so that one transaction's size and its callers' wait stay bounded).
+        while len(batch) < MAX_BATCH:
             try:
-                self._conn.close()
-            except sqlite3.Error:  # pragma: no cover - closing a healthy connection does not fail
-                logger.exception("closing the SQLite writer connection of %s failed", self._path)
+                op = self._queue.get_nowait()
+            except Empty:
+                break
+            if op is None:
+                return batch, True
+            batch.append(op)
+        return batch, False
+
+    def _stopped(self) -> None:
+        with self._lock:
+            self._closing = True  # nothing more is queued after this
+        leftovers: list[Op] = []
+        while True:
+            try:
+                op = self._queue.get_nowait()
+            except Empty:
+                break
+            if op is not None:  # only if the thread died: close() queues nothing after None
+                op.error = StoreError(
+                    op.session_id, op.kind.value, f"the SQLite writer of {str(self._path)!r} stopped"
+                )
+                leftovers.append(op)
+        wake_all(leftovers)
+        try:
+            self._conn.close()
+        except sqlite3.Error:  # pragma: no cover - closing a healthy connection does not fail
+            logger.exception("closing the SQLite writer connection of %s failed", self._path)
 
     def _commit_batch(self, batch: list[Op]) -> None:
         size = len(batch)
