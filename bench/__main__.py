@@ -368,6 +368,25 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def source() -> str:
+    """The commit measured, and whether the library's code differs from it (unknown outside git)."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "runtime", "supervisors"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    changed = " + uncommitted changes in runtime/ or supervisors/" if dirty.stdout.strip() else ""
+    return head.stdout.strip() + changed
+
+
 # -- driver ----------------------------------------------------------------------------------------
 
 
@@ -402,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "quick": args.quick,
         "machine": machine(),
+        "source": source(),
         "versions": versions,
         "sizes": size,
         "notes": notes,
@@ -416,9 +436,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(markdown(table))
     print()
+    host = report["machine"]
     print(
-        f"x = how many times better sessionvisor does (above 1: ahead). "
-        f"{report['date']}, {report['seconds']} s."
+        "x = how many times better sessionvisor does: the contender's time / ours, or our rate / its "
+        "rate (above 1: sessionvisor ahead)."
+    )
+    print(
+        f"{report['date']}; {host.get('cpu', platform.machine())}, {host['cores']} cores; {host['python']}; "
+        f"source {report['source']}; {report['seconds']} s."
     )
     for note in notes:
         print(f"note: {note}")
