@@ -30,6 +30,7 @@ from ._exceptions import StoreError as StoreError
 from ._exceptions import TooManySessions as TooManySessions
 from ._exceptions import UnknownEventType as UnknownEventType
 from ._exceptions import VersionConflict as VersionConflict
+from ._graph import state_graph as state_graph
 from ._history import HistoryConfig as HistoryConfig
 from ._history import TransitionRecord as TransitionRecord
 from ._host import HostStats as HostStats
@@ -39,6 +40,11 @@ from ._inspect import HealthThresholds as HealthThresholds
 from ._inspect import Inspection as Inspection
 from ._lifecycle import LifecycleEvent as LifecycleEvent
 from ._lifecycle import LifecycleSubscription as LifecycleSubscription
+from ._metrics import MetricsServer as MetricsServer
+from ._metrics import SessionMetrics as SessionMetrics
+from ._metrics import TreeMetrics as TreeMetrics
+from ._metrics import TypeMetrics as TypeMetrics
+from ._metrics import serve_metrics as serve_metrics
 from ._records import EventData as EventData
 from ._records import SessionRecord as SessionRecord
 from ._records import Snapshot as Snapshot
@@ -70,13 +76,18 @@ __all__ = [
     "Reply",
     "Session",
     "SessionHost",
+    "SessionMetrics",
     "SessionRef",
     "StatusChanged",
     "TimerHandle",
     "TransitionRecord",
+    "TreeMetrics",
+    "TypeMetrics",
     "default_registry",
     "event",
     "replay",
+    "serve_metrics",
+    "state_graph",
     "upcaster",
     "CallTimeout",
     "CorruptEventLog",
@@ -84,6 +95,7 @@ __all__ = [
     "InvalidTransition",
     "MailboxFull",
     "MemoryStore",
+    "MetricsServer",
     "RateLimited",
     "RecoveryFailed",
     "SessionCrashed",

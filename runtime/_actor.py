@@ -53,6 +53,9 @@ _CAST: Final = Kind.CAST
 _INFO: Final = Kind.INFO
 _RUNNING: Final = Status.RUNNING
 _FINISH_STATUS: Final = {"completed": Status.COMPLETED, "failed": Status.FAILED}
+_KIND_NAMES: Final[dict[Kind, str]] = {
+    kind: kind.value if kind in (Kind.CALL, Kind.CAST, Kind.INFO) else "system" for kind in Kind
+}
 _USER_KINDS: Final = frozenset({Kind.CALL, Kind.CAST, Kind.INFO})
 
 
@@ -81,6 +84,7 @@ class SessionCell:
         "mailbox",
         "messages",
         "metadata",
+        "metrics",
         "reaper_marks",
         "record_error",
         "recording",
@@ -115,6 +119,7 @@ class SessionCell:
         self.cls = cls
         self.args = args
         self.metadata = metadata
+        self.metrics = host.metrics.for_type(cls.type_name or cls.__name__)
         self.status = status
         self.status_reason: object = None
         self.status_since = now
@@ -169,6 +174,7 @@ class SessionCell:
                 takes no such message now.
         """
         if self.host.closing:
+            self.host.metrics.rejected("shutting_down")
             raise ShuttingDown(self.id)
         status = self.status
         if status is not _RUNNING:
@@ -207,6 +213,7 @@ class SessionCell:
         try:
             mailbox.put_nowait(env)
         except anyio.WouldBlock:
+            self.host.metrics.rejected("mailbox_full")
             raise MailboxFull(self.id, self.cls.mailbox_size) from None
         except anyio.ClosedResourceError:
             raise self.refusal() from None
@@ -264,6 +271,7 @@ class SessionCell:
                 except Exception as exc:
                     crash: BaseException | None = exc
                     logger.exception("session %r failed to recover", self.id)
+                    host.note_recovery(self, "error", 0, 0.0)
                 else:
                     if self.status.terminal:
                         return
@@ -313,6 +321,7 @@ class SessionCell:
         backend = self.host.backend
         checkpoint = backend.checkpoint if backend is not None else anyio.lowlevel.checkpoint
         now = self.host.now
+        handled = self.metrics.handled
         noting = self.host.history.enabled
         labelled = noting and bool(self.cls.transitions)
         streak = 0
@@ -392,9 +401,11 @@ class SessionCell:
                 return exc
             finally:
                 self.turn_started = None
+                elapsed = perf_counter() - started
+                handled(_KIND_NAMES[kind], elapsed)
                 if noting:
                     self._note_turn(
-                        instance, env, started, status_before, version_before, label_before, error
+                        instance, env, elapsed, status_before, version_before, label_before, error
                     )
             limit = self.host.message_limit
             if limit is not None and self.messages >= limit and self.status is _RUNNING:
@@ -407,14 +418,13 @@ class SessionCell:
         self,
         instance: Session[Any],
         env: Envelope,
-        started: float,
+        duration: float,
         status_before: Status,
         version_before: int,
         label_before: str | None,
         error: Exception | None,
     ) -> None:
         """Keep a transition record of the message just handled (a plain tuple: it is per message)."""
-        duration = perf_counter() - started
         history = self.history
         if history is None:
             if self.status is Status.PASSIVATED:
@@ -495,11 +505,13 @@ class SessionCell:
         except Exception:
             logger.exception("session %r: could not mark it PASSIVATED in the index", self.id)
         self.set_status(Status.PASSIVATED, "idle")
+        self.metrics.passivated()
         raise _Passivated
 
     async def _expire(self, instance: Session[Any], status: Status, reason: str) -> None:
         """End the session in a terminal status the runtime decided (TTLs, limits)."""
         await self._record_status(instance, status, reason)
+        self.metrics.expired(status.value)
         self.stop_reason = reason
 
     async def _terminate(self, instance: Session[Any]) -> None:
@@ -583,7 +595,7 @@ class SessionCell:
             await self._quarantine_exhausted(crash)
             return False
         self.restarts += 1
-        self.host.note_restart(self)
+        self.host.note_restart(self, type(crash).__name__)
         if delay > 0:
             await clock.sleep_until(now + delay)
         recent.append(clock.now())
@@ -604,6 +616,8 @@ class SessionCell:
 
     async def _quarantine_corrupt(self, error: SessionError) -> None:
         logger.error("session %r quarantined as FAILED: %s", self.id, error)
+        outcome = "corrupt" if isinstance(error, CorruptEventLog) else "failed"
+        self.host.note_recovery(self, outcome, 0, 0.0)
         self.error = error
         self.set_status(Status.FAILED, str(error))
         try:
@@ -637,7 +651,7 @@ class SessionCell:
             if record.status is not self.status and not self.status.terminal:
                 if record.status is not Status.PASSIVATED:
                     self.set_status(record.status)
-            host.note_recovery(self, done.replayed, host.clock.now() - started)
+            host.note_recovery(self, "ok", done.replayed, host.clock.now() - started)
         every = self.cls.snapshot_every
         if every is not None and done.replayed > every:
             # A long replay: snapshot now so that the next recovery is short.
@@ -676,11 +690,12 @@ class SessionCell:
             state = instance.apply(state, ev)
             encoded.append(data)
         before = instance._version
+        began = perf_counter()
         version = await self._append(before, encoded, None)
         instance._state = state
         instance._version = self.version = version
         self.state_bytes += sum(len(e.data) for e in encoded)
-        self.host.note_recorded(self, len(encoded))
+        self.host.note_recorded(self, len(encoded), perf_counter() - began)
         every = self.cls.snapshot_every
         if every is not None and version // every != before // every:
             self._snapshot(instance)

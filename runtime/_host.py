@@ -26,6 +26,7 @@ from ._history import HistoryConfig, history_json, records
 from ._inspect import HealthThresholds, Inspection, inspect_cell
 from ._lifecycle import LifecycleEvent, LifecycleHub, LifecycleSubscription
 from ._mailbox import Envelope, Kind
+from ._metrics import SessionMetrics
 from ._records import SessionRecord, StoreStats
 from ._ref import SessionRef
 from ._replay import replay
@@ -34,6 +35,7 @@ from ._status import Status
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
+    from prometheus_client import CollectorRegistry
 
     from .abc import Clock, EventStore, RestartStrategy
 
@@ -74,6 +76,8 @@ class SessionHost:
         max_concurrent_recoveries: how many sessions may replay their logs at once.
         history: how many recent transitions each session keeps (for ``inspect``).
         health: when ``inspect`` calls a session stale, stuck or error-prone.
+        registry: the Prometheus registry for this host's metrics (default: a new one of its own,
+            so that two hosts in one process never clash).
 
     .. versionadded:: 0.1
     """
@@ -90,8 +94,15 @@ class SessionHost:
         max_concurrent_recoveries: int = 50,
         history: HistoryConfig | None = None,
         health: HealthThresholds | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.store = store
+        self.metrics = SessionMetrics(registry)
+        self.registry: CollectorRegistry = self.metrics.registry
+        """This host's own Prometheus registry (serve it with ``runtime.serve_metrics``)."""
+        self.metrics.observe_sessions(self._count_sessions)
+        self.metrics.observe_mailboxes(self._count_queued)
+        self.metrics.observe_store(store)
         self.health = health or HealthThresholds()
         self.history = history or HistoryConfig()
         self.restarts = restarts
@@ -273,6 +284,7 @@ class SessionHost:
         first._cell = cell
         self._cells[sid] = cell
         self._starts += 1
+        cell.metrics.started()
         cell.activate(first)
         self.note_status(cell, None, "started")
         return cell.ref
@@ -531,6 +543,7 @@ class SessionHost:
             return False
         cell.status = previous
         cell.set_status(status, reason)
+        cell.metrics.expired(status.value)
         return True
 
     async def revive(self, session_id: str) -> SessionRef:
@@ -569,22 +582,43 @@ class SessionHost:
             del self._cells[session_id]
         await self.store.delete(session_id)
 
+    # -- scrape-time figures (called from the metrics server's thread: copy, then read) -----------
+
+    def _count_sessions(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for cell in list(self._cells.values()):
+            key = (cell.cls.type_name or cell.cls.__name__, cell.status.value)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def _count_queued(self) -> dict[str, int]:
+        queued: dict[str, int] = {}
+        for cell in list(self._cells.values()):
+            if cell.active:
+                name = cell.cls.type_name or cell.cls.__name__
+                queued[name] = queued.get(name, 0) + cell.mailbox_depth
+        return queued
+
     # -- notes from the actors (counters now; metrics hook in here) -----------------------------
 
     def note_crash(self, cell: SessionCell, exc: BaseException) -> None:
         """A session's handler (or recovery) raised."""
 
-    def note_restart(self, cell: SessionCell) -> None:
+    def note_restart(self, cell: SessionCell, reason: str) -> None:
         self._restarts += 1
+        cell.metrics.restarted(reason)
 
     def note_quarantine(self, cell: SessionCell) -> None:
         self._quarantined += 1
 
-    def note_recorded(self, cell: SessionCell, count: int) -> None:
+    def note_recorded(self, cell: SessionCell, count: int, seconds: float) -> None:
         self._events_recorded += count
+        cell.metrics.recorded(count, seconds)
 
-    def note_recovery(self, cell: SessionCell, events: int, seconds: float) -> None:
-        self._recoveries += 1
+    def note_recovery(self, cell: SessionCell, outcome: str, events: int, seconds: float) -> None:
+        if outcome == "ok":
+            self._recoveries += 1
+        cell.metrics.recovered(outcome, seconds, events)
 
     def note_status(self, cell: SessionCell, previous: Status | None, reason: object) -> None:
         """A session's status changed (``previous`` is ``None`` for a new session)."""
@@ -605,7 +639,9 @@ class SessionHost:
 
     def note_snapshot_failure(self, cell: SessionCell, stage: str) -> None:
         self._snapshot_failures += 1
+        self.metrics.snapshot_failed(stage)
 
     def dead_letter(self, cell: SessionCell, env: Envelope) -> None:
         self._dead_letters += 1
+        cell.metrics.dead_letter()
         logger.debug("dead letter for session %r: %r", cell.id, env)

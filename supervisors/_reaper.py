@@ -264,6 +264,7 @@ class Reaper:
                 continue
             if reason is not None:
                 removed[reason] += 1
+                self.host.metrics.removed(reason.value)
         self.passes += 1
         self.totals.update(removed)
         return CleanupStats(dict(removed), due, errors, time.perf_counter() - started)
@@ -405,6 +406,7 @@ class Reaper:
             cell = self.host.cached(session_id)
             if cell is not None and self.host.request_passivation(cell, cell.last_active):
                 self.totals[reason] += 1
+                self.host.metrics.removed(reason.value)
                 return True
         return False
 
@@ -436,6 +438,8 @@ class Reaper:
                 excess -= size
                 evicted += 1
         self.totals[RemovalReason.MEMORY] += evicted
+        for _ in range(evicted):
+            self.host.metrics.removed(RemovalReason.MEMORY.value)
         return evicted
 
 

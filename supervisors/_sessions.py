@@ -26,6 +26,8 @@ from ._reaper import CleanupStats, Reaper, ReaperPolicy, RemovalReason
 from ._restart import RestartPolicy
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from runtime._actor import SessionCell
 
 __all__ = ["SessionSupervisor"]
@@ -49,6 +51,7 @@ class SessionSupervisor(SessionHost):
         restarts: the per-session restart budget and backoff.
         history: how many recent transitions each session keeps.
         health: when ``inspect`` calls a session stale, stuck or error-prone.
+        registry: the Prometheus registry for its metrics (default: its own, ``sessions.registry``).
         clock: where timers, backoff and the reaper read time (default: anyio's clock).
         events: the event registry (default: the one ``@event`` fills).
         drain_timeout: how long shutdown lets queued messages finish.
@@ -66,6 +69,7 @@ class SessionSupervisor(SessionHost):
         restarts: RestartPolicy | None = None,
         history: HistoryConfig | None = None,
         health: HealthThresholds | None = None,
+        registry: CollectorRegistry | None = None,
         clock: Clock | None = None,
         events: EventRegistry | None = None,
         drain_timeout: float = 5.0,
@@ -83,6 +87,7 @@ class SessionSupervisor(SessionHost):
             max_concurrent_recoveries=max_concurrent_recoveries,
             history=history,
             health=health,
+            registry=registry,
         )
         policy = self.reaper_policy
         self.message_limit = policy.max_messages
@@ -151,6 +156,7 @@ class SessionSupervisor(SessionHost):
         policy = self.reaper_policy
         if not self.reaper.take_start_token():
             assert policy.max_starts_per_second is not None
+            self.metrics.rejected("rate_limited")
             raise RateLimited(session_id, policy.max_starts_per_second)
         limit = policy.max_sessions
         if limit is None or self.active_count < limit:
@@ -163,6 +169,7 @@ class SessionSupervisor(SessionHost):
                     await self.wait_actor_ended()
             if self.active_count < limit:
                 return
+        self.metrics.rejected("too_many_sessions")
         raise TooManySessions(session_id, limit)
 
     def note_status(self, cell: SessionCell, previous: Status | None, reason: object) -> None:

@@ -50,6 +50,8 @@ from ._spec import ChildCounts, ChildInfo, ChildSpec, Restart, Strategy
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from runtime import TreeMetrics
+
     from ._spec import ChildStart
 
 __all__ = ["Supervisor"]
@@ -137,6 +139,7 @@ class _Tree:
 
     def __init__(self, supervisor: Supervisor, task_group: TaskGroup) -> None:
         self.name = supervisor.name
+        self.metrics = supervisor.metrics
         self.strategy = supervisor.strategy
         self.intensity = RestartIntensity(supervisor.max_restarts, supervisor.within)
         self.children = [_Child(spec, self.name) for spec in supervisor.specs]
@@ -295,8 +298,11 @@ class _Tree:
     async def _restart(self, child: _Child, reason: BaseException | None) -> None:
         """Apply the strategy to ``child``'s exit; a failed restart counts as one more crash."""
         pending: list[_Child] = []  # stopped by this restart and not started again yet
+        metrics = self.metrics
         while True:
             if not self.intensity.record(anyio.current_time()):
+                if metrics is not None:
+                    metrics.escalated(self.name)
                 raise RestartIntensityExceeded(
                     supervisor=self.name,
                     child_id=child.spec.id,
@@ -318,6 +324,8 @@ class _Tree:
             group = [c for c in group if c is child or c.spec.restart is not Restart.TEMPORARY]
             for index, sibling in enumerate(group):
                 sibling.restarts += 1
+                if metrics is not None:
+                    metrics.restarted(self.name, sibling.spec.id)
                 try:
                     await self._start(sibling)
                 except ChildStartFailed as failed:
@@ -429,7 +437,8 @@ class Supervisor(anyio.AsyncContextManagerMixin):
         strategy: what a child's crash does to its siblings.
         max_restarts: restarts allowed within the window before the supervisor gives up.
         within: the window's length, in seconds.
-        name: names the supervisor in logs and errors; generated when not given.
+        name: names the supervisor in logs, errors and metrics; generated when not given.
+        metrics: where to count restarts (by child) and escalations (``runtime.TreeMetrics``).
 
     Raises:
         ValueError: two children share an id, ``max_restarts`` is negative or ``within`` not positive.
@@ -446,6 +455,7 @@ class Supervisor(anyio.AsyncContextManagerMixin):
         max_restarts: int = 3,
         within: float = 5.0,
         name: str | None = None,
+        metrics: TreeMetrics | None = None,
     ) -> None:
         specs = tuple(children)
         seen: set[str] = set()
@@ -461,6 +471,7 @@ class Supervisor(anyio.AsyncContextManagerMixin):
         self.strategy = strategy
         self.max_restarts = max_restarts
         self.within = within
+        self.metrics = metrics
         self._tree: _Tree | None = None
 
     def __repr__(self) -> str:

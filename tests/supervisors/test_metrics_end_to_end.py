@@ -1,0 +1,94 @@
+"""The real /metrics of running supervisors, parsed, against what the test did."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import anyio
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from runtime import SessionCrashed, serve_metrics
+from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
+from tests.apps.counter import Add, AddMany, Boom, Counter, Get
+
+pytestmark = pytest.mark.anyio
+
+
+async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    def get() -> str:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+
+    text = await anyio.to_thread.run_sync(get)
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_figures_match_what_happened() -> None:
+    """Starts, restarts, recorded events, messages and sessions by status, as scraped."""
+    policy = RestartPolicy(backoff=Backoff(initial=0))
+    async with SessionSupervisor(restarts=policy, reaper=ReaperPolicy(max_sessions=3)) as sessions:
+        async with serve_metrics(sessions.registry, port=0) as server:
+            a = await sessions.start(Counter, "a")
+            b = await sessions.start(Counter, "b")
+            await a.call(Add(1))
+            await a.call(AddMany((1, 2, 3)))
+            with pytest.raises(SessionCrashed):
+                await b.call(Boom())
+            await b.call(Get())
+            await b.stop()
+            await sessions.start(Counter, "c")
+            samples = await scrape(f"http://127.0.0.1:{server.port}/metrics")
+
+    t = {"type": "Counter"}
+    assert value(samples, "sessionvisor_session_starts_total", **t) == 3
+    assert value(samples, "sessionvisor_session_restarts_total", reason="RuntimeError", **t) == 1
+    assert value(samples, "sessionvisor_events_recorded_total", **t) == 4
+    assert value(samples, "sessionvisor_recoveries_total", outcome="ok", **t) == 1
+    assert value(samples, "sessionvisor_messages_total", kind="call", **t) == 4
+    assert value(samples, "sessionvisor_messages_total", kind="system", **t) == 1
+    assert value(samples, "sessionvisor_sessions", status="running", **t) == 2
+    assert value(samples, "sessionvisor_sessions", status="stopped", **t) == 1
+    assert value(samples, "sessionvisor_append_duration_seconds_count", **t) == 2  # two record()s
+    assert not any("session_id" in dict(labels) for _, labels in samples)
+
+
+async def test_two_supervisors_in_one_process() -> None:
+    """Each supervisor has its own registry: no clash, no mixing."""
+    async with SessionSupervisor() as first, SessionSupervisor() as second:
+        await first.start(Counter, "x")
+        await second.start(Counter, "y")
+        await second.start(Counter, "z")
+        async with (
+            serve_metrics(first.registry, port=0) as one,
+            serve_metrics(second.registry, port=0) as two,
+        ):
+            s1 = await scrape(f"http://127.0.0.1:{one.port}/metrics")
+            s2 = await scrape(f"http://127.0.0.1:{two.port}/metrics")
+    assert value(s1, "sessionvisor_session_starts_total", type="Counter") == 1
+    assert value(s2, "sessionvisor_session_starts_total", type="Counter") == 2
+
+
+async def test_rejections_and_reaper_removals() -> None:
+    from runtime.testing import ManualClock
+
+    clock = ManualClock()
+    policy = ReaperPolicy(max_sessions=1, idle_timeout=10)
+    async with SessionSupervisor(clock=clock, reaper=policy) as sessions:
+        await sessions.start(Counter, "a")
+        with pytest.raises(Exception, match="limit of 1"):
+            await sessions.start(Counter, "b")
+        await clock.advance(11)
+        async with serve_metrics(sessions.registry, port=0) as server:
+            samples = await scrape(f"http://127.0.0.1:{server.port}/metrics")
+    assert value(samples, "sessionvisor_rejections_total", reason="too_many_sessions") == 1
+    assert value(samples, "sessionvisor_reaper_removals_total", reason="idle") == 1
+    assert value(samples, "sessionvisor_passivations_total", type="Counter") == 1
