@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging as _logging
 
+from ._actor import SessionCell as SessionCell
 from ._events import EventRegistry as EventRegistry
 from ._events import StatusChanged as StatusChanged
 from ._events import default_registry as default_registry
@@ -98,6 +99,7 @@ __all__ = [
     "MetricsServer",
     "RateLimited",
     "RecoveryFailed",
+    "SessionCell",
     "SessionCrashed",
     "SessionError",
     "SessionExists",

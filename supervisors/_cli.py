@@ -35,10 +35,18 @@ import anyio
 from cattrs.preconf.json import make_converter
 
 from runtime import Session as _Session
-from runtime import SessionError, SessionRecord, SQLiteStore, Status, StoreError, default_registry, replay
 
 # Until runtime exports it (issue 6).
-from runtime._graph import state_graph
+from runtime import (
+    SessionError,
+    SessionRecord,
+    SQLiteStore,
+    Status,
+    StoreError,
+    default_registry,
+    replay,
+    state_graph,
+)
 
 __all__ = ["main"]
 

@@ -28,7 +28,7 @@ from ._restart import RestartPolicy
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from runtime._actor import SessionCell
+    from runtime import SessionCell
 
 __all__ = ["SessionSupervisor"]
 
