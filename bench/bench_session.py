@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -34,8 +34,8 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from runtime import Session, SessionCrashed, event  # noqa: E402
-from supervisors import Backoff, RestartPolicy, SessionSupervisor  # noqa: E402
+from runtime import Session, SessionCrashed, event
+from supervisors import Backoff, RestartPolicy, SessionSupervisor
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -223,7 +223,7 @@ async def crash_restart(n: int) -> dict[str, float]:
 # -- driver ----------------------------------------------------------------------------------------
 
 
-def best_of(rounds: int, backend: str, fn: Any, *args: Any) -> float:
+def best_of(rounds: int, backend: str, fn: Callable[..., Awaitable[float]], *args: object) -> float:
     return min(anyio.run(fn, *args, backend=backend) for _ in range(rounds))
 
 
