@@ -24,6 +24,8 @@ from ._spec import ChildSpec as ChildSpec
 from ._spec import Restart as Restart
 from ._spec import Strategy as Strategy
 from ._supervisor import Supervisor as Supervisor
+from ._webhook import WebhookNotifier as WebhookNotifier
+from ._webhook import WebhookStatistics as WebhookStatistics
 
 __all__: list[str] = [
     "Backoff",
@@ -45,4 +47,6 @@ __all__: list[str] = [
     "Supervisor",
     "SupervisorError",
     "SupervisorNotRunning",
+    "WebhookNotifier",
+    "WebhookStatistics",
 ]
