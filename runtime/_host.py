@@ -20,6 +20,7 @@ import attrs
 from ._actor import SessionCell
 from ._backend import Backend, current_backend
 from ._clock import AnyioClock
+from ._deadlines import CallDeadlines
 from ._events import EventRegistry, StatusChanged, default_registry
 from ._exceptions import SessionError, SessionExists, SessionNotFound, SessionStopped, ShuttingDown
 from ._history import HistoryConfig, history_json, records
@@ -119,6 +120,8 @@ class SessionHost:
         """End sessions as TIMED_OUT after this many handled messages (``None``: no limit)."""
         self.lifecycle_hub = LifecycleHub()
         self.backend: Backend | None = None
+        self.deadlines = CallDeadlines(anyio.current_time)
+        """The call timeouts of this host's sessions (enforced by one watchdog task)."""
         self.now: Callable[[], float] = self.clock.now
         self._max_recoveries = max_concurrent_recoveries
         self._types: dict[str, type[Session[Any]]] = {}
@@ -143,6 +146,7 @@ class SessionHost:
         if self._tg is not None:
             raise RuntimeError(f"{type(self).__name__} is already running")
         self.backend = backend = current_backend()
+        self.deadlines = CallDeadlines(backend.now)
         # The clock of the hot path (every message notes its sender's activity): anyio's own
         # clock bound to this loop, or the clock injected in its place.
         self.now = backend.now if isinstance(self.clock, AnyioClock) else self.clock.now
@@ -151,6 +155,7 @@ class SessionHost:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        tg.start_soon(self.deadlines.run)
         self.closing = False
         return self
 

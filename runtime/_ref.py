@@ -84,15 +84,34 @@ class SessionRef:
             await cell.deliver(env)
             await reply._event.wait()
         else:
-            with anyio.move_on_after(timeout):
-                await cell.deliver(env)
+            deadlines = cell.host.deadlines
+            deadline = deadlines.now() + timeout
+            mailbox = cell.admit(env)
+            try:
+                mailbox.put_nowait(env)
+            except anyio.WouldBlock:
+                # A full mailbox: wait for room within the timeout (the slow path has a scope).
+                sent = False
+                with anyio.move_on_after(timeout):
+                    await cell.deliver(env)
+                    sent = True
+                if not sent:
+                    reply.done = True
+                    raise CallTimeout(self.id, timeout) from None
+            except anyio.ClosedResourceError:
+                raise cell.refusal() from None
+            deadlines.add(reply, deadline, timeout)
+            try:
                 await reply._event.wait()
-            if not reply.done:
-                reply.done = True  # the late reply, if any, goes nowhere
-                raise CallTimeout(self.id, timeout)
-        error = reply._error
+            finally:
+                deadlines.discard(reply)
+                reply.done = True  # a late reply, if any, goes nowhere
+        error, reply._error = reply._error, None
         if error is not None:
-            raise error
+            try:
+                raise error
+            finally:
+                del error  # no frame -> traceback -> frame cycle per failed call
         return reply._value
 
     async def cast(self, message: object) -> None:

@@ -47,10 +47,11 @@ class Reply:
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_error", "_event", "_session_id", "_value", "done")
+    __slots__ = ("_error", "_event", "_value", "deadline_key", "done", "session_id")
 
     def __init__(self, session_id: str) -> None:
-        self._session_id = session_id
+        self.session_id = session_id
+        self.deadline_key = 0
         self._event = anyio.Event()
         self._value: object = None
         self._error: BaseException | None = None
@@ -80,7 +81,7 @@ class Reply:
 
     def __repr__(self) -> str:
         state = "done" if self.done else "pending"
-        return f"<Reply to a call on {self._session_id!r}, {state}>"
+        return f"<Reply to a call on {self.session_id!r}, {state}>"
 
 
 @final

@@ -40,6 +40,7 @@ from tests.apps.counter import (
     Release,
     Sleep,
     StopMe,
+    WaitFor,
 )
 
 pytestmark = pytest.mark.anyio
@@ -281,6 +282,46 @@ class TestTimeouts:
             await c.call(Sleep(0.2, then_add=4), timeout=0.05)
         assert isinstance(info.value, TimeoutError)
         assert await c.call(Get(), timeout=60) == 4
+
+    async def test_timeout_while_waiting_for_room(self) -> None:
+        """A call that cannot even get into a full mailbox times out too, and is never handled."""
+
+        class Tiny(Counter):
+            mailbox_size = 1
+
+        async with SessionSupervisor() as sessions:
+            c = await sessions.start(Tiny, "tiny")
+            gate = anyio.Event()
+            await c.cast(WaitFor(gate))
+            await anyio.wait_all_tasks_blocked()
+            c.cast_nowait(Add(1))  # fills the mailbox
+            with pytest.raises(CallTimeout):
+                await c.call(Add(100), timeout=0.05)
+            gate.set()
+            assert await c.call(Get()) == 1
+
+    async def test_many_timeouts_each_fire_once(self, sessions: SessionSupervisor) -> None:
+        """Concurrent calls with different timeouts: each times out on its own deadline."""
+        c = await sessions.start(Counter, "c")
+        gate = anyio.Event()
+        await c.cast(WaitFor(gate))
+        outcomes: dict[float, str] = {}
+
+        async def call(timeout: float) -> None:
+            start = anyio.current_time()
+            try:
+                await c.call(Get(), timeout=timeout)
+                outcomes[timeout] = "answered"
+            except CallTimeout:
+                outcomes[timeout] = f"{anyio.current_time() - start:.2f}"
+
+        async with anyio.create_task_group() as tg:
+            for t in (0.3, 0.1, 0.2):
+                tg.start_soon(call, t)
+        gate.set()
+        assert set(outcomes) == {0.1, 0.2, 0.3}
+        for timeout, took in outcomes.items():
+            assert timeout <= float(took) < timeout + 0.1
 
     async def test_deferred_reply(self, sessions: SessionSupervisor) -> None:
         """A handler can answer later through its Reply; other messages go on meanwhile."""
