@@ -46,8 +46,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
 import attrs
+from prometheus_client import CollectorRegistry
 
-from runtime import EventRegistry, HistoryConfig, MemoryStore, Session, SQLiteStore
+from runtime import EventRegistry, HealthThresholds, HistoryConfig, MemoryStore, Session, SQLiteStore
 from runtime.abc import Clock, EventStore
 
 from ._reaper import ReaperPolicy
@@ -149,6 +150,8 @@ class Config:
         reaper: ReaperPolicy | None = None,
         restarts: RestartPolicy | None = None,
         history: HistoryConfig | None = None,
+        health: HealthThresholds | None = None,
+        registry: CollectorRegistry | None = None,
         clock: Clock | None = None,
         events: EventRegistry | None = None,
         drain_timeout: float | None = None,
@@ -160,8 +163,9 @@ class Config:
             session_types: the session classes stored sessions may have (never in a file).
             store: use this store instead of building the configured one.
             default_path: the SQLite file when the configuration names none.
-            reaper, restarts, history, clock, events, drain_timeout, max_concurrent_recoveries:
-                as ``SessionSupervisor`` takes them, instead of the configured ones.
+            reaper, restarts, history, drain_timeout, max_concurrent_recoveries: as
+                ``SessionSupervisor`` takes them, instead of the configured ones.
+            health, registry, clock, events: passed to ``SessionSupervisor`` (not in files).
         """
         return SessionSupervisor(
             store=store if store is not None else self.store.build(default_path),
@@ -169,6 +173,8 @@ class Config:
             reaper=reaper if reaper is not None else self.reaper,
             restarts=restarts if restarts is not None else self.restarts,
             history=history if history is not None else self.history,
+            health=health,
+            registry=registry,
             clock=clock,
             events=events,
             drain_timeout=self.drain_timeout if drain_timeout is None else drain_timeout,

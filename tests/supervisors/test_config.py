@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from runtime import HistoryConfig, MemoryStore, SQLiteStore
 from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
@@ -259,10 +260,12 @@ class TestSessionSupervisor:
     def test_overrides_win(self, tmp_path: Path) -> None:
         config = parse("[reaper]\nidle_timeout = 9\n[supervisor]\ndrain_timeout = 1.5")
         store = MemoryStore()
+        registry = CollectorRegistry()
         sessions = config.session_supervisor(
-            store=store, reaper=ReaperPolicy(max_messages=3), drain_timeout=0.25
+            store=store, reaper=ReaperPolicy(max_messages=3), drain_timeout=0.25, registry=registry
         )
         assert sessions.store is store
+        assert sessions.registry is registry
         assert sessions.reaper_policy == ReaperPolicy(max_messages=3)
         assert sessions.drain_timeout == 0.25
 

@@ -1,0 +1,1 @@
+"""sessionvisor's example programs: ``python -m examples.game_server``, ``... examples.agent_server``."""

@@ -1,0 +1,6 @@
+"""A multiplayer word game over TCP: each game room is a session (``python -m examples.game_server``).
+
+Modules: ``game`` (the room session, its events and rules), ``words`` (the dictionary), ``protocol``
+(line-delimited JSON), ``server`` (the TCP server), ``bots`` (bot players), ``audit`` (acknowledged
+moves against the store's logs), ``__main__`` (the program: server, bots, metrics, progress, summary).
+"""
