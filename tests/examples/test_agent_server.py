@@ -1,0 +1,178 @@
+"""The agent server example: the model's decisions, a conversation's life as a session (tools,
+approval, limits, a crash), and the whole program run as ``python -m examples.agent_server``.
+
+The program runs in a subprocess on each backend: it binds real ports (webhook receiver, metrics) and
+posts from worker threads in real time, which trio's MockClock would jump over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from examples.agent_server.conversation import Ask, AwaitAnswer, Conversation, Review
+from examples.agent_server.model import Answer, AskApproval, CallTool, GiveUp, Seen, Toolbox, decide
+from runtime import MemoryStore, SessionCrashed, SessionPaused, SessionRef, SessionStopped, Status
+from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class TestModel:
+    def test_arithmetic_calls_the_calculator_then_answers(self) -> None:
+        assert decide(Seen("What is 17 * 23?")) == CallTool("calculator", {"expression": "17 * 23"})
+        seen = Seen("What is 17 * 23?", (("calculator", {"expression": "17 * 23"}, "391"),))
+        assert decide(seen) == Answer("17 * 23 = 391")
+
+    def test_conversion_takes_two_tools(self) -> None:
+        question = "convert 10 usd to eur"
+        assert decide(Seen(question)) == CallTool("exchange_rate", {"from": "USD", "to": "EUR"})
+        rate = ("exchange_rate", {"from": "USD", "to": "EUR"}, "0.92")
+        assert decide(Seen(question, (rate,))) == CallTool("calculator", {"expression": "10 * 0.92"})
+        total = ("calculator", {"expression": "10 * 0.92"}, "9.2")
+        assert decide(Seen(question, (rate, total))) == Answer("10 USD is 9.2 EUR (at 0.92).")
+
+    def test_refunds_need_approval(self) -> None:
+        question = "refund order 12"
+        assert isinstance(decide(Seen(question)), AskApproval)
+        assert decide(Seen(question, approval=False)) == GiveUp("the refund of order 12 was not approved")
+        assert decide(Seen(question, approval=True)) == CallTool("refund", {"order": "12"})
+
+    def test_search_never_ends(self) -> None:
+        results = tuple(("search", {"page": str(n)}, "more") for n in range(50))
+        assert isinstance(decide(Seen("research this", results)), CallTool)
+
+    def test_out_of_scope_is_answered(self) -> None:
+        assert isinstance(decide(Seen("Tell me a joke")), Answer)
+
+
+class Quick(Conversation):
+    """Tools without latency, and an outage record of its own."""
+
+    toolbox = Toolbox(latency=0)
+
+
+async def call(ref: SessionRef, message: object) -> dict[str, Any]:
+    answer = await ref.call(message)
+    assert isinstance(answer, dict)
+    return answer
+
+
+@pytest.mark.anyio
+class TestConversation:
+    @pytest.fixture
+    async def sessions(self) -> AsyncIterator[SessionSupervisor]:
+        Quick.toolbox = Toolbox(latency=0)
+        async with SessionSupervisor(
+            store=MemoryStore(),
+            reaper=ReaperPolicy(max_messages=8),
+            restarts=RestartPolicy(backoff=Backoff(initial=0)),
+        ) as sessions:
+            yield sessions
+
+    async def test_an_answer_completes_it_with_every_message_recorded(
+        self, sessions: SessionSupervisor
+    ) -> None:
+        ref = await sessions.start(Quick, "c", metadata={"user": "ann", "channel": "web"})
+        answer = await call(ref, Ask("What is 6 * 7?"))
+        assert answer == {"status": "answered", "answer": "6 * 7 = 42", "iterations": 2}
+        assert ref.status is Status.COMPLETED
+        log = await sessions.store.read("c")
+        assert [e.type for e in log] == [
+            "agent.MessageAdded",
+            "agent.ToolCalled",
+            "agent.MessageAdded",
+            "sessionvisor.StatusChanged",
+        ]
+        first = json.loads(log[0].data)
+        assert (first["role"], first["content"]) == ("user", "What is 6 * 7?")
+        assert first["timestamp"] > 0
+        assert json.loads(log[-1].data)["result"] == {"answer": "6 * 7 = 42", "iterations": 2}
+
+    async def test_iterations_are_bounded_by_max_messages(self, sessions: SessionSupervisor) -> None:
+        """A loop that never answers ends as TIMED_OUT after max_messages (its Ask, then 7 steps)."""
+        ref = await sessions.start(Quick, "loop")
+        with pytest.raises(SessionStopped, match="max_messages") as info:
+            await ref.call(Ask("keep searching"))
+        assert info.value.status is Status.TIMED_OUT
+        log = await sessions.store.read("loop")
+        assert [e.type for e in log].count("agent.ToolCalled") == 7
+
+    async def test_approval_pauses_then_resumes(self, sessions: SessionSupervisor) -> None:
+        ref = await sessions.start(Quick, "r")
+        answer = await call(ref, Ask("refund order 5"))
+        assert answer["status"] == "needs_approval"
+        await ref.pause("waiting for approval")
+        with pytest.raises(SessionPaused):
+            await ref.call(Ask("any news?"))
+        await ref.resume()
+        assert (await call(ref, Review(True, "ops")))["answer"] == "Done: order 5 refunded."
+        assert ref.status is Status.COMPLETED
+
+    async def test_a_denial_fails_it(self, sessions: SessionSupervisor) -> None:
+        ref = await sessions.start(Quick, "d")
+        await call(ref, Ask("refund order 9999"))
+        assert (await call(ref, Review(False, "ops")))["status"] == "gave_up"
+        assert ref.status is Status.FAILED
+
+    async def test_a_tool_outage_crashes_it_and_the_log_carries_on(self, sessions: SessionSupervisor) -> None:
+        """The crash fails the Ask; the restarted conversation finishes from its log."""
+        ref = await sessions.start(Quick, "s")
+        with pytest.raises(SessionCrashed):
+            await ref.call(Ask("stock price of ACME"))
+        answer = await call(ref, AwaitAnswer())
+        assert answer["status"] == "answered"
+        assert (await sessions.stats()).restarts == 1
+        log = await sessions.store.read("s")
+        assert [e.type for e in log].count("agent.MessageAdded") == 2  # the question was not asked twice
+
+    async def test_metadata_filters_and_stats(self, sessions: SessionSupervisor) -> None:
+        for n, channel in enumerate(["web", "slack", "web"]):
+            ref = await sessions.start(Quick, f"m{n}", metadata={"user": f"u{n}", "channel": channel})
+            await ref.call(Ask("Tell me a joke"))
+        web = await sessions.list(metadata={"channel": "web"})
+        assert [r.id for r in web] == ["m0", "m2"]
+        assert (await sessions.stats()).store.by_status == {"completed": 3}
+
+
+def run_program(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "examples.agent_server", "--metrics-port", "0", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+class TestProgram:
+    @pytest.mark.parametrize("backend", ["asyncio", "trio"])
+    def test_runs_and_reports(self, tmp_path: Path, backend: str) -> None:
+        done = run_program(tmp_path, "--conversations", "10", "--paused-ttl", "0.5", "--backend", backend)
+        assert done.returncode == 0, done.stdout + done.stderr
+        out = done.stdout
+        assert "success rate 60% (6 of 10 ended conversations completed" in out
+        assert "by status    1 abandoned, 6 completed, 2 failed, 1 timed_out" in out
+        assert "1 restart(s) after a tool outage" in out
+        assert "1 approved, 1 denied, 1 never answered" in out
+        assert "notifier: 25 delivered, 0 failed, 0 dropped" in out
+        assert "webhooks     25 received" in out
+        assert "Traceback" not in done.stderr
+
+    def test_with_the_example_config(self, tmp_path: Path) -> None:
+        config = str(REPO / "examples" / "sessionvisor.toml")
+        done = run_program(tmp_path, "--conversations", "10", "--config", config, "--paused-ttl", "0.5")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "max_messages 12, paused_ttl 0.5" in done.stdout
+        assert (tmp_path / "sessionvisor-agent.db").exists()
