@@ -174,9 +174,9 @@ async def show_progress(
         rate = (moves - last_moves) / max(now - last_time, 1e-9)
         last_moves, last_time = moves, now
         print(
-            f"{now - began:6.1f}s  games {tally.started:5} (finished {tally.ended[Status.COMPLETED]}, "
-            f"abandoned {tally.ended[Status.ABANDONED]})  moves {moves:7} ({rate:6.0f}/s)  "
-            f"restarts {stats.restarts:4}  recoveries {stats.recoveries:4}  active rooms {stats.active:4}",
+            f"{now - began:6.1f}s  games {tally.started} ({tally.ended[Status.COMPLETED]} finished, "
+            f"{tally.ended[Status.ABANDONED]} abandoned)  moves {moves} ({rate:.0f}/s)  "
+            f"restarts {stats.restarts}  recoveries {stats.recoveries}  active rooms {stats.active}",
             flush=True,
         )
 
