@@ -159,7 +159,7 @@ def run_program(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 class TestProgram:
     @pytest.mark.parametrize("backend", ["asyncio", "trio"])
     def test_runs_and_reports(self, tmp_path: Path, backend: str) -> None:
-        done = run_program(tmp_path, "--conversations", "10", "--paused-ttl", "0.5", "--backend", backend)
+        done = run_program(tmp_path, "--conversations", "10", "--paused-ttl", "1.5", "--backend", backend)
         assert done.returncode == 0, done.stdout + done.stderr
         out = done.stdout
         assert "success rate 60% (6 of 10 ended conversations completed" in out
@@ -172,7 +172,7 @@ class TestProgram:
 
     def test_with_the_example_config(self, tmp_path: Path) -> None:
         config = str(REPO / "examples" / "sessionvisor.toml")
-        done = run_program(tmp_path, "--conversations", "10", "--config", config, "--paused-ttl", "0.5")
+        done = run_program(tmp_path, "--conversations", "10", "--config", config, "--paused-ttl", "1.5")
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "max_messages 12, paused_ttl 0.5" in done.stdout
+        assert "max_messages 12, paused_ttl 1.5" in done.stdout
         assert (tmp_path / "sessionvisor-agent.db").exists()

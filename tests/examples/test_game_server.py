@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
@@ -274,8 +276,11 @@ class TestProtocol:
                 assert (await bob.request(op="wait", room="r", turn=1))["letter"] == word[-1]
             async with await Client.connect("127.0.0.1", port) as cat:
                 await cat.request(op="hello", name="cat")
-                await anyio.sleep(0.05)  # the server notices both connections closed
-                state = await cat.request(op="look", room="r")
+                for _ in range(500):  # until the server notices both connections closed
+                    state = await cat.request(op="look", room="r")
+                    if not state["present"]:
+                        break
+                    await anyio.sleep(0.01)
                 assert state["present"] == []
                 assert (await cat.request(op="look", room="nope"))["error"] == "no_such_room"
 
@@ -333,6 +338,28 @@ class TestProgram:
             assert done.returncode == 0, done.stdout + done.stderr
             assert "acknowledged, not stored: 0" in done.stdout
         assert (tmp_path / "kept.db").exists()
+
+    @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+    def test_ctrl_c_stops_it_with_a_summary(self, tmp_path: Path) -> None:
+        """SIGINT: the bots finish their moves, the server drains, the audit still runs."""
+        program = subprocess.Popen(
+            [sys.executable, "-m", "examples.game_server", "--duration", "0", "--metrics-port", "0"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert program.stdout is not None
+        for line in program.stdout:  # wait until it is under way
+            if line.startswith("16 bots"):
+                break
+        time.sleep(0.5)
+        program.send_signal(signal.SIGINT)
+        out, err = program.communicate(timeout=60)
+        assert program.returncode == 0, out + err
+        assert "stopping..." in out
+        assert "acknowledged, not stored: 0" in out
 
     def test_a_bad_config_is_a_usage_error(self, tmp_path: Path) -> None:
         (tmp_path / "bad.toml").write_text("[reaper]\nidle_timout = 3\n")
