@@ -270,17 +270,21 @@ class SessionCell:
                     return
                 except Exception as exc:
                     crash: BaseException | None = exc
+                    in_recovery = True
                     logger.exception("session %r failed to recover", self.id)
                     host.note_recovery(self, "error", 0, 0.0)
                 else:
                     if self.status.terminal:
                         return
+                    in_recovery = False
                     self.instance = instance
                     self.stop_reason = None
                     self.record_error = None
                     try:
                         crash = await self._serve(instance)
                     except _Reload:
+                        # This copy is stale: end it properly (on_stop, timers) before reloading.
+                        await self._stop_instance(instance, "reloaded")
                         continue
                     except _Passivated:
                         mailbox = self.mailbox
@@ -298,7 +302,7 @@ class SessionCell:
                 assert crash is not None
                 await self._stop_instance(instance, "crashed")
                 host.note_crash(self, crash)
-                if not await self._restart_after(crash):
+                if not await self._restart_after(crash, in_recovery):
                     return
         finally:
             try:
@@ -586,7 +590,7 @@ class SessionCell:
             for reply in deferred:
                 reply.fail(error)
 
-    async def _restart_after(self, crash: BaseException) -> bool:
+    async def _restart_after(self, crash: BaseException, in_recovery: bool) -> bool:
         """Wait out the backoff and return ``True``, or quarantine the session and return ``False``."""
         clock = self.host.clock
         now = clock.now()
@@ -595,7 +599,7 @@ class SessionCell:
             recent = self.restart_times = []
         delay = self.host.restarts.restart_delay(recent, now)
         if delay is None:
-            await self._quarantine_exhausted(crash)
+            await self._quarantine_exhausted(crash, in_recovery)
             return False
         self.restarts += 1
         self.host.note_restart(self, type(crash).__name__)
@@ -604,14 +608,18 @@ class SessionCell:
         recent.append(clock.now())
         return True
 
-    async def _quarantine_exhausted(self, crash: BaseException) -> None:
+    async def _quarantine_exhausted(self, crash: BaseException, in_recovery: bool) -> None:
         reason = (
             f"restart limit reached after {self.restarts} restarts "
             f"(last crash: {type(crash).__name__}: {crash})"
         )
         logger.error("session %r quarantined as FAILED: %s", self.id, reason)
         try:
-            await self._append_status(self.version, Status.FAILED, reason)
+            if in_recovery:
+                # It could not even be read back: leave the log as it is, mark only the index.
+                await self.host.store.set_status(self.id, Status.FAILED)
+            else:
+                await self._append_status(self.version, Status.FAILED, reason)
         except Exception:
             logger.exception("session %r: could not record its quarantine", self.id)
         self.set_status(Status.FAILED, reason)

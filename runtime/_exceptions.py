@@ -48,6 +48,19 @@ class SessionError(Exception):
         super().__init__(message)
         self.session_id = session_id
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # The subclasses' __init__ take their data, not the message: rebuild from both, so that
+        # copy.copy (the runtime hands each caller its own copy of a quarantine error) and pickle
+        # work for every one of them.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[SessionError], args: tuple[object, ...], state: dict[str, object]) -> SessionError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class SessionNotFound(SessionError, LookupError):
     """No session with this id is active, passivated or persisted."""

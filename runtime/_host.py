@@ -21,7 +21,7 @@ from ._actor import SessionCell
 from ._backend import Backend, current_backend
 from ._clock import AnyioClock
 from ._deadlines import CallDeadlines
-from ._events import EventRegistry, StatusChanged, default_registry
+from ._events import EventRegistry, StatusChanged, default_registry, register_runtime_events
 from ._exceptions import SessionError, SessionExists, SessionNotFound, SessionStopped, ShuttingDown
 from ._history import HistoryConfig, history_json, records
 from ._inspect import HealthThresholds, Inspection, inspect_cell
@@ -109,6 +109,7 @@ class SessionHost:
         self.restarts = restarts
         self.clock: Clock = clock or AnyioClock()
         self.events = events or default_registry
+        register_runtime_events(self.events)  # a registry of one's own needs them too
         self.drain_timeout = drain_timeout
         self.closing = False
         self.self_sends_count = False

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 import anyio
 import attrs
 
-from .._exceptions import StoreError
+from .._exceptions import CorruptEventLog, StoreError
 from .._records import SessionRecord, Snapshot, StoredEvent, StoreStats
 from .._status import Status
 from ._sqlite_schema import connect_reader, connect_writer
@@ -429,15 +429,39 @@ class SQLiteStore:
         """Events ``from_version..to_version`` (inclusive; to the end when ``None``), in order."""
         params = (session_id, from_version, _LAST_VERSION if to_version is None else to_version)
 
+        sql = (
+            "SELECT version, type, schema_version, data, recorded_at FROM events "
+            "WHERE session = (SELECT key FROM sessions WHERE id = ?) "
+            "AND version >= ? AND version <= ? ORDER BY version"
+        )
+
         def query(conn: sqlite3.Connection) -> list[StoredEvent]:
             # The session id is bound once, not selected per row: one column fewer to convert.
-            cursor = conn.execute(
-                "SELECT version, type, schema_version, data, recorded_at FROM events "
-                "WHERE session = (SELECT key FROM sessions WHERE id = ?) "
-                "AND version >= ? AND version <= ? ORDER BY version",
-                params,
-            )
-            return _events(session_id, cursor)
+            cursor = conn.execute(sql, params)
+            try:
+                return _events(session_id, cursor)
+            except sqlite3.OperationalError as exc:
+                if "decode" not in str(exc):
+                    raise
+            finally:
+                cursor.close()  # a cursor left mid-way keeps a read transaction (a stale view) open
+            # Bytes that are not UTF-8 (bit rot, a foreign writer): that is a corrupt log, reported
+            # as such at the first such event, not a failing store (which the actor would retry).
+            conn.text_factory = bytes
+            raw = conn.execute(sql, params)
+            try:
+                for version, type_name, _, data, _ in raw:
+                    try:
+                        type_name.decode("utf-8")
+                        data.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise CorruptEventLog(
+                            session_id, version, "its payload cannot be decoded: it is not valid UTF-8 text"
+                        ) from None
+            finally:
+                raw.close()
+                conn.text_factory = str
+            raise StoreError(session_id, "read the log", "SQLite could not decode a row")
 
         return await self._read(session_id, "read the log", query)
 

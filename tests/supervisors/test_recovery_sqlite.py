@@ -64,15 +64,6 @@ NO_BACKOFF = RestartPolicy(max_restarts=3, within=60.0, backoff=Backoff(initial=
 UNLIMITED = RestartPolicy(max_restarts=1000, within=1.0, backoff=Backoff(initial=0))
 
 
-QUARANTINE_ERROR_NOT_COPYABLE = pytest.mark.xfail(
-    strict=True,
-    reason="SessionCell.refusal() hands out copy.copy(self.error), and copying CorruptEventLog or "
-    "RecoveryFailed calls cls(*err.args) with the message alone: TypeError. It is raised in the "
-    "quarantined actor's _end(), so no caller gets the error and the supervisor's task group fails",
-)
-"""Marks the tests that quarantine a session: every one of them hits this bug first."""
-
-
 @pytest.fixture(autouse=True)
 def _clear_journal() -> Iterator[None]:
     Ledger.journal.clear()
@@ -524,7 +515,6 @@ class TestUpcasters:
             ]
         assert rows(path, "b")[:3] == stored  # upgraded in memory only: the log is never rewritten
 
-    @QUARANTINE_ERROR_NOT_COPYABLE
     async def test_missing_link_in_the_chain_quarantines(self, tmp_path: Path) -> None:
         """v1 payloads with only a 2->3 upcaster: CorruptEventLog at the first of them."""
         path = tmp_path / "s.db"
@@ -667,7 +657,6 @@ async def expect_quarantine(path: Path, corruption: Corruption, store: Any = Non
 
 
 class TestCorruption:
-    @QUARANTINE_ERROR_NOT_COPYABLE
     @pytest.mark.parametrize(
         "error",
         [
@@ -681,7 +670,6 @@ class TestCorruption:
             assert type(clone) is type(error)
             assert (str(clone), clone.session_id, clone.version) == (str(error), "s", 3)
 
-    @QUARANTINE_ERROR_NOT_COPYABLE
     @pytest.mark.parametrize("name", list(CORRUPTIONS))
     async def test_quarantined_at_once_and_log_untouched(self, tmp_path: Path, name: str) -> None:
         """Each corruption: FAILED with the error naming session and version, no restarts, log intact."""
@@ -704,7 +692,6 @@ class TestCorruption:
             assert (await later.stats()).restarts == 0
         assert rows(path, "bad") == before
 
-    @QUARANTINE_ERROR_NOT_COPYABLE
     async def test_duplicate_version(self, tmp_path: Path) -> None:
         """A duplicate version cannot be written into the file: events are UNIQUE (session, version).
 
@@ -732,12 +719,6 @@ class TestCorruption:
         )
         assert rows(path)[: len(before_all)] == before_all
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="SQLiteStore.read raises StoreError (sqlite3 cannot decode the TEXT as UTF-8) instead "
-        "of handing the row to replay, so the actor treats it as a crash: it restarts until the "
-        "budget is spent, then appends a FAILED StatusChanged to the corrupt log",
-    )
     async def test_payload_not_utf8(self, tmp_path: Path) -> None:
         """A payload whose bytes are not UTF-8 (bit rot) is an undecodable payload like any other."""
         path = tmp_path / "s.db"
@@ -827,11 +808,6 @@ class TestTwoWriters:
         stored = sorted(int(row[-2][5:-1]) for row in rows(path, "s"))
         assert stored == sorted(acked) == list(range(1, 41))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="SessionCell.run handles _Reload with a bare `continue`: the stale incarnation is "
-        "never stopped, so its on_stop never runs and its timers are not cancelled",
-    )
     async def test_stale_incarnation_is_stopped_before_the_reload(self, tmp_path: Path) -> None:
         """The stale copy's on_stop runs once, before the reloaded incarnation's on_start."""
         path = tmp_path / "s.db"
@@ -941,12 +917,6 @@ async def _load_snapshot_or_none(path: Path, sid: str) -> Snapshot | None:
 # -- 7. a registry of one's own -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EventRegistry() starts empty and SessionHost does not add the runtime's own "
-    "sessionvisor.StatusChanged to a registry it is given, so recording a status change raises "
-    "UnknownEventType inside the handler and crashes the session",
-)
 async def test_own_registry_records_status_changes(tmp_path: Path) -> None:
     """A supervisor with an isolated EventRegistry can complete a session, and recover it after."""
     reg = EventRegistry()
