@@ -69,9 +69,7 @@ class TestIndex:
     async def test_list_filters_and_pages(self, store: EventStore) -> None:
         """list() filters by status, type and metadata, oldest first, with limit/offset."""
         for i in range(6):
-            await store.create(
-                SessionRecord(f"s{i}", "Game" if i % 2 else "Chat", metadata={"ch": i % 3})
-            )
+            await store.create(SessionRecord(f"s{i}", "Game" if i % 2 else "Chat", metadata={"ch": i % 3}))
         await store.set_status("s1", Status.PAUSED)
         assert [r.id for r in await store.list()] == [f"s{i}" for i in range(6)]
         assert [r.id for r in await store.list(type="Game")] == ["s1", "s3", "s5"]
