@@ -78,11 +78,12 @@ class SessionRef:
         cell = self._cell
         if cell is None or cell.host.cached(self.id) is not cell:
             cell = await self._resolve()
-        reply = Reply(self.id)
+        backend = cell.host.backend
+        reply = Reply(self.id, trio=None if backend is None else backend.is_trio)
         env = Envelope(_CALL, message, reply, chain)
         if timeout is None:
             await cell.deliver(env)
-            await reply._event.wait()
+            await reply.wait()
         else:
             deadlines = cell.host.deadlines
             deadline = deadlines.now() + timeout
@@ -102,7 +103,7 @@ class SessionRef:
                 raise cell.refusal() from None
             deadlines.add(reply, deadline, timeout)
             try:
-                await reply._event.wait()
+                await reply.wait()
             finally:
                 deadlines.discard(reply)
                 reply.done = True  # a late reply, if any, goes nowhere
@@ -141,7 +142,7 @@ class SessionRef:
         reply = Reply(self.id)
         with anyio.fail_after(timeout):
             await cell.deliver(Envelope(kind, message, reply, CALL_CHAIN.get()))
-            await reply._event.wait()
+            await reply.wait()
         if reply._error is not None:
             raise reply._error
 

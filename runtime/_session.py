@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
 
 import anyio
+import anyio.lowlevel
+import sniffio
+import trio
 
 from ._exceptions import SessionError
 
@@ -44,15 +48,19 @@ NoReply = _NoReplyType()
 class Reply:
     """A pending answer to one call. ``defer_reply()`` hands it out; any task may complete it once.
 
+    The caller waits on it parked on a bare future (asyncio) or as a parked task (trio): an
+    ``anyio.Event`` per call cost a tenth of a call round trip.
+
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_error", "_event", "_value", "deadline_key", "done", "session_id")
+    __slots__ = ("_error", "_parked", "_trio", "_value", "deadline_key", "done", "session_id")
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, *, trio: bool | None = None) -> None:
         self.session_id = session_id
         self.deadline_key = 0
-        self._event = anyio.Event()
+        self._trio = trio  # which backend the caller parks on; found when it waits if not given
+        self._parked: Any = None
         self._value: object = None
         self._error: BaseException | None = None
         self.done = False
@@ -67,7 +75,8 @@ class Reply:
             return False
         self.done = True
         self._value = value
-        self._event.set()
+        if self._parked is not None:
+            self._wake()
         return True
 
     def fail(self, error: BaseException) -> bool:
@@ -76,8 +85,38 @@ class Reply:
             return False
         self.done = True
         self._error = error
-        self._event.set()
+        if self._parked is not None:
+            self._wake()
         return True
+
+    async def wait(self) -> None:
+        """Wait until the reply is sent or failed (the caller's side; one waiter)."""
+        if self.done:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._trio is None:
+            self._trio = sniffio.current_async_library() == "trio"
+        if self._trio:
+            self._parked = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_trio)
+        else:
+            future = self._parked = asyncio.get_running_loop().create_future()
+            try:
+                await future
+            finally:
+                self._parked = None
+
+    def _abort_trio(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake(self) -> None:
+        parked, self._parked = self._parked, None
+        if isinstance(parked, asyncio.Future):
+            if not parked.done():
+                parked.set_result(None)
+        else:
+            trio.lowlevel.reschedule(parked)
 
     def __repr__(self) -> str:
         state = "done" if self.done else "pending"
