@@ -61,6 +61,7 @@ from ._session import TimerHandle as TimerHandle
 from ._status import Status as Status
 from ._stores.memory import MemoryStore as MemoryStore
 from ._stores.sqlite import SQLiteStore as SQLiteStore
+from ._stores.sqlite import SQLiteStoreStatistics as SQLiteStoreStatistics
 
 __all__ = [
     "CallCycle",
@@ -107,6 +108,7 @@ __all__ = [
     "SessionPaused",
     "SessionRecord",
     "SQLiteStore",
+    "SQLiteStoreStatistics",
     "SessionStopped",
     "ShuttingDown",
     "Snapshot",

@@ -318,6 +318,9 @@ class SessionCell:
         except Exception as exc:
             logger.exception("session %r crashed in on_start", self.id)
             return exc
+        if self._ending():
+            await self._terminate(instance)  # completed, failed or stopped in on_start
+            return None
         mailbox = self.mailbox
         assert mailbox is not None
         chain_var = CALL_CHAIN
@@ -417,9 +420,13 @@ class SessionCell:
             limit = self.host.message_limit
             if limit is not None and self.messages >= limit and self.status is _RUNNING:
                 await self._expire(instance, Status.TIMED_OUT, f"max_messages ({limit}) reached")
-            if self.stop_reason is not None or self.status.terminal:
+            if self._ending():
                 await self._terminate(instance)
                 return None
+
+    def _ending(self) -> bool:
+        """Whether the turn just taken ended the session (complete, fail, stop, expiry)."""
+        return self.stop_reason is not None or self.status.terminal
 
     def _note_turn(
         self,

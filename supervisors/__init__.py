@@ -5,6 +5,12 @@ Built on :mod:`runtime`'s public API only.
 
 from __future__ import annotations
 
+from ._config import Config as Config
+from ._config import ConfigError as ConfigError
+from ._config import MetricsConfig as MetricsConfig
+from ._config import StoreConfig as StoreConfig
+from ._config import load_config as load_config
+from ._config import parse_config as parse_config
 from ._exceptions import ChildExists as ChildExists
 from ._exceptions import ChildNotFound as ChildNotFound
 from ._exceptions import ChildRunning as ChildRunning
@@ -30,6 +36,7 @@ from ._webhook import WebhookStatistics as WebhookStatistics
 __all__: list[str] = [
     "Backoff",
     "CleanupStats",
+    "MetricsConfig",
     "ReaperPolicy",
     "RemovalReason",
     "ChildCounts",
@@ -39,14 +46,19 @@ __all__: list[str] = [
     "ChildRunning",
     "ChildSpec",
     "ChildStartFailed",
+    "Config",
+    "ConfigError",
     "Restart",
     "RestartIntensityExceeded",
     "RestartPolicy",
     "SessionSupervisor",
+    "StoreConfig",
     "Strategy",
     "Supervisor",
     "SupervisorError",
     "SupervisorNotRunning",
     "WebhookNotifier",
     "WebhookStatistics",
+    "load_config",
+    "parse_config",
 ]
