@@ -33,7 +33,29 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 _converter = make_converter()
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_loads = json.loads
+
+
+def _stdlib_loads(text: str) -> Any:
+    return json.loads(text)
+
+
+try:  # orjson (the "fast" extra) parses two to three times faster: replay is mostly parsing
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _loads = _stdlib_loads
+else:
+
+    def _loads(text: str) -> Any:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            # What the stdlib encoder writes but strict JSON refuses (NaN, Infinity): let it decide.
+            return json.loads(text)
+
+
+def loads(text: str) -> Any:
+    """Parse JSON text with the fastest parser available (orjson if installed, else the stdlib)."""
+    return _loads(text)
 
 
 @attrs.frozen
@@ -116,10 +138,13 @@ class EventRegistry:
                 one, or an upcaster in the chain is missing.
             ValueError: the payload is not JSON, or does not fit the event class.
         """
+        return self.structure(type_name, schema_version, _loads(data))
+
+    def structure(self, type_name: str, schema_version: int, payload: Any) -> object:
+        """``decode`` for a payload already parsed from JSON (replay parses a whole read at once)."""
         entry = self._by_name.get(type_name)
         if entry is None or schema_version > entry.version:
             raise UnknownEventType(type_name, schema_version)
-        payload = _loads(data)
         version = schema_version
         while version < entry.version:
             fn = self._upcasters.get((type_name, version))

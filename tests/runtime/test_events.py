@@ -168,3 +168,30 @@ class TestStates:
     @pytest.mark.parametrize("state", [{"a": [1, 2]}, [1, "x", None], 3, "text", None])
     def test_plain_states(self, state: object) -> None:
         assert decode_state(encode_state(state), type(state)) == state
+
+
+class TestParsers:
+    def test_nan_written_by_the_stdlib_still_decodes(self, registry: EventRegistry) -> None:
+        """orjson refuses NaN, which the stdlib encoder writes: decoding falls back, loses nothing."""
+
+        @event(registry=registry)
+        class Measured:
+            value: float
+
+        data = registry.encode(Measured(float("nan")))
+        decoded = registry.decode("Measured", 1, data.data)
+        assert isinstance(decoded, Measured)
+        assert decoded.value != decoded.value  # NaN
+
+    def test_stdlib_only(self, registry: EventRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without the 'fast' extra the stdlib parser does the same work."""
+        import runtime._events as events_module
+
+        monkeypatch.setattr(events_module, "_loads", events_module._stdlib_loads)
+
+        @event(registry=registry)
+        class Said:
+            text: str
+
+        data = registry.encode(Said("héllo"))
+        assert registry.decode("Said", 1, data.data) == Said("héllo")
