@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections import deque
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Generic, TypeVar, final
 
 import anyio
 import anyio.lowlevel
-import sniffio
-import trio
+
+from ._park import Parking
 
 if TYPE_CHECKING:
     from ._session import Reply
@@ -54,7 +53,7 @@ class Envelope:
         return f"<Envelope {self.kind.value} {self.message!r}>"
 
 
-class Mailbox(Generic[T]):
+class Mailbox(Parking, Generic[T]):
     r"""A bounded FIFO with one receiver (the actor) and any number of senders.
 
     Why not anyio's memory object stream: an idle session is a receiver parked on an empty mailbox,
@@ -68,16 +67,15 @@ class Mailbox(Generic[T]):
     ``EndOfStream`` (get after close once drained).
     """
 
-    __slots__ = ("_closed", "_items", "_parked", "_room", "_trio", "size")
+    __slots__ = ("_closed", "_items", "_room", "size")
 
     def __init__(self, size: int, *, trio: bool | None = None) -> None:
         if size < 1:
             raise ValueError(f"mailbox size must be >= 1, got {size}")
         self.size = size
-        self._trio = trio  # which backend parks the receiver; found at first park if not given
+        Parking.__init__(self, trio)  # which backend parks the receiver (found at first park if None)
         self._items: deque[T] | None = None
         self._closed = False
-        self._parked: Any = None  # the receiver's asyncio future or trio task, while it waits
         self._room: deque[anyio.Event] | None = None  # senders waiting for room, oldest first
 
     def __len__(self) -> int:
@@ -98,7 +96,7 @@ class Mailbox(Generic[T]):
             items = self._items = deque()
         items.append(item)
         if self._parked is not None:
-            self._wake_receiver()
+            self._wake()
 
     async def put(self, item: T) -> None:
         """Put ``item``, waiting (in order with other waiting senders) while the mailbox is full."""
@@ -132,7 +130,7 @@ class Mailbox(Generic[T]):
             items = self._items = deque()
         items.append(item)
         if self._parked is not None:
-            self._wake_receiver()
+            self._wake()
 
     def get_nowait(self) -> T:
         items = self._items
@@ -160,7 +158,7 @@ class Mailbox(Generic[T]):
         """No more puts; the receiver drains what is queued, then gets ``EndOfStream``."""
         self._closed = True
         if self._parked is not None:
-            self._wake_receiver()
+            self._wake()
         room = self._room
         if room:
             for event in room:
@@ -177,31 +175,6 @@ class Mailbox(Generic[T]):
                 break
             event.set()
             free -= 1
-
-    async def _park(self) -> None:
-        if self._trio is None:
-            self._trio = sniffio.current_async_library() == "trio"
-        if self._trio:
-            self._parked = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(self._abort_trio)
-        else:
-            future = self._parked = asyncio.get_running_loop().create_future()
-            try:
-                await future
-            finally:
-                self._parked = None
-
-    def _abort_trio(self, _raise_cancel: object) -> trio.lowlevel.Abort:
-        self._parked = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    def _wake_receiver(self) -> None:
-        parked, self._parked = self._parked, None
-        if isinstance(parked, asyncio.Future):
-            if not parked.done():
-                parked.set_result(None)
-        else:
-            trio.lowlevel.reschedule(parked)
 
 
 CALL_CHAIN: ContextVar[tuple[str, ...]] = ContextVar("sessionvisor_call_chain", default=())

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
 
 import anyio
 import anyio.lowlevel
-import sniffio
-import trio
 
 from ._exceptions import SessionError
+from ._park import Parking
 
 if TYPE_CHECKING:
     from ._actor import SessionCell
@@ -45,7 +43,7 @@ NoReply = _NoReplyType()
 
 
 @final
-class Reply:
+class Reply(Parking):
     """A pending answer to one call. ``defer_reply()`` hands it out; any task may complete it once.
 
     The caller waits on it parked on a bare future (asyncio) or as a parked task (trio): an
@@ -54,13 +52,12 @@ class Reply:
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_error", "_parked", "_trio", "_value", "deadline_key", "done", "session_id")
+    __slots__ = ("_error", "_value", "deadline_key", "done", "session_id")
 
     def __init__(self, session_id: str, *, trio: bool | None = None) -> None:
         self.session_id = session_id
         self.deadline_key = 0
-        self._trio = trio  # which backend the caller parks on; found when it waits if not given
-        self._parked: Any = None
+        Parking.__init__(self, trio)  # which backend the caller parks on (found when it waits)
         self._value: object = None
         self._error: BaseException | None = None
         self.done = False
@@ -94,29 +91,7 @@ class Reply:
         if self.done:
             await anyio.lowlevel.checkpoint()
             return
-        if self._trio is None:
-            self._trio = sniffio.current_async_library() == "trio"
-        if self._trio:
-            self._parked = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(self._abort_trio)
-        else:
-            future = self._parked = asyncio.get_running_loop().create_future()
-            try:
-                await future
-            finally:
-                self._parked = None
-
-    def _abort_trio(self, _raise_cancel: object) -> trio.lowlevel.Abort:
-        self._parked = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    def _wake(self) -> None:
-        parked, self._parked = self._parked, None
-        if isinstance(parked, asyncio.Future):
-            if not parked.done():
-                parked.set_result(None)
-        else:
-            trio.lowlevel.reschedule(parked)
+        await self._park()
 
     def __repr__(self) -> str:
         state = "done" if self.done else "pending"
