@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import secrets
 import sys
 import time
@@ -32,14 +31,21 @@ from runtime import (
     SessionPaused,
     SessionRef,
     SessionStopped,
-    SQLiteStore,
     Status,
     serve_metrics,
 )
-from runtime.abc import EventStore
-from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor, WebhookNotifier
-from supervisors._config import Config, ConfigError, load_config
+from supervisors import (
+    Backoff,
+    Config,
+    ConfigError,
+    ReaperPolicy,
+    RestartPolicy,
+    SessionSupervisor,
+    WebhookNotifier,
+    load_config,
+)
 
+from .._common import HideOnPurpose, open_store
 from .conversation import Ask, AwaitAnswer, Conversation, Review
 from .model import ToolOutage
 from .receiver import open_receiver
@@ -114,27 +120,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         paused_ttl=ns.paused_ttl,
         backend=ns.backend,
     )
-
-
-class _HideOutages(logging.Filter):
-    """The tool outage is part of the show (counted in the report); its traceback is not."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], ToolOutage))
-
-
-def _store(options: Options, config: Config) -> tuple[EventStore, str | None]:
-    if options.db is not None:
-        return SQLiteStore(options.db, synchronous=config.store.synchronous), options.db
-    if config.store.kind == "memory":
-        return config.store.build(), None
-    path = config.store.path
-    if path is None:
-        path = DEFAULT_DB
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path + suffix)
-    return config.store.build(path), path
 
 
 @attrs.define
@@ -259,7 +244,7 @@ def _counts(counter: Mapping[str, int]) -> str:
 
 async def main(options: Options, config: Config) -> int:
     run_id = f"{time.strftime('%H%M%S')}-{secrets.token_hex(2)}"
-    store, path = _store(options, config)
+    store, path = open_store(options.db, config, DEFAULT_DB)
     max_messages = options.max_messages or config.reaper.max_messages or DEFAULT_MAX_MESSAGES
     paused_ttl = options.paused_ttl or config.reaper.paused_ttl
     reaper = attrs.evolve(config.reaper, max_messages=max_messages, paused_ttl=paused_ttl)
@@ -317,7 +302,7 @@ def setup(argv: Sequence[str] | None = None) -> tuple[Options, Config]:
         sys.exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_HideOutages())
+        handler.addFilter(HideOnPurpose(ToolOutage))
     return options, config
 
 

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import logging
 import math
-import os
 import random
 import secrets
 import signal
@@ -29,14 +28,20 @@ import anyio
 import attrs
 from anyio.abc import SocketAttribute
 
-from runtime import HostStats, SQLiteStore, Status
-
 # serve_metrics is not exported from runtime yet (another engineer is finishing it).
-from runtime._metrics import serve_metrics
+from runtime import HostStats, SQLiteStore, Status, serve_metrics
 from runtime.abc import EventStore
-from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
-from supervisors._config import Config, ConfigError, load_config
+from supervisors import (
+    Backoff,
+    Config,
+    ConfigError,
+    ReaperPolicy,
+    RestartPolicy,
+    SessionSupervisor,
+    load_config,
+)
 
+from .._common import HideOnPurpose, open_store
 from .audit import Audit, count_stored_moves
 from .bots import Bots
 from .game import Chaos, ChaosCrash, room_class
@@ -121,28 +126,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
 
 
-class _HideChaos(logging.Filter):
-    """Crashes on purpose are counted in the summary; their tracebacks would only drown the output."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], ChaosCrash))
-
-
-def _store(options: Options, config: Config) -> tuple[EventStore, str | None]:
-    """The store for this run, and its file (``None`` in memory). The default file starts empty."""
-    if options.db is not None:
-        return SQLiteStore(options.db, synchronous=config.store.synchronous), options.db
-    if config.store.kind == "memory":
-        return config.store.build(), None
-    path = config.store.path
-    if path is None:
-        path = DEFAULT_DB
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path + suffix)
-    return config.store.build(path), path
-
-
 @attrs.define
 class Tally:
     """Rooms by what happened to them, from the lifecycle feed."""
@@ -201,7 +184,7 @@ async def main(options: Options, config: Config) -> int:
     rng = random.Random(options.seed)
     chaos = Chaos(options.chaos, random.Random(rng.random()))
     room_cls = room_class(chaos)
-    store, path = _store(options, config)
+    store, path = open_store(options.db, config, DEFAULT_DB)
     sessions = config.session_supervisor(session_types=[room_cls], store=store)
     tally = Tally()
     bots: Bots | None = None
@@ -345,7 +328,7 @@ def setup(argv: Sequence[str] | None = None) -> tuple[Options, Config]:
         sys.exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_HideChaos())
+        handler.addFilter(HideOnPurpose(ChaosCrash))
     return options, config
 
 

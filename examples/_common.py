@@ -1,0 +1,43 @@
+"""What both example servers need: their store, and quiet logs for the crashes they cause on purpose."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from runtime import SQLiteStore
+from runtime.abc import EventStore
+from supervisors import Config
+
+__all__ = ["HideOnPurpose", "open_store"]
+
+
+def open_store(db: str | None, config: Config, default_path: str) -> tuple[EventStore, str | None]:
+    """The store for this run and its file (``None`` in memory).
+
+    ``--db`` wins and is kept; else the config's store; else ``default_path``, emptied first so that
+    each run starts afresh.
+    """
+    if db is not None:
+        return SQLiteStore(db, synchronous=config.store.synchronous), db
+    if config.store.kind == "memory":
+        return config.store.build(), None
+    path = config.store.path
+    if path is None:
+        path = default_path
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path + suffix)
+    return config.store.build(path), path
+
+
+class HideOnPurpose(logging.Filter):
+    """Drops log records of exceptions a demo raises on purpose (it counts them in its summary)."""
+
+    def __init__(self, *kinds: type[BaseException]) -> None:
+        super().__init__()
+        self.kinds = kinds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], self.kinds))
