@@ -328,12 +328,16 @@ class SessionCell:
         backend = self.host.backend
         checkpoint = backend.checkpoint if backend is not None else anyio.lowlevel.checkpoint
         now = self.host.now
-        handled = self.metrics.handled
+        # Per message, one histogram observation for its kind, looked up here once.
+        observers = {kind: self.metrics.handled_observer(name) for kind, name in _KIND_NAMES.items()}
+        limit = self.host.message_limit
         noting = self.host.history.enabled
         labelled = noting and bool(self.cls.transitions)
         streak = 0
         while True:
-            if len(mailbox):
+            # ``_items`` is the mailbox's queue, None while empty: read directly on this path, which
+            # every message takes (``len()`` through ``__len__`` cost as much as the check itself).
+            if mailbox._items:
                 env = mailbox.get_nowait()
                 streak += 1
                 if streak >= 32:
@@ -347,7 +351,7 @@ class SessionCell:
                 # outside any except clause, so that an idle session keeps no exception alive.
                 streak = 0
                 await checkpoint()
-                if len(mailbox):
+                if mailbox._items:
                     env = mailbox.get_nowait()
                 else:
                     try:
@@ -409,7 +413,7 @@ class SessionCell:
             finally:
                 self.turn_started = None
                 elapsed = perf_counter() - started
-                handled(_KIND_NAMES[kind], elapsed)
+                observers[kind](elapsed)
                 if noting:
                     self._note_turn(
                         instance, env, elapsed, status_before, version_before, label_before, error
@@ -417,7 +421,6 @@ class SessionCell:
                 # The exception's traceback holds this frame: drop the frame's hold on it, or every
                 # crash leaves a reference cycle for the garbage collector (and a p99 spike).
                 error = None
-            limit = self.host.message_limit
             if limit is not None and self.messages >= limit and self.status is _RUNNING:
                 await self._expire(instance, Status.TIMED_OUT, f"max_messages ({limit}) reached")
             if self._ending():

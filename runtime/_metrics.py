@@ -27,6 +27,7 @@ import socket
 import socketserver
 import ssl
 import threading
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, final
@@ -154,6 +155,70 @@ class _Bounded:
 
 
 @final
+class _LeanChild:
+    """One (type, kind) series of the handling-time histogram: bucket counts and a sum.
+
+    Observing is a bisect and two additions, with no lock: it runs on the event loop's thread for
+    every message. A scrape (in the exposition server's thread) may see one observation in the
+    count before the sum; a scrape is a sample anyway.
+    """
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self, size: int) -> None:
+        self.counts = [0] * size
+        self.sum = 0.0
+
+
+@final
+class _LeanHistogram:
+    """The message handling-time histogram, kept cheaper than prometheus_client's.
+
+    ``Histogram.observe`` takes a lock and walks the buckets (about 650 ns); this costs about a
+    quarter of that, and it is paid by every message. Exposed as an ordinary Prometheus histogram.
+    """
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...], buckets: tuple[float, ...]):
+        self.name = name
+        self.documentation = documentation
+        self.label_names = labels
+        self.bounds = tuple(float(b) for b in buckets)
+        self._children: dict[tuple[str, ...], _LeanChild] = {}
+
+    def labels(self, *values: str) -> _LeanChild:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _LeanChild(len(self.bounds) + 1)
+        return child
+
+    def observer(self, *values: str) -> Callable[[float], None]:
+        """A function that observes one value into the ``values`` series."""
+        child = self.labels(*values)
+        counts, bounds = child.counts, self.bounds
+
+        def observe(seconds: float) -> None:
+            counts[bisect_left(bounds, seconds)] += 1
+            child.sum += seconds
+
+        return observe
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=list(self.label_names))]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=list(self.label_names))
+        for values, child in list(self._children.items()):
+            counts = list(child.counts)
+            running = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
+                running += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+            family.add_metric(list(values), buckets, child.sum)
+        yield family
+
+
+@final
 class _Instruments:
     """The labelled metrics behind every :class:`TypeMetrics` of one :class:`SessionMetrics`."""
 
@@ -191,12 +256,11 @@ class _Instruments:
             buckets=_APPEND_BUCKETS,
             registry=None,
         )
-        self.handling = Histogram(
+        self.handling = _LeanHistogram(
             _HANDLING,
             "Time to handle one message, by kind (call, cast, info, system).",
-            ["type", "kind"],
-            buckets=_HANDLING_BUCKETS,
-            registry=None,
+            ("type", "kind"),
+            _HANDLING_BUCKETS,
         )
         self.passivations = Counter(
             "sessionvisor_passivations",
@@ -269,7 +333,7 @@ class TypeMetrics:
         self._recorded: Callable[[float], None] = i.recorded.labels(t).inc
         self._recorded_seconds: Callable[[float], None] = i.append_seconds.labels(t).observe
         self._handled: dict[str, Callable[[float], None]] = {
-            kind: i.handling.labels(t, kind).observe for kind in MESSAGE_KINDS
+            kind: i.handling.observer(t, kind) for kind in MESSAGE_KINDS
         }
         self._passivated: Callable[[], None] = i.passivations.labels(t).inc
         self._expired = _Bounded(i.expirations, (t,), "sessionvisor_expirations")
@@ -344,7 +408,7 @@ class TypeMetrics:
 class _ScrapeCollector:
     """The figures read at scrape time: sessions by status, mailboxes, the store, message counts."""
 
-    def __init__(self, handling: Histogram) -> None:
+    def __init__(self, handling: _LeanHistogram) -> None:
         self.handling = handling
         self.sessions: Callable[[], Mapping[tuple[str, str], int]] | None = None
         self.mailboxes: Callable[[], Mapping[str, int]] | None = None
