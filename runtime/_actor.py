@@ -415,9 +415,35 @@ class SessionCell:
                 elapsed = perf_counter() - started
                 observers[kind](elapsed)
                 if noting:
-                    self._note_turn(
-                        instance, env, elapsed, status_before, version_before, label_before, error
-                    )
+                    history = self.history
+                    if history is not None and label_before is None and error is None:
+                        # The common case, inline: one tuple per message (see _note_turn).
+                        history.append(
+                            (
+                                self.messages,
+                                started,
+                                kind,
+                                type(env.message),
+                                status_before,
+                                self.status,
+                                None,
+                                None,
+                                self.version - version_before,
+                                elapsed,
+                                None,
+                            )
+                        )
+                    else:
+                        self._note_turn(
+                            instance,
+                            env,
+                            started,
+                            elapsed,
+                            status_before,
+                            version_before,
+                            label_before,
+                            error,
+                        )
                 # The exception's traceback holds this frame: drop the frame's hold on it, or every
                 # crash leaves a reference cycle for the garbage collector (and a p99 spike).
                 error = None
@@ -435,6 +461,7 @@ class SessionCell:
         self,
         instance: Session[Any],
         env: Envelope,
+        started: float,
         duration: float,
         status_before: Status,
         version_before: int,
@@ -456,7 +483,7 @@ class SessionCell:
         history.append(
             (
                 self.messages,
-                time.time() - duration,
+                started,
                 env.kind,
                 type(env.message),
                 status_before,

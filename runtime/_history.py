@@ -7,6 +7,7 @@ someone reads them (``inspect``, ``export_history``).
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from collections.abc import Iterable
 from enum import Enum
@@ -60,7 +61,8 @@ class TransitionRecord:
 
 
 # The raw form kept in the ring buffer: the fields of TransitionRecord, in order, except that the
-# kind and the message type are kept as objects (naming them costs time on every message).
+# kind and the message type are kept as objects (naming them costs time on every message), and the
+# start as time.perf_counter() (converted to wall time when read).
 RawTransition = tuple[int, float, Enum, type, Status, Status, str | None, str | None, int, float, str | None]
 
 
@@ -69,8 +71,10 @@ def new_buffer(config: HistoryConfig) -> deque[RawTransition]:
 
 
 def records(raw: Iterable[RawTransition]) -> tuple[TransitionRecord, ...]:
+    # The raw start is time.perf_counter() (cheap on the hot path); wall time is worked out here.
+    to_wall = time.time() - time.perf_counter()
     return tuple(
-        TransitionRecord(seq, at, kind.value, cls.__name__, s0, s1, l0, l1, n, took, err)
+        TransitionRecord(seq, at + to_wall, kind.value, cls.__name__, s0, s1, l0, l1, n, took, err)
         for seq, at, kind, cls, s0, s1, l0, l1, n, took, err in raw
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import anyio
 import pytest
@@ -45,6 +46,9 @@ class TestHistory:
             assert [t.sequence for t in view.recent_transitions] == [1, 2, 3, 4]
             assert all(t.status_before is Status.RUNNING for t in view.recent_transitions)
             assert all(t.duration >= 0 for t in view.recent_transitions)
+            assert all(abs(t.wall_time - time.time()) < 60 for t in view.recent_transitions)
+            walls = [t.wall_time for t in view.recent_transitions]
+            assert walls == sorted(walls)
             exported = json.loads(await sessions.export_history("c"))
             assert exported["session_id"] == "c"
             assert [t["message_type"] for t in exported["transitions"]] == ["Add", "Add", "Boom", "Get"]
