@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 
 from runtime import SQLiteStore
 from runtime.abc import EventStore
-from supervisors import Config
+from supervisors import Config, ConfigError, load_config
 
-__all__ = ["HideOnPurpose", "open_store"]
+__all__ = ["HideOnPurpose", "load_or_exit", "open_store"]
 
 
 def open_store(db: str | None, config: Config, default_path: str) -> tuple[EventStore, str | None]:
@@ -41,3 +42,19 @@ class HideOnPurpose(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and isinstance(record.exc_info[1], self.kinds))
+
+
+def load_or_exit(path: str | None, default: Config, *on_purpose: type[BaseException]) -> Config:
+    """The configuration (``default`` without a file; exit 2 on a bad one), and quiet logging.
+
+    Logs warnings and worse, leaving out the exceptions the demo raises ``on_purpose``.
+    """
+    try:
+        config = load_config(path) if path else default
+    except (OSError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(HideOnPurpose(*on_purpose))
+    return config

@@ -50,8 +50,8 @@ class SessionError(Exception):
 
     def __reduce__(self) -> tuple[object, ...]:
         # The subclasses' __init__ take their data, not the message: rebuild from both, so that
-        # copy.copy (the runtime hands each caller its own copy of a quarantine error) and pickle
-        # work for every one of them.
+        # copy.copy works for every one of them (the runtime hands each caller its own copy of a
+        # quarantine error).
         return (_rebuild, (type(self), self.args, self.__dict__))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import secrets
 import sys
 import time
@@ -37,15 +36,13 @@ from runtime import (
 from supervisors import (
     Backoff,
     Config,
-    ConfigError,
     ReaperPolicy,
     RestartPolicy,
     SessionSupervisor,
     WebhookNotifier,
-    load_config,
 )
 
-from .._common import HideOnPurpose, open_store
+from .._common import load_or_exit, open_store
 from .conversation import Ask, AwaitAnswer, Conversation, Review
 from .model import ToolOutage
 from .receiver import open_receiver
@@ -295,15 +292,7 @@ async def main(options: Options, config: Config) -> int:
 def setup(argv: Sequence[str] | None = None) -> tuple[Options, Config]:
     """Parse the command line, read the configuration (exit 2 if bad), set up logging."""
     options = parse_args(argv)
-    try:
-        config = load_config(options.config) if options.config else DEFAULT_CONFIG
-    except (OSError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(HideOnPurpose(ToolOutage))
-    return options, config
+    return options, load_or_exit(options.config, DEFAULT_CONFIG, ToolOutage)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import math
 import random
 import secrets
@@ -34,14 +33,12 @@ from runtime.abc import EventStore
 from supervisors import (
     Backoff,
     Config,
-    ConfigError,
     ReaperPolicy,
     RestartPolicy,
     SessionSupervisor,
-    load_config,
 )
 
-from .._common import HideOnPurpose, open_store
+from .._common import load_or_exit, open_store
 from .audit import Audit, count_stored_moves
 from .bots import Bots
 from .game import Chaos, ChaosCrash, room_class
@@ -321,15 +318,7 @@ def print_summary(
 def setup(argv: Sequence[str] | None = None) -> tuple[Options, Config]:
     """Parse the command line, read the configuration (exit 2 if bad), set up logging."""
     options = parse_args(argv)
-    try:
-        config = load_config(options.config) if options.config else DEFAULT_CONFIG
-    except (OSError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(HideOnPurpose(ChaosCrash))
-    return options, config
+    return options, load_or_exit(options.config, DEFAULT_CONFIG, ChaosCrash)
 
 
 if __name__ == "__main__":
