@@ -393,11 +393,11 @@ class TestLifecycle:
 
     async def test_complete_in_on_start_ends_the_task(self, sessions: SessionSupervisor) -> None:
         """A session that completes in on_start stops at once: no task is left behind."""
-        c = await sessions.start(Counter, "c", {"start": -1})
+        c = await sessions.start(Counter, "c", metadata={"complete_at_start": True})
         await anyio.wait_all_tasks_blocked()
         assert c.status is Status.COMPLETED
         assert sessions.active_count == 0
-        assert Counter.logs["c"] == [("start", -1), ("stop", "completed")]
+        assert Counter.logs["c"] == [("start", 0), ("stop", "completed")]
 
     async def test_fail_is_terminal(self, sessions: SessionSupervisor) -> None:
         """fail(reason): FAILED with the reason."""
