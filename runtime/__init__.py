@@ -41,11 +41,11 @@ from ._inspect import HealthThresholds as HealthThresholds
 from ._inspect import Inspection as Inspection
 from ._lifecycle import LifecycleEvent as LifecycleEvent
 from ._lifecycle import LifecycleSubscription as LifecycleSubscription
-from ._metrics import MetricsServer as MetricsServer
 from ._metrics import SessionMetrics as SessionMetrics
 from ._metrics import TreeMetrics as TreeMetrics
 from ._metrics import TypeMetrics as TypeMetrics
-from ._metrics import serve_metrics as serve_metrics
+from ._metrics_server import MetricsServer as MetricsServer
+from ._metrics_server import serve_metrics as serve_metrics
 from ._records import EventData as EventData
 from ._records import SessionRecord as SessionRecord
 from ._records import Snapshot as Snapshot
