@@ -8,9 +8,7 @@ posts from worker threads in real time, which trio's MockClock would jump over.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,7 @@ from examples.agent_server.conversation import Ask, AwaitAnswer, Conversation, R
 from examples.agent_server.model import Answer, AskApproval, CallTool, GiveUp, Seen, Toolbox, decide
 from runtime import MemoryStore, SessionCrashed, SessionPaused, SessionRef, SessionStopped, Status
 from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.examples.programs import REPO, run_example
 
 
 class TestModel:
@@ -143,16 +140,7 @@ class TestConversation:
 
 
 def run_program(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "examples.agent_server", "--metrics-port", "0", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    return run_example("agent_server", tmp_path, *args)
 
 
 @pytest.mark.slow

@@ -29,8 +29,8 @@ from examples.game_server.server import GameServer
 from runtime import EventData, MemoryStore, SessionCrashed, SessionRecord, SessionRef, SessionStopped, Status
 from runtime.testing import ManualClock
 from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
+from tests.examples.programs import REPO, run_example
 
-REPO = Path(__file__).resolve().parents[2]
 NO_BACKOFF = RestartPolicy(max_restarts=50, within=10, backoff=Backoff(initial=0))
 
 
@@ -297,16 +297,7 @@ class TestProtocol:
 
 
 def run_program(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "examples.game_server", "--metrics-port", "0", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    return run_example("game_server", tmp_path, *args)
 
 
 @pytest.mark.slow
