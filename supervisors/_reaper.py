@@ -28,7 +28,7 @@ from runtime import Status
 from ._wheel import DeadlineWheel
 
 if TYPE_CHECKING:
-    from runtime import SessionHost
+    from runtime import SessionCell, SessionHost
     from runtime.abc import Clock
 
 __all__ = ["CleanupStats", "ReaperPolicy", "RemovalReason"]
@@ -191,12 +191,13 @@ class Reaper:
             if p.retention is not None:
                 self._push(cell.id, cell, _Check.RETENTION, cell.status_since + p.retention)
 
-    def _push(self, session_id: str, cell: object, check: _Check, deadline: float) -> None:
-        marks = getattr(cell, "reaper_marks", 0)
-        if marks & check:
-            return  # already in the heap: it re-checks (and re-pushes itself) when it comes due
+    def _push(self, session_id: str, cell: SessionCell | None, check: _Check, deadline: float) -> None:
+        # A cell's marks say which checks it has in the wheel already; an ended session that has
+        # left memory (retention) has no cell, and no duplicate to fear.
         if cell is not None:
-            cell.reaper_marks = marks | check  # type: ignore[attr-defined]
+            if cell.reaper_marks & check:
+                return  # already in the wheel: it re-checks (and re-pushes itself) when due
+            cell.reaper_marks |= check
         self._wheel.push(deadline, (session_id, check))
         if deadline < self._next_wake and self._wake is not None:
             self._wake.set()
