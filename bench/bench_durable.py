@@ -10,7 +10,12 @@ Figures, each on a fresh file in WAL mode with ``synchronous="FULL"`` (the store
    p99. Against the ceiling measured in the same round on the same disk: plain ``sqlite3`` inserting
    the same rows into the same schema in one thread, as many rows per transaction as the store's
    writer commits at most (``MAX_BATCH``). Rounds interleave the ceiling and the sessions, so that a
-   noisy spell of a shared machine hits both. Two more figures say where the time goes: the same
+   noisy spell of a shared machine hits both. Two baselines run the same protocol (1,000 servers,
+   one request each at a time, one JSON row per request through a group commit, the answer once
+   it is durable) with no runtime at all, in the same rounds: ``raw_anyio_calls`` written with
+   anyio's primitives (memory object streams, Events, ``to_thread``), and ``bare_asyncio_calls``
+   with asyncio's barest (futures, one writer thread, ``call_soon_threadsafe``): the most one event
+   loop of CPython does, whatever the runtime. Two more figures say where the time goes: the same
    load on ``MemoryStore`` (the session machinery alone: no I/O, no thread) and the same appends
    made straight to ``SQLiteStore`` by 1,000 tasks (the store alone).
 2. ``replay``: a long log (written with the store's ``append``, no snapshot) folded by
@@ -27,6 +32,7 @@ Targets (issue 4): >= 100,000 events/s with 1,000 concurrent sessions; recovery 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import json
@@ -37,10 +43,12 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from typing import Any, ClassVar
 
 import anyio
@@ -151,9 +159,9 @@ async def _sessions(path: Path, sessions: int, calls: int) -> dict[str, Any]:
     }
 
 
-def raw_ceiling(directory: Path, sessions: int, calls: int, batch: int) -> dict[str, Any]:
-    """The same rows into the same schema with plain sqlite3, ``batch`` rows per transaction."""
-    path = directory / "raw.db"
+def _raw_schema(path: Path, sessions: int) -> tuple[str, list[object]]:
+    """Make the store's schema with ``sessions`` sessions in ``path``; the INSERT for an event row
+    and each session's key, for plain sqlite3 writing the same rows as the store."""
 
     async def make_schema() -> None:
         store = SQLiteStore(path)
@@ -165,17 +173,30 @@ def raw_ceiling(directory: Path, sessions: int, calls: int, batch: int) -> dict[
             await store.aclose()
 
     anyio.run(make_schema)
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+    with closing(sqlite3.connect(path)) as conn:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         by_key = "session_id" not in columns  # events refer to the index's integer key
         refs = [r[0] for r in conn.execute(f"SELECT {'key' if by_key else 'id'} FROM sessions ORDER BY id")]
-        column = "session" if by_key else "session_id"
-        insert = (
-            f"INSERT INTO events ({column}, version, type, schema_version, data, recorded_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)"
-        )
+    column = "session" if by_key else "session_id"
+    insert = (
+        f"INSERT INTO events ({column}, version, type, schema_version, data, recorded_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    return insert, refs
+
+
+def _raw_connection(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def raw_ceiling(directory: Path, sessions: int, calls: int, batch: int) -> dict[str, Any]:
+    """The same rows into the same schema with plain sqlite3, ``batch`` rows per transaction."""
+    path = directory / "raw.db"
+    insert, refs = _raw_schema(path, sessions)
+    with closing(_raw_connection(path)) as conn:
         encoded = default_registry.encode(Recorded(0))
         now = time.time()
         rows = [
@@ -191,6 +212,156 @@ def raw_ceiling(directory: Path, sessions: int, calls: int, batch: int) -> dict[
             conn.execute("COMMIT")
         elapsed = time.perf_counter() - start
     return {"batch": batch, "events_per_s": len(rows) / elapsed}
+
+
+# The same protocol with no runtime: 1,000 server tasks, each taking one request at a time from its
+# client, appending one JSON row through a group commit and answering once it is durable. What a
+# programmer would write by hand, twice: with anyio's primitives (a memory object stream per
+# server, an Event per reply, the commit in ``anyio.to_thread``), and with asyncio's barest ones
+# (futures, one writer thread woken by a queue, ``call_soon_threadsafe``): the floor of CPython.
+
+
+def raw_anyio_calls(path: Path, sessions: int, calls: int, backend: str) -> float:
+    insert, refs = _raw_schema(path, sessions)
+    conn = _raw_connection(path)
+    try:
+        elapsed = anyio.run(_raw_anyio_run, conn, insert, refs, calls, backend=backend)
+        (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
+        assert count == sessions * calls, count
+    finally:
+        conn.close()
+    return sessions * calls / elapsed
+
+
+async def _raw_anyio_run(conn: sqlite3.Connection, insert: str, refs: list[object], calls: int) -> float:
+    pending: list[tuple[tuple[Any, ...], anyio.Event]] = []
+    kick = [anyio.Event()]
+    kind = Recorder.type_name
+
+    def commit(rows: list[tuple[Any, ...]]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(insert, rows)
+        conn.execute("COMMIT")
+
+    async def committer() -> None:
+        while True:
+            await kick[0].wait()
+            kick[0] = anyio.Event()
+            batch = pending[:MAX_BATCH]
+            del pending[:MAX_BATCH]
+            if pending:
+                kick[0].set()
+            await anyio.to_thread.run_sync(commit, [row for row, _ in batch])
+            for _, done in batch:
+                done.set()
+
+    async def server(ref: object, requests: Any) -> None:
+        version = 0
+        async with requests:
+            async for n, reply in requests:
+                done = anyio.Event()
+                row = (ref, version + 1, kind, 1, json.dumps({"n": n}), time.time())
+                pending.append((row, done))
+                kick[0].set()
+                await done.wait()
+                version += 1
+                reply.append(version)
+                reply[0].set()
+
+    async def client(requests: Any) -> None:
+        async with requests:
+            for k in range(calls):
+                reply: list[Any] = [anyio.Event()]
+                await requests.send((k, reply))
+                await reply[0].wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(committer)
+        senders = []
+        for ref in refs:
+            send, receive = anyio.create_memory_object_stream[Any](1)
+            tg.start_soon(server, ref, receive)
+            senders.append(send)
+        gc.collect()
+        start = time.perf_counter()
+        async with anyio.create_task_group() as clients:
+            for send in senders:
+                clients.start_soon(client, send)
+        elapsed = time.perf_counter() - start
+        tg.cancel_scope.cancel()
+    return elapsed
+
+
+def bare_asyncio_calls(path: Path, sessions: int, calls: int) -> float:
+    insert, refs = _raw_schema(path, sessions)
+    conn = _raw_connection(path)
+    requests: SimpleQueue[Any] = SimpleQueue()
+    kind = Recorder.type_name
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+
+        def wake(batch: list[Any]) -> None:
+            for _, done in batch:
+                done.set_result(None)
+
+        def writer() -> None:
+            while (first := requests.get()) is not None:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(requests.get_nowait())
+                    except Empty:
+                        break
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(insert, [row for row, _ in batch])
+                conn.execute("COMMIT")
+                loop.call_soon_threadsafe(wake, batch)
+
+        async def server(ref: object, box: list[Any]) -> None:
+            version = 0
+            while True:
+                if not box[0]:
+                    box[1] = loop.create_future()
+                    await box[1]
+                n, reply = box[0].pop()
+                done = loop.create_future()
+                requests.put(((ref, version + 1, kind, 1, json.dumps({"n": n}), time.time()), done))
+                await done
+                version += 1
+                reply.set_result(version)
+
+        async def client(box: list[Any]) -> None:
+            for k in range(calls):
+                reply = loop.create_future()
+                box[0].append((k, reply))
+                if box[1] is not None and not box[1].done():
+                    box[1].set_result(None)
+                await reply
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        boxes: list[list[Any]] = [[[], None] for _ in refs]
+        servers = [asyncio.ensure_future(server(ref, box)) for ref, box in zip(refs, boxes, strict=True)]
+        await asyncio.sleep(0)
+        gc.collect()
+        start = time.perf_counter()
+        await asyncio.gather(*(client(box) for box in boxes))
+        elapsed = time.perf_counter() - start
+        requests.put(None)
+        thread.join()
+        for task in servers:
+            task.cancel()
+        await asyncio.gather(*servers, return_exceptions=True)
+        return elapsed
+
+    try:
+        elapsed = asyncio.run(main())
+        (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
+        assert count == sessions * calls, count
+    finally:
+        conn.close()
+    return sessions * calls / elapsed
 
 
 async def _memory_sessions(sessions: int, calls: int) -> float:
@@ -232,11 +403,22 @@ async def _store_appends(path: Path, sessions: int, calls: int) -> float:
         await store.aclose()
 
 
+def _in_fresh_dir(base: str | None, fn: Any, *args: Any) -> Any:
+    """``fn(path, *args)`` (synchronous), with ``path`` a new file in a new temp directory."""
+    d = fresh_dir(base)
+    try:
+        return fn(d / "s.db", *args)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def bench_record(
     backends: list[str], base: str | None, sessions: int, calls: int, rounds: int
 ) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {b: [] for b in backends}
     ceilings: list[float] = []
+    bare: list[float] = []
+    raw_anyio: dict[str, list[float]] = {b: [] for b in backends}
     memory: dict[str, list[float]] = {b: [] for b in backends}
     appends: dict[str, list[float]] = {b: [] for b in backends}
     for _ in range(rounds):
@@ -245,9 +427,13 @@ def bench_record(
             ceilings.append(raw_ceiling(d, sessions, calls, MAX_BATCH)["events_per_s"])
         finally:
             shutil.rmtree(d, ignore_errors=True)
+        bare.append(_in_fresh_dir(base, bare_asyncio_calls, sessions, calls))
         for backend in backends:
+            raw_anyio[backend].append(_in_fresh_dir(base, raw_anyio_calls, sessions, calls, backend))
             run = in_dir(base, _sessions, sessions, calls, backend=backend)
             run["ratio_to_ceiling_this_round"] = run["events_per_s"] / ceilings[-1]
+            run["ratio_to_bare_asyncio_this_round"] = run["events_per_s"] / bare[-1]
+            run["ratio_to_raw_anyio_this_round"] = run["events_per_s"] / raw_anyio[backend][-1]
             runs[backend].append(run)
             memory[backend].append(anyio.run(_memory_sessions, sessions, calls, backend=backend))
             appends[backend].append(in_dir(base, _store_appends, sessions, calls, backend=backend))
@@ -255,6 +441,7 @@ def bench_record(
         "sessions": sessions,
         "calls_each": calls,
         "raw_ceiling": {"batch": MAX_BATCH, "events_per_s": max(ceilings), "rounds": ceilings},
+        "bare_asyncio_calls": {"events_per_s": max(bare), "rounds": bare},
     }
     for backend, backend_runs in runs.items():
         best = max(backend_runs, key=lambda r: r["events_per_s"])
@@ -262,6 +449,7 @@ def bench_record(
             **best,
             "ratio_to_ceiling": best["events_per_s"] / max(ceilings),
             "rounds_events_per_s": [round(r["events_per_s"]) for r in backend_runs],
+            "raw_anyio_calls_events_per_s": max(raw_anyio[backend]),
             "same_load_on_memory_store_events_per_s": max(memory[backend]),
             "store_appends_alone_events_per_s": max(appends[backend]),
         }
