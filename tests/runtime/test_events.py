@@ -195,3 +195,42 @@ class TestParsers:
 
         data = registry.encode(Said("héllo"))
         assert registry.decode("Said", 1, data.data) == Said("héllo")
+
+
+class TestEncoder:
+    """The encoder is the stdlib's C encoder, built once: it must write what ``json.dumps`` writes."""
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            {"n": 1, "text": "héllo \"quoted\" \\ \n", "f": 2.5, "none": None, "flags": [True, False]},
+            {"nested": {"list": [1, {"deep": [None]}]}, "empty": {}, "tuple": (1, 2)},
+            {1: "int key", 2.5: "float key", None: "null key"},
+            {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")},
+            {"big": 2**80, "neg": -(2**70)},
+            "a string alone",
+            42,
+            None,
+        ],
+    )
+    def test_writes_what_json_dumps_writes(self, value: object) -> None:
+        from runtime._events import _dumps
+
+        assert _dumps(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    @pytest.mark.parametrize("value", [{"s": {1, 2}}, {(1, 2): "tuple key"}, object()])
+    def test_refuses_what_json_dumps_refuses(self, value: object) -> None:
+        from runtime._events import _dumps
+
+        with pytest.raises(TypeError):
+            json.dumps(value)
+        with pytest.raises(TypeError):
+            _dumps(value)
+
+    def test_an_unencodable_event_names_its_field_type(self, registry: EventRegistry) -> None:
+        @event(registry=registry)
+        class Holds:
+            thing: object
+
+        with pytest.raises(TypeError, match="set is not JSON serializable"):
+            registry.encode(Holds({1, 2}))
