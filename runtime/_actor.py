@@ -330,6 +330,7 @@ class SessionCell:
         now = self.host.now
         # Per message, one histogram observation for its kind, looked up here once.
         observers = {kind: self.metrics.handled_observer(name) for kind, name in _KIND_NAMES.items()}
+        observe_call = observers[_CALL]  # calls without a dict lookup (an Enum hashes in Python)
         limit = self.host.message_limit
         noting = self.host.history.enabled
         labelled = noting and bool(self.cls.transitions)
@@ -375,11 +376,14 @@ class SessionCell:
                 if kind is _CALL:
                     assert reply is not None
                     self.reply = reply
-                    token = chain_var.set(env.chain + own)
+                    # The task's own chain is (self.id,): a call from outside any session (the
+                    # common case) needs no new context.
+                    token = chain_var.set(env.chain + own) if env.chain else None
                     try:
                         result = await instance.handle_call(env.message)
                     finally:
-                        chain_var.reset(token)
+                        if token is not None:
+                            chain_var.reset(token)
                         self.reply = None
                     if result is not NoReply:
                         reply.send(result)
@@ -413,7 +417,7 @@ class SessionCell:
             finally:
                 self.turn_started = None
                 elapsed = perf_counter() - started
-                observers[kind](elapsed)
+                (observe_call if kind is _CALL else observers[kind])(elapsed)
                 if noting:
                     history = self.history
                     if history is not None and label_before is None and error is None:
@@ -422,10 +426,10 @@ class SessionCell:
                             (
                                 self.messages,
                                 started,
-                                kind,
-                                type(env.message),
-                                status_before,
-                                self.status,
+                                kind._value_,
+                                type(env.message).__name__,
+                                status_before._value_,
+                                self.status._value_,
                                 None,
                                 None,
                                 self.version - version_before,
@@ -455,7 +459,8 @@ class SessionCell:
 
     def _ending(self) -> bool:
         """Whether the turn just taken ended the session (complete, fail, stop, expiry)."""
-        return self.stop_reason is not None or self.status.terminal
+        status = self.status
+        return self.stop_reason is not None or (status is not _RUNNING and status.terminal)
 
     def _note_turn(
         self,
@@ -468,7 +473,11 @@ class SessionCell:
         label_before: str | None,
         error: Exception | None,
     ) -> None:
-        """Keep a transition record of the message just handled (a plain tuple: it is per message)."""
+        """Keep a transition record of the message just handled (a plain tuple: it is per message).
+
+        Its fields are strings and numbers only, so that the garbage collector stops tracking it at
+        its first pass (a ring of 50 per session would otherwise be walked by every full collection).
+        """
         history = self.history
         if history is None:
             if self.status is Status.PASSIVATED:
@@ -484,10 +493,10 @@ class SessionCell:
             (
                 self.messages,
                 started,
-                env.kind,
-                type(env.message),
-                status_before,
-                self.status,
+                env.kind._value_,
+                type(env.message).__name__,
+                status_before._value_,
+                self.status._value_,
                 label_before,
                 label_after,
                 self.version - version_before,
@@ -726,8 +735,10 @@ class SessionCell:
         transitions = self.cls.transitions
         state = instance._state
         encoded: list[EventData] = []
+        size = 0
         for ev in events:
             data = registry.encode(ev)
+            size += len(data.data)
             if transitions:
                 label = instance.label(state)
                 if (label, data.type) not in transitions:
@@ -742,7 +753,7 @@ class SessionCell:
         version = await self._append(before, encoded, None)
         instance._state = state
         instance._version = self.version = version
-        self.state_bytes += sum(len(e.data) for e in encoded)
+        self.state_bytes += size
         self.host.note_recorded(self, len(encoded), perf_counter() - began)
         every = self.cls.snapshot_every
         if every is not None and version // every != before // every:

@@ -10,7 +10,6 @@ import json
 import time
 from collections import deque
 from collections.abc import Iterable
-from enum import Enum
 from typing import Any
 
 import attrs
@@ -61,9 +60,9 @@ class TransitionRecord:
 
 
 # The raw form kept in the ring buffer: the fields of TransitionRecord, in order, except that the
-# kind and the message type are kept as objects (naming them costs time on every message), and the
-# start as time.perf_counter() (converted to wall time when read).
-RawTransition = tuple[int, float, Enum, type, Status, Status, str | None, str | None, int, float, str | None]
+# statuses are kept as their values and the start as time.perf_counter() (converted to wall time
+# when read). Only strings, numbers and None: the garbage collector stops tracking such a tuple.
+RawTransition = tuple[int, float, str, str, str, str, str | None, str | None, int, float, str | None]
 
 
 def new_buffer(config: HistoryConfig) -> deque[RawTransition]:
@@ -74,8 +73,8 @@ def records(raw: Iterable[RawTransition]) -> tuple[TransitionRecord, ...]:
     # The raw start is time.perf_counter() (cheap on the hot path); wall time is worked out here.
     to_wall = time.time() - time.perf_counter()
     return tuple(
-        TransitionRecord(seq, at + to_wall, kind.value, cls.__name__, s0, s1, l0, l1, n, took, err)
-        for seq, at, kind, cls, s0, s1, l0, l1, n, took, err in raw
+        TransitionRecord(seq, at + to_wall, kind, name, Status(s0), Status(s1), l0, l1, n, took, err)
+        for seq, at, kind, name, s0, s1, l0, l1, n, took, err in raw
     )
 
 

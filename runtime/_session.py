@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
 
 import anyio
@@ -211,8 +211,9 @@ class Session(Generic[S]):
         """A reference to this session (to hand to others; calling yourself raises CallCycle)."""
         return self._cell.ref
 
-    async def record(self, *events: object) -> int:
-        """Durably append ``events`` (atomically, one group commit), then apply them.
+    def record(self, *events: object) -> Coroutine[Any, Any, int]:
+        """Durably append ``events`` (atomically, one group commit), then apply them:
+        ``await self.record(...)``.
 
         The state changes only once the store has acknowledged; returns the new version.
 
@@ -221,7 +222,9 @@ class Session(Generic[S]):
             StoreError: the store failed (nothing recorded, state unchanged). Letting either through
                 the handler answers the caller with it and does not crash the session.
         """
-        return await self._cell.record(self, events)
+        # Not ``async def``: the cell's coroutine is awaited directly, one coroutine (and one more
+        # object for the garbage collector to walk) less per event.
+        return self._cell.record(self, events)
 
     def send_after(self, delay: float, message: object) -> TimerHandle:
         """Deliver ``message`` to ``handle_info`` after ``delay`` seconds (on the runtime's clock).

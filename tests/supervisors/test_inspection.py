@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 
@@ -52,6 +53,20 @@ class TestHistory:
             exported = json.loads(await sessions.export_history("c"))
             assert exported["session_id"] == "c"
             assert [t["message_type"] for t in exported["transitions"]] == ["Add", "Add", "Boom", "Get"]
+
+    async def test_kept_out_of_the_garbage_collectors_way(self) -> None:
+        """A session keeps its history as tuples of strings and numbers, which the collector stops
+        tracking: 50 per session, for every session, would otherwise be walked by each full pass."""
+        async with SessionSupervisor() as sessions:
+            c = await sessions.start(Counter, "c")
+            await c.call(Add(1))
+            await c.cast(Add(2))
+            await c.call(Get())
+            history = sessions.cached("c").history  # type: ignore[union-attr]
+            assert history is not None
+            assert len(history) == 3
+            gc.collect()
+            assert not any(gc.is_tracked(entry) for entry in history)
 
     async def test_ring_buffer_is_bounded(self) -> None:
         """Only the last max_transitions are kept."""
