@@ -203,7 +203,7 @@ class TestEncoder:
     @pytest.mark.parametrize(
         "value",
         [
-            {"n": 1, "text": "héllo \"quoted\" \\ \n", "f": 2.5, "none": None, "flags": [True, False]},
+            {"n": 1, "text": 'héllo "quoted" \\ \n', "f": 2.5, "none": None, "flags": [True, False]},
             {"nested": {"list": [1, {"deep": [None]}]}, "empty": {}, "tuple": (1, 2)},
             {1: "int key", 2.5: "float key", None: "null key"},
             {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")},
