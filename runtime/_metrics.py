@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Final, final
+from typing import Final, Generic, TypeVar, final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import (
@@ -140,6 +140,9 @@ class _Bounded:
         return inc
 
 
+_Child = TypeVar("_Child")
+
+
 @final
 class _LeanChild:
     """One (type, kind) series of the handling-time histogram: bucket counts and a sum.
@@ -156,8 +159,27 @@ class _LeanChild:
         self.sum = 0.0
 
 
+class _Lean(Generic[_Child]):
+    """What the lean instruments share: a name, help text, label names, a child per label values."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label_names = labels
+        self._children: dict[tuple[str, ...], _Child] = {}
+
+    def _new_child(self) -> _Child:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> _Child:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._new_child()
+        return child
+
+
 @final
-class _LeanHistogram:
+class _LeanHistogram(_Lean[_LeanChild]):
     """A histogram for per-message and per-event paths, kept cheaper than prometheus_client's.
 
     ``Histogram.observe`` takes a lock and walks the buckets (about 650 ns); this costs about a
@@ -165,17 +187,11 @@ class _LeanHistogram:
     """
 
     def __init__(self, name: str, documentation: str, labels: tuple[str, ...], buckets: tuple[float, ...]):
-        self.name = name
-        self.documentation = documentation
-        self.label_names = labels
+        super().__init__(name, documentation, labels)
         self.bounds = tuple(float(b) for b in buckets)
-        self._children: dict[tuple[str, ...], _LeanChild] = {}
 
-    def labels(self, *values: str) -> _LeanChild:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = _LeanChild(len(self.bounds) + 1)
-        return child
+    def _new_child(self) -> _LeanChild:
+        return _LeanChild(len(self.bounds) + 1)
 
     def observer(self, *values: str) -> Callable[[float], None]:
         """A function that observes one value into the ``values`` series."""
@@ -188,11 +204,14 @@ class _LeanHistogram:
 
         return observe
 
+    def _empty(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self.name, self.documentation, labels=list(self.label_names))
+
     def describe(self) -> list[Metric]:
-        return [HistogramMetricFamily(self.name, self.documentation, labels=list(self.label_names))]
+        return [self._empty()]
 
     def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=list(self.label_names))
+        family = self._empty()
         for values, child in list(self._children.items()):
             counts = list(child.counts)
             running = 0
@@ -215,29 +234,23 @@ class _LeanCount:
 
 
 @final
-class _LeanCounter:
+class _LeanCounter(_Lean[_LeanCount]):
     """A labelled counter for the per-event path, cheaper than prometheus_client's (no lock).
 
     Exposed as an ordinary Prometheus counter (``<name>_total``).
     """
 
-    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]):
-        self.name = name
-        self.documentation = documentation
-        self.label_names = labels
-        self._children: dict[tuple[str, ...], _LeanCount] = {}
+    def _new_child(self) -> _LeanCount:
+        return _LeanCount()
 
-    def labels(self, *values: str) -> _LeanCount:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = _LeanCount()
-        return child
+    def _empty(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self.name, self.documentation, labels=list(self.label_names))
 
     def describe(self) -> list[Metric]:
-        return [CounterMetricFamily(self.name, self.documentation, labels=list(self.label_names))]
+        return [self._empty()]
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=list(self.label_names))
+        family = self._empty()
         for values, child in list(self._children.items()):
             family.add_metric(list(values), child.value)
         yield family
