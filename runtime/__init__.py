@@ -46,7 +46,10 @@ from ._metrics import TreeMetrics as TreeMetrics
 from ._metrics import TypeMetrics as TypeMetrics
 from ._metrics_server import MetricsServer as MetricsServer
 from ._metrics_server import serve_metrics as serve_metrics
+from ._records import AppendExtras as AppendExtras
 from ._records import EventData as EventData
+from ._records import IdempotentReply as IdempotentReply
+from ._records import Reminder as Reminder
 from ._records import SessionRecord as SessionRecord
 from ._records import Snapshot as Snapshot
 from ._records import StoredEvent as StoredEvent
@@ -64,16 +67,19 @@ from ._stores.sqlite import SQLiteStore as SQLiteStore
 from ._stores.sqlite import SQLiteStoreStatistics as SQLiteStoreStatistics
 
 __all__ = [
+    "AppendExtras",
     "CallCycle",
     "EventRegistry",
     "Health",
     "HealthThresholds",
     "HistoryConfig",
     "HostStats",
+    "IdempotentReply",
     "Inspection",
     "LifecycleEvent",
     "LifecycleSubscription",
     "NoReply",
+    "Reminder",
     "Replayed",
     "Reply",
     "Session",

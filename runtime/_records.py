@@ -1,4 +1,4 @@
-"""The plain records that stores keep and return: events, snapshots, the session index."""
+"""The plain records that stores keep and return: events, snapshots, the session index, reminders."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import attrs
 
 from ._status import Status
 
-__all__ = ["EventData", "SessionRecord", "Snapshot", "StoreStats", "StoredEvent"]
+__all__ = [
+    "AppendExtras",
+    "EventData",
+    "IdempotentReply",
+    "Reminder",
+    "SessionRecord",
+    "Snapshot",
+    "StoreStats",
+    "StoredEvent",
+]
 
 
 @attrs.frozen
@@ -50,7 +59,16 @@ class SessionRecord:
     """A session's entry in the store's index, behind ``list`` and ``stats``.
 
     ``args`` are what ``initial_state`` is called with on every recovery; ``metadata`` is free-form
-    JSON for filtering (user, channel). Times are wall-clock seconds, for display only.
+    JSON for filtering (user, channel). Times are wall-clock seconds (``time.time()``).
+
+    ``deadline`` is when the reaper should next look at the session (wall-clock seconds, ``None``
+    for never): a lower bound on its next policy deadline (abandonment, age, pause, retention),
+    kept in an index so that the sessions due are found without reading the others. The reaper
+    re-checks a due session against its record and pushes the deadline on when it is not due yet.
+    ``handled`` is the durable count of messages the session has handled (``max_messages``).
+
+    .. versionchanged:: 0.2
+       ``deadline`` and ``handled``.
     """
 
     id: str
@@ -61,6 +79,8 @@ class SessionRecord:
     version: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    deadline: float | None = None
+    handled: int = 0
 
 
 @attrs.frozen
@@ -72,3 +92,55 @@ class StoreStats:
     snapshots: int
     by_status: Mapping[str, int]
     by_type: Mapping[str, int]
+
+
+@attrs.frozen
+class Reminder:
+    """A durable reminder: deliver ``message`` to the session's ``handle_info`` at ``due_at``.
+
+    A session has at most one reminder per ``name``. ``due_at`` is wall-clock seconds
+    (``time.time()``), so that it means the same in the next process; ``message`` is the JSON text
+    the event codec made of the message (a registered type's name, schema version and payload).
+
+    .. versionadded:: 0.2
+    """
+
+    session_id: str
+    name: str
+    due_at: float
+    message: str
+
+
+@attrs.frozen
+class IdempotentReply:
+    """The reply to a call made with an idempotency key, stored with the call's events.
+
+    ``reply`` is JSON text. The store keeps at most ``keep`` replies per session (the newest).
+
+    .. versionadded:: 0.2
+    """
+
+    key: str
+    reply: str
+    keep: int = 1000
+
+
+@attrs.frozen(kw_only=True)
+class AppendExtras:
+    """What an ``append`` writes besides events, in the same transaction.
+
+    Attributes:
+        fired: reminders that were delivered by the turn being recorded; each is removed if the
+            session still has it with the same ``due_at`` (a reminder the handler re-scheduled
+            under the same name stays).
+        reply: the reply of an idempotent call, stored under its key.
+        handled: the session's durable message count, stored in its index entry.
+        deadline: the session's new ``SessionRecord.deadline`` (``None``: leave it as it is).
+
+    .. versionadded:: 0.2
+    """
+
+    fired: tuple[Reminder, ...] = ()
+    reply: IdempotentReply | None = None
+    handled: int | None = None
+    deadline: float | None = None

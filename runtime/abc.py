@@ -8,6 +8,8 @@ A store is what keeps sessions durable. The runtime relies on exactly these guar
 * ``read`` returns events in version order, exactly as appended (the runtime checks for gaps and
   duplicates itself, so a damaged store is reported as ``CorruptEventLog``, never silently replayed).
 * Nothing the runtime reads is ever rewritten by the store on its own.
+* Reminders and session deadlines are kept so that the next due ones are found by an indexed range
+  query (``due_reminders``, ``due_sessions``), never by reading every session.
 
 Every method may raise ``StoreError`` (or a subclass) for a failure of the store itself.
 """
@@ -17,13 +19,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from ._records import EventData, SessionRecord, Snapshot, StoredEvent, StoreStats
+from ._records import (
+    AppendExtras,
+    EventData,
+    IdempotentReply,
+    Reminder,
+    SessionRecord,
+    Snapshot,
+    StoredEvent,
+    StoreStats,
+)
 from ._status import Status
 
 __all__ = [
+    "AppendExtras",
     "Clock",
     "EventData",
     "EventStore",
+    "IdempotentReply",
+    "Reminder",
     "RestartStrategy",
     "SessionRecord",
     "Snapshot",
@@ -57,10 +71,12 @@ class EventStore(Protocol):
         events: Sequence[EventData],
         *,
         status: Status | None = None,
+        extras: AppendExtras | None = None,
     ) -> int:
         """Append ``events`` atomically as versions ``expected_version + 1 ...``; return the new version.
 
-        When ``status`` is given the index takes it in the same transaction.
+        When ``status`` is given the index takes it in the same transaction; so do ``extras``
+        (fired reminders removed, an idempotent reply kept, the message count, the deadline).
 
         Raises:
             SessionNotFound: the session is not in the index.
@@ -99,7 +115,38 @@ class EventStore(Protocol):
         """Counts of sessions by status and type, of events and of snapshots."""
 
     async def delete(self, session_id: str) -> None:
-        """Remove the session, its log and its snapshots. Unknown ids are ignored."""
+        """Remove the session, its log, snapshots, reminders and replies. Unknown ids are ignored."""
+
+    # -- reminders, deadlines, idempotent replies (.. versionadded:: 0.2) -----------------------
+
+    async def set_reminder(self, reminder: Reminder) -> None:
+        """Keep ``reminder``, replacing the session's reminder of the same name. Durable on return.
+
+        Raises:
+            SessionNotFound: the session is not in the index.
+        """
+
+    async def remove_reminder(self, session_id: str, name: str) -> None:
+        """Remove the session's reminder ``name``; nothing happens when there is none."""
+
+    async def reminders(self, session_id: str) -> Sequence[Reminder]:
+        """The session's reminders, earliest due first."""
+
+    async def due_reminders(self, until: float, *, limit: int) -> Sequence[Reminder]:
+        """At most ``limit`` reminders of any session due at or before ``until``, earliest first.
+
+        ``until=math.inf`` finds the next ones whenever they are due.
+        """
+
+    async def set_deadline(self, session_id: str, deadline: float | None) -> None:
+        """Set the session's ``SessionRecord.deadline`` (``None``: no deadline). Unknown ids are
+        ignored (the session was deleted meanwhile)."""
+
+    async def due_sessions(self, until: float, *, limit: int) -> Sequence[SessionRecord]:
+        """At most ``limit`` sessions whose deadline is at or before ``until``, earliest first."""
+
+    async def load_reply(self, session_id: str, key: str) -> str | None:
+        """The reply (JSON text) stored under idempotency ``key`` for the session, if still kept."""
 
 
 class Clock(Protocol):

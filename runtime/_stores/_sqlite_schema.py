@@ -105,7 +105,51 @@ def _v2_list_indexes(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX sessions_by_type ON sessions (type, created_at, id)")
 
 
-MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_v1_tables, _v2_list_indexes)
+def _v3_reminders_and_deadlines(conn: sqlite3.Connection) -> None:
+    # Sessions outlive their process (issue 12). ``deadline`` is when the reaper should next look at
+    # a session (a lower bound on its next policy deadline), ``handled`` its durable message count.
+    # Sessions written by an earlier release get their creation time as deadline: each is looked at
+    # once by the first reaper pass after the upgrade (running ones left behind by a dead process
+    # included), which then sets its real deadline or none.
+    conn.execute("ALTER TABLE sessions ADD COLUMN deadline REAL")
+    conn.execute("ALTER TABLE sessions ADD COLUMN handled INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE sessions SET deadline = created_at")
+    conn.execute("CREATE INDEX sessions_by_deadline ON sessions (deadline) WHERE deadline IS NOT NULL")
+    # The sessions to resume at start-up: running ones of a type.
+    conn.execute("CREATE INDEX sessions_by_status_type ON sessions (status, type, created_at, id)")
+    # One reminder per (session, name); the next due ones come from the due-time index.
+    conn.execute(
+        """
+        CREATE TABLE reminders (
+            session INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            due_at REAL NOT NULL,
+            message TEXT NOT NULL,
+            PRIMARY KEY (session, name)
+        ) WITHOUT ROWID
+        """
+    )
+    conn.execute("CREATE INDEX reminders_by_due ON reminders (due_at)")
+    # Replies of idempotent calls, the newest ``keep`` per session (``seq`` orders them).
+    conn.execute(
+        """
+        CREATE TABLE replies (
+            session INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            reply TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (session, key)
+        ) WITHOUT ROWID
+        """
+    )
+    conn.execute("CREATE INDEX replies_by_seq ON replies (session, seq)")
+
+
+MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (
+    _v1_tables,
+    _v2_list_indexes,
+    _v3_reminders_and_deadlines,
+)
 """Migration ``n`` is ``MIGRATIONS[n - 1]``; append new ones, never edit released ones."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,6 +1,7 @@
 """The SQLite store's one writer thread, which commits queued operations in groups.
 
-Every write (create, append, set_status, save_snapshot, delete) is an :class:`Op` put on one queue.
+Every write (create, append, set_status, save_snapshot, delete, and the reminder and deadline
+changes) is an :class:`Op` put on one queue.
 The writer thread takes *everything* queued, runs it as one transaction, commits once (one fsync for
 the lot) and only then wakes the callers; whatever arrives meanwhile waits for the next transaction.
 Under load, batches grow by themselves and the cost of a commit is shared by all of their operations.
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
-    from .._records import EventData
+    from .._records import AppendExtras, EventData
 
 __all__ = ["Kind", "Op", "Writer", "WriterStatistics"]
 
@@ -76,6 +77,9 @@ class Kind(enum.Enum):
     SET_STATUS = "set status"
     SAVE_SNAPSHOT = "save snapshot"
     DELETE = "delete"
+    SET_REMINDER = "set a reminder"
+    REMOVE_REMINDER = "remove a reminder"
+    SET_DEADLINE = "set the deadline"
 
 
 @final
@@ -84,9 +88,11 @@ class Op(Ticket):
 
     Made in the caller's event loop; ``await op.wait()`` returns once the writer is done with it.
 
-    ``args`` by kind: CREATE ``(type, status, args_json, metadata_json)``; APPEND ``(expected_version,
-    events, status | None)``; SET_STATUS ``(status,)``; SAVE_SNAPSHOT ``(version, state_version, data,
-    taken_at)``; DELETE ``()``. Statuses are ``Status.value`` strings.
+    ``args`` by kind: CREATE ``(type, status, args_json, metadata_json, deadline)``; APPEND
+    ``(expected_version, events, status | None, extras | None)``; SET_STATUS ``(status,)``;
+    SAVE_SNAPSHOT ``(version, state_version, data, taken_at)``; DELETE ``()``; SET_REMINDER ``(name,
+    due_at, message)``; REMOVE_REMINDER ``(name,)``; SET_DEADLINE ``(deadline | None,)``. Statuses
+    are ``Status.value`` strings.
     """
 
     __slots__ = ("args", "error", "kind", "result", "session_id")
@@ -385,6 +391,7 @@ class Writer:
             expected: int = op.args[0]
             events: Sequence[EventData] = op.args[1]
             status: str | None = op.args[2]
+            extras: AppendExtras | None = op.args[3]
             head = self._heads.get(sid) or self._head(sid)
             if head is None:
                 op.error = SessionNotFound(sid)
@@ -402,13 +409,15 @@ class Writer:
                 statuses[sid] = status
             elif not events:  # nothing in the log shows this append: touch updated_at
                 statuses.setdefault(sid, None)
+            if extras is not None:
+                _write_extras(conn, key, extras)
             op.result = version
         elif kind is Kind.CREATE:
-            type_name, status, args_json, metadata_json = op.args
+            type_name, status, args_json, metadata_json, deadline = op.args
             cursor = conn.execute(
-                "INSERT INTO sessions (id, type, status, args, metadata, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (sid, type_name, status, args_json, metadata_json, now, now),
+                "INSERT INTO sessions (id, type, status, args, metadata, created_at, updated_at, "
+                "deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (sid, type_name, status, args_json, metadata_json, now, now, deadline),
             )
             if cursor.rowcount == 0:
                 op.error = SessionExists(sid)
@@ -431,13 +440,61 @@ class Writer:
                 "taken_at = excluded.taken_at",
                 (*op.args, sid),
             )
+        elif kind is Kind.SET_REMINDER:
+            cursor = conn.execute(
+                "INSERT INTO reminders (session, name, due_at, message) "
+                "SELECT key, ?, ?, ? FROM sessions WHERE id = ? "
+                "ON CONFLICT (session, name) DO UPDATE SET due_at = excluded.due_at, "
+                "message = excluded.message",
+                (*op.args, sid),
+            )
+            if cursor.rowcount == 0:
+                op.error = SessionNotFound(sid)
+        elif kind is Kind.REMOVE_REMINDER:
+            conn.execute(
+                "DELETE FROM reminders WHERE session = (SELECT key FROM sessions WHERE id = ?) AND name = ?",
+                (sid, op.args[0]),
+            )
+        elif kind is Kind.SET_DEADLINE:
+            conn.execute("UPDATE sessions SET deadline = ? WHERE id = ?", (op.args[0], sid))
         else:  # Kind.DELETE
             row = conn.execute("SELECT key FROM sessions WHERE id = ?", (sid,)).fetchone()
             if row is not None:
                 conn.execute("DELETE FROM events WHERE session = ?", row)
                 conn.execute("DELETE FROM snapshots WHERE session = ?", row)
+                conn.execute("DELETE FROM reminders WHERE session = ?", row)
+                conn.execute("DELETE FROM replies WHERE session = ?", row)
                 conn.execute("DELETE FROM sessions WHERE key = ?", row)
             self._heads.pop(sid, None)
+
+
+def _write_extras(conn: sqlite3.Connection, key: int, extras: AppendExtras) -> None:
+    """What an append writes besides its events (see ``AppendExtras``), in its transaction."""
+    for fired in extras.fired:
+        # Only the reminder that fired: one the handler re-scheduled under the name stays.
+        conn.execute(
+            "DELETE FROM reminders WHERE session = ? AND name = ? AND due_at = ?",
+            (key, fired.name, fired.due_at),
+        )
+    reply = extras.reply
+    if reply is not None:
+        conn.execute(
+            "INSERT INTO replies (session, key, reply, seq) VALUES (?1, ?2, ?3, "
+            "coalesce((SELECT max(seq) FROM replies WHERE session = ?1), 0) + 1) "
+            "ON CONFLICT (session, key) DO UPDATE SET reply = excluded.reply, seq = excluded.seq",
+            (key, reply.key, reply.reply),
+        )
+        conn.execute(
+            "DELETE FROM replies WHERE session = ?1 AND seq <= "
+            "(SELECT max(seq) FROM replies WHERE session = ?1) - ?2",
+            (key, max(reply.keep, 1)),
+        )
+    if extras.handled is not None or extras.deadline is not None:
+        conn.execute(
+            "UPDATE sessions SET handled = coalesce(?, handled), deadline = coalesce(?, deadline) "
+            "WHERE key = ?",
+            (extras.handled, extras.deadline, key),
+        )
 
 
 def commit(conn: sqlite3.Connection) -> None:

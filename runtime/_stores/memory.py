@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, final
 
 import attrs
 
 from .._exceptions import SessionExists, SessionNotFound, VersionConflict
-from .._records import EventData, SessionRecord, Snapshot, StoredEvent, StoreStats
+from .._records import (
+    AppendExtras,
+    EventData,
+    Reminder,
+    SessionRecord,
+    Snapshot,
+    StoredEvent,
+    StoreStats,
+)
 from .._status import Status
 
 __all__ = ["MemoryStore"]
@@ -22,12 +31,23 @@ class MemoryStore:
 
     It implements :class:`runtime.abc.EventStore` with the same checks as the durable stores
     (``SessionExists``, ``VersionConflict``), so tests written against it hold for them too.
+    Reminders and session deadlines are found through heaps ordered by due time (entries made stale
+    by a change are dropped when they reach the top), not by a scan.
+
+    Args:
+        clock: where record times (``created_at``, ``updated_at``, ``recorded_at``) come from;
+            ``time.time`` unless a test runs on a manual clock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._now = clock
         self._records: dict[str, SessionRecord] = {}
         self._logs: dict[str, list[StoredEvent]] = {}
         self._snapshots: dict[str, Snapshot] = {}
+        self._reminders: dict[str, dict[str, Reminder]] = {}
+        self._reminder_heap: list[tuple[float, str, str]] = []  # (due_at, session, name)
+        self._deadline_heap: list[tuple[float, str]] = []  # (deadline, session)
+        self._replies: dict[str, OrderedDict[str, str]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(sessions={len(self._records)})"
@@ -41,9 +61,11 @@ class MemoryStore:
     async def create(self, record: SessionRecord) -> None:
         if record.id in self._records:
             raise SessionExists(record.id)
-        now = time.time()
-        self._records[record.id] = attrs.evolve(record, version=0, created_at=now, updated_at=now)
+        now = self._now()
+        self._records[record.id] = attrs.evolve(record, version=0, created_at=now, updated_at=now, handled=0)
         self._logs[record.id] = []
+        if record.deadline is not None:
+            self._push_deadline(record.deadline, record.id)
 
     async def append(
         self,
@@ -52,6 +74,7 @@ class MemoryStore:
         events: Sequence[EventData],
         *,
         status: Status | None = None,
+        extras: AppendExtras | None = None,
     ) -> int:
         record = self._records.get(session_id)
         if record is None:
@@ -59,17 +82,35 @@ class MemoryStore:
         log = self._logs[session_id]
         if len(log) != expected_version:
             raise VersionConflict(session_id, expected_version, len(log))
-        now = time.time()
+        now = self._now()
         for offset, e in enumerate(events, start=1):
             log.append(
                 StoredEvent(session_id, expected_version + offset, e.type, e.schema_version, e.data, now)
             )
-        self._records[session_id] = attrs.evolve(
+        record = attrs.evolve(
             record,
             version=len(log),
             updated_at=now,
             status=record.status if status is None else status,
         )
+        if extras is not None:
+            for fired in extras.fired:
+                kept = self._reminders.get(session_id, {})
+                if kept.get(fired.name) == fired:
+                    del kept[fired.name]
+            if extras.reply is not None:
+                replies = self._replies.setdefault(session_id, OrderedDict())
+                replies[extras.reply.key] = extras.reply.reply
+                replies.move_to_end(extras.reply.key)
+                while len(replies) > max(extras.reply.keep, 1):
+                    replies.popitem(last=False)
+            if extras.handled is not None:
+                record = attrs.evolve(record, handled=extras.handled)
+            if extras.deadline is not None:
+                record = attrs.evolve(record, deadline=extras.deadline)
+        self._records[session_id] = record
+        if extras is not None and extras.deadline is not None:
+            self._push_deadline(extras.deadline, session_id)
         return len(log)
 
     async def read(
@@ -93,7 +134,7 @@ class MemoryStore:
         record = self._records.get(session_id)
         if record is None:
             raise SessionNotFound(session_id)
-        self._records[session_id] = attrs.evolve(record, status=status, updated_at=time.time())
+        self._records[session_id] = attrs.evolve(record, status=status, updated_at=self._now())
 
     async def list(
         self,
@@ -127,3 +168,78 @@ class MemoryStore:
         self._records.pop(session_id, None)
         self._logs.pop(session_id, None)
         self._snapshots.pop(session_id, None)
+        self._reminders.pop(session_id, None)
+        self._replies.pop(session_id, None)
+
+    # -- reminders, deadlines, idempotent replies -----------------------------------------------
+
+    async def set_reminder(self, reminder: Reminder) -> None:
+        if reminder.session_id not in self._records:
+            raise SessionNotFound(reminder.session_id)
+        self._reminders.setdefault(reminder.session_id, {})[reminder.name] = reminder
+        heap = self._reminder_heap
+        heapq.heappush(heap, (reminder.due_at, reminder.session_id, reminder.name))
+        if len(heap) > 1024 and len(heap) > 4 * sum(map(len, self._reminders.values())):
+            # Mostly replaced or removed entries: rebuild from what is kept (amortised O(1)).
+            heap[:] = [
+                (r.due_at, r.session_id, r.name) for kept in self._reminders.values() for r in kept.values()
+            ]
+            heapq.heapify(heap)
+
+    async def remove_reminder(self, session_id: str, name: str) -> None:
+        kept = self._reminders.get(session_id)
+        if kept is not None:
+            kept.pop(name, None)
+
+    async def reminders(self, session_id: str) -> Sequence[Reminder]:
+        return sorted(self._reminders.get(session_id, {}).values(), key=lambda r: (r.due_at, r.name))
+
+    async def due_reminders(self, until: float, *, limit: int) -> Sequence[Reminder]:
+        heap = self._reminder_heap
+        found: list[Reminder] = []
+        taken: set[tuple[float, str, str]] = set()
+        while heap and heap[0][0] <= until and len(found) < limit:
+            entry = heapq.heappop(heap)
+            due_at, sid, name = entry
+            reminder = self._reminders.get(sid, {}).get(name)
+            if reminder is None or reminder.due_at != due_at or entry in taken:
+                continue  # replaced, removed, or a duplicate entry: drop it from the heap
+            found.append(reminder)
+            taken.add(entry)
+        for entry in taken:
+            heapq.heappush(heap, entry)
+        return found
+
+    async def set_deadline(self, session_id: str, deadline: float | None) -> None:
+        record = self._records.get(session_id)
+        if record is None:
+            return
+        self._records[session_id] = attrs.evolve(record, deadline=deadline)
+        if deadline is not None:
+            self._push_deadline(deadline, session_id)
+
+    def _push_deadline(self, deadline: float, session_id: str) -> None:
+        heap = self._deadline_heap
+        heapq.heappush(heap, (deadline, session_id))
+        if len(heap) > 1024 and len(heap) > 4 * len(self._records):
+            heap[:] = [(r.deadline, r.id) for r in self._records.values() if r.deadline is not None]
+            heapq.heapify(heap)
+
+    async def due_sessions(self, until: float, *, limit: int) -> Sequence[SessionRecord]:
+        heap = self._deadline_heap
+        found: list[SessionRecord] = []
+        taken: set[tuple[float, str]] = set()
+        while heap and heap[0][0] <= until and len(found) < limit:
+            entry = heapq.heappop(heap)
+            deadline, sid = entry
+            record = self._records.get(sid)
+            if record is None or record.deadline != deadline or entry in taken:
+                continue
+            found.append(record)
+            taken.add(entry)
+        for entry in taken:
+            heapq.heappush(heap, entry)
+        return found
+
+    async def load_reply(self, session_id: str, key: str) -> str | None:
+        return self._replies.get(session_id, {}).get(key)

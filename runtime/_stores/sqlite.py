@@ -23,7 +23,7 @@ import anyio
 import attrs
 
 from .._exceptions import CorruptEventLog, StoreError
-from .._records import SessionRecord, Snapshot, StoredEvent, StoreStats
+from .._records import Reminder, SessionRecord, Snapshot, StoredEvent, StoreStats
 from .._status import Status
 from ._sqlite_schema import connect_reader, connect_writer
 from ._sqlite_wakeup import run_in_thread
@@ -32,7 +32,7 @@ from ._sqlite_writer import Kind, Op, Writer
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .._records import EventData
+    from .._records import AppendExtras, EventData
 
 __all__ = ["SQLiteStore", "SQLiteStoreStatistics"]
 
@@ -88,7 +88,7 @@ def _dump(value: Mapping[str, Any], *, sort_keys: bool) -> str:
 
 
 def _record(row: tuple[Any, ...]) -> SessionRecord:
-    sid, type_name, status, args, metadata, version, created_at, updated_at = row
+    sid, type_name, status, args, metadata, version, created_at, updated_at, deadline, handled = row
     return SessionRecord(
         sid,
         type_name,
@@ -98,6 +98,8 @@ def _record(row: tuple[Any, ...]) -> SessionRecord:
         version,
         created_at,
         updated_at,
+        deadline,
+        handled,
     )
 
 
@@ -106,7 +108,7 @@ _SELECT_RECORD = (
     "SELECT id, type, status, args, metadata, "
     "coalesce((SELECT max(version) FROM events WHERE session = sessions.key), 0), created_at, "
     "max(updated_at, coalesce((SELECT recorded_at FROM events WHERE session = sessions.key "
-    "ORDER BY version DESC LIMIT 1), 0)) FROM sessions"
+    "ORDER BY version DESC LIMIT 1), 0)), deadline, handled FROM sessions"
 )
 
 
@@ -357,7 +359,9 @@ class SQLiteStore:
                 record.id, "create", f"args and metadata must be JSON-serialisable ({exc})"
             ) from exc
         await self._write(
-            Kind.CREATE, record.id, (record.type, record.status.value, args_json, metadata_json)
+            Kind.CREATE,
+            record.id,
+            (record.type, record.status.value, args_json, metadata_json, record.deadline),
         )
 
     async def append(
@@ -367,10 +371,12 @@ class SQLiteStore:
         events: Sequence[EventData],
         *,
         status: Status | None = None,
+        extras: AppendExtras | None = None,
     ) -> int:
         """Append ``events`` atomically after ``expected_version``; return the new version.
 
         Durable when it returns. Concurrent appends share one transaction (group commit).
+        ``status`` and ``extras`` are written in the same transaction.
 
         Raises:
             SessionNotFound: the session is not in the index.
@@ -385,7 +391,7 @@ class SQLiteStore:
         op = Op(
             Kind.APPEND,
             session_id,
-            (expected_version, tuple(events), None if status is None else status.value),
+            (expected_version, tuple(events), None if status is None else status.value, extras),
         )
         writer.submit(op)
         await op.wait()
@@ -412,8 +418,26 @@ class SQLiteStore:
         )
 
     async def delete(self, session_id: str) -> None:
-        """Remove the session, its log and its snapshot. Unknown ids are ignored."""
+        """Remove the session, its log, snapshot, reminders and replies. Unknown ids are ignored."""
         await self._write(Kind.DELETE, session_id, ())
+
+    async def set_reminder(self, reminder: Reminder) -> None:
+        """Keep ``reminder``, replacing the session's reminder of that name; durable on return.
+
+        Raises:
+            SessionNotFound: the session is not in the index.
+        """
+        await self._write(
+            Kind.SET_REMINDER, reminder.session_id, (reminder.name, reminder.due_at, reminder.message)
+        )
+
+    async def remove_reminder(self, session_id: str, name: str) -> None:
+        """Remove the session's reminder ``name`` (nothing happens when there is none)."""
+        await self._write(Kind.REMOVE_REMINDER, session_id, (name,))
+
+    async def set_deadline(self, session_id: str, deadline: float | None) -> None:
+        """Set when the reaper should next look at the session (``None``: never)."""
+        await self._write(Kind.SET_DEADLINE, session_id, (deadline,))
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -551,6 +575,57 @@ class SQLiteStore:
             return [_record(row) for row in conn.execute(sql, params)]
 
         return await self._read(None, "list sessions", query)
+
+    async def reminders(self, session_id: str) -> Sequence[Reminder]:
+        """The session's reminders, earliest due first."""
+
+        def query(conn: sqlite3.Connection) -> list[Reminder]:
+            rows = conn.execute(
+                "SELECT name, due_at, message FROM reminders "
+                "WHERE session = (SELECT key FROM sessions WHERE id = ?) ORDER BY due_at, name",
+                (session_id,),
+            )
+            return [Reminder(session_id, *row) for row in rows]
+
+        return await self._read(session_id, "read the reminders", query)
+
+    async def due_reminders(self, until: float, *, limit: int) -> Sequence[Reminder]:
+        """At most ``limit`` reminders due at or before ``until``, earliest first (by the due index)."""
+
+        def query(conn: sqlite3.Connection) -> list[Reminder]:
+            rows = conn.execute(
+                "SELECT s.id, r.name, r.due_at, r.message FROM reminders AS r "
+                "JOIN sessions AS s ON s.key = r.session "
+                "WHERE r.due_at <= ? ORDER BY r.due_at LIMIT ?",
+                (until, limit),
+            )
+            return list(starmap(Reminder, rows))
+
+        return await self._read(None, "find due reminders", query)
+
+    async def due_sessions(self, until: float, *, limit: int) -> Sequence[SessionRecord]:
+        """At most ``limit`` sessions whose deadline is at or before ``until``, earliest first."""
+
+        def query(conn: sqlite3.Connection) -> list[SessionRecord]:
+            rows = conn.execute(
+                f"{_SELECT_RECORD} WHERE deadline <= ? ORDER BY deadline LIMIT ?", (until, limit)
+            )
+            return [_record(row) for row in rows]
+
+        return await self._read(None, "find due sessions", query)
+
+    async def load_reply(self, session_id: str, key: str) -> str | None:
+        """The reply stored under idempotency ``key`` for the session, if it is still kept."""
+
+        def query(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT reply FROM replies WHERE session = (SELECT key FROM sessions WHERE id = ?) "
+                "AND key = ?",
+                (session_id, key),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(session_id, "read a stored reply", query)
 
     async def stats(self) -> StoreStats:
         """Counts of sessions by status and type, of events and of snapshots (one consistent read)."""

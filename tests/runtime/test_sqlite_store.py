@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import shutil
 import sqlite3
 import threading
 import time
@@ -14,8 +16,10 @@ import attrs
 import pytest
 
 from runtime import (
+    AppendExtras,
     EventData,
     MemoryStore,
+    Reminder,
     SessionExists,
     SessionNotFound,
     SessionRecord,
@@ -403,6 +407,66 @@ class TestMigrations:
             await store.open()
         assert "upgrade sessionvisor" in str(info.value)
         await store.aclose()
+
+    async def test_file_of_the_current_release_is_migrated(self, tmp_path: Path) -> None:
+        """A file written by sessionvisor 0.1.0.dev0 (schema 2, tests/runtime/data) opens and works.
+
+        Its sessions get their creation time as deadline (each is looked at once by the reaper), a
+        message count of 0 and no reminders; their logs, snapshots and statuses are untouched.
+        """
+        path = tmp_path / "release.db"
+        shutil.copyfile(Path(__file__).parent / "data" / "store-schema2.db", path)
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        conn.close()
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            running = await store.get("room-running")
+            assert running is not None
+            assert (running.status, running.version, running.args, running.metadata) == (
+                Status.RUNNING,
+                2,
+                {"size": 3},
+                {"user": "ann"},
+            )
+            assert (running.deadline, running.handled) == (running.created_at, 0)
+            assert [e.type for e in await store.read("room-running")] == ["Joined", "Moved"]
+            done = await store.load_snapshot("room-done")
+            assert done is not None
+            assert done.data == '{"players":["bob"]}'
+            due = await store.due_sessions(math.inf, limit=10)
+            assert {r.id: r.status for r in due} == {
+                "room-running": Status.RUNNING,
+                "room-done": Status.COMPLETED,
+                "chat-paused": Status.PAUSED,
+            }
+            assert list(await store.due_reminders(math.inf, limit=10)) == []
+            await store.set_reminder(Reminder("room-running", "turn", 5.0, "{}"))
+            extras = AppendExtras(fired=(Reminder("room-running", "turn", 5.0, "{}"),), handled=1)
+            assert await store.append("room-running", 2, [ev(3)], extras=extras) == 3
+            assert list(await store.reminders("room-running")) == []
+        finally:
+            await store.aclose()
+
+    def test_due_queries_use_their_indexes(self, tmp_path: Path) -> None:
+        """The next due reminders and sessions come from range scans of indexes, never table scans."""
+        path = tmp_path / "s.db"
+        self._file_at(path, _sqlite_schema.SCHEMA_VERSION)
+        conn = sqlite3.connect(path)
+        try:
+            plans = {
+                "reminders_by_due": "SELECT s.id, r.name FROM reminders AS r JOIN sessions AS s "
+                "ON s.key = r.session WHERE r.due_at <= 1.0 ORDER BY r.due_at LIMIT 10",
+                "sessions_by_deadline": "SELECT id FROM sessions WHERE deadline <= 1.0 "
+                "ORDER BY deadline LIMIT 10",
+            }
+            for index, sql in plans.items():
+                plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+                assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
+                assert "SCAN r" not in plan and "SCAN sessions" not in plan, plan
+        finally:
+            conn.close()
 
     @pytest.mark.parametrize("pragma", ["application_id = 7", "user_version = 0"])
     async def test_foreign_file_is_refused(self, tmp_path: Path, pragma: str) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from runtime import (
+    AppendExtras,
     EventData,
+    IdempotentReply,
     MemoryStore,
+    Reminder,
     SessionExists,
     SessionNotFound,
     SessionRecord,
@@ -156,3 +160,163 @@ class TestLog:
         assert await store.load_snapshot("s") is None
         await store.create(SessionRecord("s", "Game"))
         assert await store.append("s", 0, [ev(5)]) == 1
+
+
+def reminder(session_id: str, name: str, due_at: float, message: str = '{"t":1}') -> Reminder:
+    return Reminder(session_id, name, due_at, message)
+
+
+class TestReminders:
+    async def test_set_replaces_by_name_and_lists_earliest_first(self, store: EventStore) -> None:
+        """set_reminder() keeps one reminder per (session, name); reminders() lists by due time."""
+        await store.create(SessionRecord("s", "Game"))
+        await store.set_reminder(reminder("s", "turn", 50.0))
+        await store.set_reminder(reminder("s", "ping", 20.0, '{"p":1}'))
+        await store.set_reminder(reminder("s", "turn", 10.0, '{"t":2}'))
+        assert list(await store.reminders("s")) == [
+            reminder("s", "turn", 10.0, '{"t":2}'),
+            reminder("s", "ping", 20.0, '{"p":1}'),
+        ]
+        assert list(await store.reminders("other")) == []
+
+    async def test_unknown_session_is_refused(self, store: EventStore) -> None:
+        """A reminder for a session that is not stored raises SessionNotFound."""
+        with pytest.raises(SessionNotFound):
+            await store.set_reminder(reminder("ghost", "turn", 1.0))
+
+    async def test_due_range_across_sessions(self, store: EventStore) -> None:
+        """due_reminders() returns the due ones of every session, earliest first, up to limit."""
+        for sid in ("a", "b", "c"):
+            await store.create(SessionRecord(sid, "Game"))
+        await store.set_reminder(reminder("a", "x", 30.0))
+        await store.set_reminder(reminder("b", "x", 10.0))
+        await store.set_reminder(reminder("c", "x", 20.0))
+        await store.set_reminder(reminder("c", "y", 40.0))
+        due = await store.due_reminders(30.0, limit=10)
+        assert [(r.session_id, r.due_at) for r in due] == [("b", 10.0), ("c", 20.0), ("a", 30.0)]
+        assert [r.session_id for r in await store.due_reminders(30.0, limit=2)] == ["b", "c"]
+        assert [r.due_at for r in await store.due_reminders(math.inf, limit=1)] == [10.0]
+        assert list(await store.due_reminders(5.0, limit=10)) == []
+        # Asking again returns the same: finding due reminders consumes nothing.
+        assert len(await store.due_reminders(math.inf, limit=10)) == 4
+
+    async def test_remove_and_replace_leave_no_ghost(self, store: EventStore) -> None:
+        """A removed or re-scheduled reminder is no longer due at its old time."""
+        await store.create(SessionRecord("s", "Game"))
+        await store.set_reminder(reminder("s", "a", 1.0))
+        await store.set_reminder(reminder("s", "b", 2.0))
+        await store.remove_reminder("s", "a")
+        await store.remove_reminder("s", "never")
+        await store.set_reminder(reminder("s", "b", 9.0))
+        assert list(await store.due_reminders(5.0, limit=10)) == []
+        assert [r.name for r in await store.due_reminders(9.0, limit=10)] == ["b"]
+
+    async def test_fired_reminder_goes_with_the_append(self, store: EventStore) -> None:
+        """append(extras.fired) removes the reminder only if it is still the one that fired."""
+        await store.create(SessionRecord("s", "Game"))
+        fired = reminder("s", "turn", 5.0)
+        await store.set_reminder(fired)
+        await store.set_reminder(reminder("s", "other", 6.0))
+        assert await store.append("s", 0, [ev(1)], extras=AppendExtras(fired=(fired,))) == 1
+        assert [r.name for r in await store.reminders("s")] == ["other"]
+        # Re-scheduled under the same name while its handler ran: the new one stays.
+        again = reminder("s", "turn", 7.0)
+        await store.set_reminder(again)
+        await store.set_reminder(reminder("s", "turn", 8.0))
+        await store.append("s", 1, [], extras=AppendExtras(fired=(again,)))
+        assert [(r.name, r.due_at) for r in await store.reminders("s")] == [("other", 6.0), ("turn", 8.0)]
+
+    async def test_rejected_append_keeps_the_reminder(self, store: EventStore) -> None:
+        """A stale append changes nothing: the reminder it carried stays (it fires again)."""
+        await store.create(SessionRecord("s", "Game"))
+        fired = reminder("s", "turn", 5.0)
+        await store.set_reminder(fired)
+        await store.append("s", 0, [ev(1)])
+        with pytest.raises(VersionConflict):
+            await store.append("s", 0, [ev(2)], extras=AppendExtras(fired=(fired,)))
+        assert list(await store.reminders("s")) == [fired]
+
+    async def test_delete_takes_the_reminders(self, store: EventStore) -> None:
+        """delete() removes the session's reminders: none is due for a session that is gone."""
+        await store.create(SessionRecord("s", "Game"))
+        await store.set_reminder(reminder("s", "turn", 5.0))
+        await store.delete("s")
+        assert list(await store.due_reminders(math.inf, limit=10)) == []
+        await store.create(SessionRecord("s", "Game"))
+        assert list(await store.reminders("s")) == []
+
+
+class TestDeadlines:
+    async def test_create_sets_and_due_sessions_finds(self, store: EventStore) -> None:
+        """A deadline given at create() is found by due_sessions(), earliest first, up to limit."""
+        await store.create(SessionRecord("late", "Game", deadline=30.0))
+        await store.create(SessionRecord("early", "Game", deadline=10.0))
+        await store.create(SessionRecord("never", "Game"))
+        due = await store.due_sessions(30.0, limit=10)
+        assert [(r.id, r.deadline) for r in due] == [("early", 10.0), ("late", 30.0)]
+        assert [r.id for r in await store.due_sessions(20.0, limit=10)] == ["early"]
+        assert [r.id for r in await store.due_sessions(math.inf, limit=1)] == ["early"]
+        record = await store.get("never")
+        assert record is not None
+        assert record.deadline is None
+
+    async def test_set_deadline_moves_and_clears(self, store: EventStore) -> None:
+        """set_deadline() moves a session in the due order, or out of it with None."""
+        await store.create(SessionRecord("a", "Game", deadline=10.0))
+        await store.create(SessionRecord("b", "Game", deadline=20.0))
+        await store.set_deadline("a", 25.0)
+        await store.set_deadline("b", None)
+        await store.set_deadline("ghost", 1.0)
+        assert [(r.id, r.deadline) for r in await store.due_sessions(math.inf, limit=10)] == [("a", 25.0)]
+        assert list(await store.due_sessions(24.0, limit=10)) == []
+
+    async def test_append_carries_deadline_and_count(self, store: EventStore) -> None:
+        """append(extras) sets the deadline and the durable message count with the events."""
+        await store.create(SessionRecord("s", "Game", deadline=10.0))
+        await store.append("s", 0, [ev(1)], extras=AppendExtras(handled=3, deadline=40.0))
+        record = await store.get("s")
+        assert record is not None
+        assert (record.version, record.handled, record.deadline) == (1, 3, 40.0)
+        await store.append("s", 1, [], extras=AppendExtras(handled=4))
+        record = await store.get("s")
+        assert record is not None
+        assert (record.version, record.handled, record.deadline) == (1, 4, 40.0)
+        assert list(await store.due_sessions(39.0, limit=10)) == []
+
+    async def test_deleted_session_is_not_due(self, store: EventStore) -> None:
+        await store.create(SessionRecord("s", "Game", deadline=1.0))
+        await store.delete("s")
+        assert list(await store.due_sessions(math.inf, limit=10)) == []
+
+
+class TestReplies:
+    async def test_reply_is_kept_with_the_append(self, store: EventStore) -> None:
+        """An idempotent reply stored with an append is found under its key, per session."""
+        await store.create(SessionRecord("s", "Game"))
+        await store.create(SessionRecord("t", "Game"))
+        assert await store.load_reply("s", "k1") is None
+        await store.append("s", 0, [ev(1)], extras=AppendExtras(reply=IdempotentReply("k1", '{"ok":1}')))
+        assert await store.load_reply("s", "k1") == '{"ok":1}'
+        assert await store.load_reply("t", "k1") is None
+
+    async def test_rejected_append_keeps_no_reply(self, store: EventStore) -> None:
+        await store.create(SessionRecord("s", "Game"))
+        await store.append("s", 0, [ev(1)])
+        with pytest.raises(VersionConflict):
+            await store.append("s", 0, [ev(2)], extras=AppendExtras(reply=IdempotentReply("k", "1")))
+        assert await store.load_reply("s", "k") is None
+
+    async def test_only_the_newest_are_kept(self, store: EventStore) -> None:
+        """With keep=N, the N newest replies of a session stay and older ones expire."""
+        await store.create(SessionRecord("s", "Game"))
+        for i in range(5):
+            extras = AppendExtras(reply=IdempotentReply(f"k{i}", str(i), keep=3))
+            await store.append("s", i, [ev(i)], extras=extras)
+        assert [await store.load_reply("s", f"k{i}") for i in range(5)] == [None, None, "2", "3", "4"]
+
+    async def test_delete_takes_the_replies(self, store: EventStore) -> None:
+        await store.create(SessionRecord("s", "Game"))
+        await store.append("s", 0, [], extras=AppendExtras(reply=IdempotentReply("k", "1")))
+        await store.delete("s")
+        await store.create(SessionRecord("s", "Game"))
+        assert await store.load_reply("s", "k") is None
