@@ -242,4 +242,5 @@ class MemoryStore:
         return found
 
     async def load_reply(self, session_id: str, key: str) -> str | None:
-        return self._replies.get(session_id, {}).get(key)
+        replies = self._replies.get(session_id)
+        return None if replies is None else replies.get(key)

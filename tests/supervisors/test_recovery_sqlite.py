@@ -23,10 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runtime import (
+    AppendExtras,
     CorruptEventLog,
     EventData,
     EventRegistry,
     RecoveryFailed,
+    Reminder,
     Session,
     SessionCrashed,
     SessionError,
@@ -160,10 +162,11 @@ class ProxyStore:
         events: Sequence[EventData],
         *,
         status: Status | None = None,
+        extras: AppendExtras | None = None,
     ) -> int:
         if self.fail_append:
             raise OSError("injected append failure")
-        return await self.inner.append(session_id, expected_version, events, status=status)
+        return await self.inner.append(session_id, expected_version, events, status=status, extras=extras)
 
     async def read(
         self, session_id: str, from_version: int = 1, to_version: int | None = None
@@ -209,6 +212,27 @@ class ProxyStore:
 
     async def delete(self, session_id: str) -> None:
         await self.inner.delete(session_id)
+
+    async def set_reminder(self, reminder: Reminder) -> None:
+        await self.inner.set_reminder(reminder)
+
+    async def remove_reminder(self, session_id: str, name: str) -> None:
+        await self.inner.remove_reminder(session_id, name)
+
+    async def reminders(self, session_id: str) -> Sequence[Reminder]:
+        return await self.inner.reminders(session_id)
+
+    async def due_reminders(self, until: float, *, limit: int) -> Sequence[Reminder]:
+        return await self.inner.due_reminders(until, limit=limit)
+
+    async def set_deadline(self, session_id: str, deadline: float | None) -> None:
+        await self.inner.set_deadline(session_id, deadline)
+
+    async def due_sessions(self, until: float, *, limit: int) -> Sequence[SessionRecord]:
+        return await self.inner.due_sessions(until, limit=limit)
+
+    async def load_reply(self, session_id: str, key: str) -> str | None:
+        return await self.inner.load_reply(session_id, key)
 
 
 # -- 1. a process restart -----------------------------------------------------------------------------

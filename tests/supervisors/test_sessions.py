@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from runtime import (
+    AppendExtras,
     CallCycle,
     CallTimeout,
     EventData,
@@ -104,9 +105,10 @@ class TestCalls:
             events: Sequence[EventData],
             *,
             status: Status | None = None,
+            extras: AppendExtras | None = None,
         ) -> int:
             await anyio.sleep(0.01)
-            version = await real_append(session_id, expected_version, events, status=status)
+            version = await real_append(session_id, expected_version, events, status=status, extras=extras)
             order.append("stored")
             return version
 
@@ -475,10 +477,11 @@ class TestStoreFailures:
             events: Sequence[EventData],
             *,
             status: Status | None = None,
+            extras: AppendExtras | None = None,
         ) -> int:
             if failing[0]:
                 raise OSError("disk full")
-            return await real_append(session_id, expected_version, events, status=status)
+            return await real_append(session_id, expected_version, events, status=status, extras=extras)
 
         store.append = append  # type: ignore[method-assign]
         async with SessionSupervisor(store=store) as sessions:
