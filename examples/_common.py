@@ -7,11 +7,13 @@ import logging
 import os
 import sys
 
-from runtime import SQLiteStore
+import sniffio
+
+from runtime import SQLiteStore, StoreError
 from runtime.abc import EventStore
 from supervisors import Config, ConfigError, load_config
 
-__all__ = ["HideOnPurpose", "load_or_exit", "open_store"]
+__all__ = ["HideOnPurpose", "count_tasks", "load_or_exit", "open_store", "store_opens"]
 
 
 def open_store(db: str | None, config: Config, default_path: str) -> tuple[EventStore, str | None]:
@@ -33,6 +35,41 @@ def open_store(db: str | None, config: Config, default_path: str) -> tuple[Event
     return config.store.build(path), path
 
 
+def count_tasks() -> int:
+    """The tasks alive in this event loop, on either backend (for progress lines and leak hunts)."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        count, pending = 0, [trio.lowlevel.current_root_task()]
+        while pending:
+            task = pending.pop()
+            count += 1
+            pending.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+        return count
+    import asyncio
+
+    return len(asyncio.all_tasks())
+
+
+async def store_opens(path: str | None, config: Config) -> bool:
+    """Whether the store's file opens; if not, one line on stderr says why (the caller exits 2).
+
+    Checked before the supervisor opens it, so that a bad ``--db`` or ``store.path`` (a missing
+    directory, a file that is not a database) is a usage error, not a traceback.
+    """
+    if path is None:
+        return True
+    probe = SQLiteStore(path, synchronous=config.store.synchronous)
+    try:
+        await probe.open()
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    finally:
+        await probe.aclose()
+    return True
+
+
 class HideOnPurpose(logging.Filter):
     """Drops log records of exceptions a demo raises on purpose (it counts them in its summary)."""
 
@@ -51,8 +88,11 @@ def load_or_exit(path: str | None, default: Config, *on_purpose: type[BaseExcept
     """
     try:
         config = load_config(path) if path else default
-    except (OSError, ConfigError) as exc:
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"error: cannot read the configuration {path!r}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:

@@ -63,6 +63,12 @@ DEFAULT_DB = "sessionvisor.db"
 """The SQLite file used when neither the configuration nor the application names one."""
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""The largest configuration file read (a larger one, or /dev/zero, is not a configuration)."""
+
+_ONE_LINE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09}
+
+
 class ConfigError(ValueError):
     """A configuration file is unreadable, or one of its keys is unknown or has a bad value.
 
@@ -80,7 +86,9 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, problem: str, *, source: str | None = None) -> None:
         where = f"{source}: " if source else ""
-        super().__init__(f"{where}{key}: {problem}" if key else f"{where}{problem}")
+        message = f"{where}{key}: {problem}" if key else f"{where}{problem}"
+        # One line, always: a line break in a file name or a quoted message cannot split the report.
+        super().__init__(message.translate(_ONE_LINE))
         self.key = key
         self.problem = problem
         self.source = source
@@ -191,16 +199,28 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
     Raises:
         OSError: the file cannot be read.
-        ConfigError: it is not TOML, or a key is unknown or has a bad value (the message names it).
+        ConfigError: it is not UTF-8 TOML (or larger than ``MAX_CONFIG_BYTES``), or a key is unknown
+            or has a bad value (the message, one line, names the file and the key).
 
     .. versionadded:: 0.1
     """
     source = os.fspath(path)
     with open(source, "rb") as f:
-        try:
-            data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("", f"not valid TOML: {exc}", source=source) from None
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError("", f"larger than {MAX_CONFIG_BYTES} bytes: not a configuration file", source=source)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "", f"not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8", source=source
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"not valid TOML: {exc}", source=source) from None
+    except RecursionError:
+        raise ConfigError("", "not valid TOML: arrays or tables nested too deeply", source=source) from None
     return parse_config(data, source=source)
 
 

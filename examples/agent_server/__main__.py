@@ -42,7 +42,7 @@ from supervisors import (
     WebhookNotifier,
 )
 
-from .._common import load_or_exit, open_store
+from .._common import load_or_exit, open_store, store_opens
 from .conversation import Ask, AwaitAnswer, Conversation, Review
 from .model import ToolOutage
 from .receiver import open_receiver
@@ -242,6 +242,8 @@ def _counts(counter: Mapping[str, int]) -> str:
 async def main(options: Options, config: Config) -> int:
     run_id = f"{time.strftime('%H%M%S')}-{secrets.token_hex(2)}"
     store, path = open_store(options.db, config, DEFAULT_DB)
+    if not await store_opens(path, config):
+        return 2
     max_messages = options.max_messages or config.reaper.max_messages or DEFAULT_MAX_MESSAGES
     paused_ttl = options.paused_ttl or config.reaper.paused_ttl
     reaper = attrs.evolve(config.reaper, max_messages=max_messages, paused_ttl=paused_ttl)

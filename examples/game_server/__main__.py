@@ -39,7 +39,7 @@ from supervisors import (
     SessionSupervisor,
 )
 
-from .._common import load_or_exit, open_store
+from .._common import count_tasks, load_or_exit, open_store, store_opens
 from .audit import Audit, count_stored_moves
 from .bots import Bots
 from .game import Chaos, ChaosCrash, room_class
@@ -154,10 +154,14 @@ async def show_progress(
         moves = server.stats.moves
         rate = (moves - last_moves) / max(now - last_time, 1e-9)
         last_moves, last_time = moves, now
+        tasks = count_tasks()
+        if server.metrics:
+            server.metrics.tasks.set(tasks)
         print(
             f"{now - began:6.1f}s  games {tally.started} ({tally.ended[Status.COMPLETED]} finished, "
             f"{tally.ended[Status.ABANDONED]} abandoned)  moves {moves} ({rate:.0f}/s)  "
-            f"restarts {stats.restarts}  recoveries {stats.recoveries}  active rooms {stats.active}",
+            f"restarts {stats.restarts}  recoveries {stats.recoveries}  active rooms {stats.active}  "
+            f"connections {server.stats.open}  tasks {tasks}",
             flush=True,
         )
 
@@ -183,6 +187,8 @@ async def main(options: Options, config: Config) -> int:
     chaos = Chaos(options.chaos, random.Random(rng.random()))
     room_cls = room_class(chaos)
     store, path = open_store(options.db, config, DEFAULT_DB)
+    if not await store_opens(path, config):
+        return 2
     sessions = config.session_supervisor(session_types=[room_cls], store=store)
     tally = Tally()
     bots: Bots | None = None
