@@ -36,7 +36,7 @@ from examples.game_server.game import Room
 from examples.game_server.protocol import MAX_SAFE_INTEGER
 from examples.game_server.server import GameServer, Limits
 from supervisors import SessionSupervisor
-from tests.examples.programs import REPO
+from tests.examples.programs import REPO, run_example
 
 CANARY = b'{"op":"help","id":"canary"}\n'
 
@@ -340,6 +340,45 @@ class TestLimits:
 
 def slow_message(seconds: float) -> str:
     return f"a request not finished in {seconds:g} s: closing"
+
+
+# -- start-up errors: one line, exit status 2 -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("program", ["game_server", "agent_server"])
+class TestStartUpErrors:
+    """A store or a configuration that cannot be used: one line on stderr, no traceback, status 2."""
+
+    def test_a_store_path_that_cannot_be_opened(self, tmp_path: Path, program: str) -> None:
+        (tmp_path / "store.toml").write_text('[store]\npath = "no/such/dir/x.db"\n')
+        done = run_example(program, tmp_path, "--config", "store.toml")
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [
+            "error: event store failed to open the database: cannot open 'no/such/dir/x.db': unable to "
+            "open database file; nothing was recorded and the state is unchanged, so the operation can "
+            "be retried once the store is healthy"
+        ]
+
+    def test_a_db_that_is_a_directory(self, tmp_path: Path, program: str) -> None:
+        (tmp_path / "dir.db").mkdir()
+        done = run_example(program, tmp_path, "--db", "dir.db")
+        assert done.returncode == 2
+        [line] = done.stderr.splitlines()
+        assert line.startswith("error: event store failed to open the database: cannot open 'dir.db'")
+
+    def test_a_config_that_is_not_utf8(self, tmp_path: Path, program: str) -> None:
+        (tmp_path / "latin1.toml").write_bytes(b"# caf\xe9\n")
+        done = run_example(program, tmp_path, "--config", "latin1.toml")
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [
+            "error: latin1.toml: not UTF-8 text (invalid continuation byte at byte 5): save it as UTF-8"
+        ]
+
+    def test_a_config_that_is_a_directory(self, tmp_path: Path, program: str) -> None:
+        (tmp_path / "conf.d").mkdir()
+        done = run_example(program, tmp_path, "--config", "conf.d")
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == ["error: cannot read the configuration 'conf.d': Is a directory"]
 
 
 # -- out of file descriptors ----------------------------------------------------------------------------

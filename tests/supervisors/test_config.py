@@ -232,6 +232,38 @@ class TestFiles:
         with pytest.raises(FileNotFoundError):
             load_config(tmp_path / "nope.toml")
 
+    @pytest.mark.parametrize(
+        ("content", "message"),
+        [
+            (b"\xff\xfe[store]\n", r"not UTF-8 text \(invalid start byte at byte 0\): save it as UTF-8"),
+            (b"# caf\xe9\n[store]\n", r"not UTF-8 text \(invalid continuation byte at byte 5\)"),
+            (b"a = " + b"[" * 5000 + b"\n", "not valid TOML: arrays or tables nested too deeply"),
+            (b"# " + b"x" * (1024 * 1024), "larger than 1048576 bytes: not a configuration file"),
+        ],
+        ids=["utf-16", "latin-1", "deep", "huge"],
+    )
+    def test_not_a_configuration_is_a_config_error_naming_the_file(
+        self, tmp_path: Path, content: bytes, message: str
+    ) -> None:
+        """Never a raw UnicodeDecodeError or RecursionError: a ConfigError with the file's name."""
+        path = tmp_path / "odd.toml"
+        path.write_bytes(content)
+        with pytest.raises(ConfigError, match=message) as info:
+            load_config(path)
+        assert info.value.source == str(path)
+        assert str(info.value).startswith(f"{path}: ")
+
+    def test_messages_are_one_line(self, tmp_path: Path) -> None:
+        """Control characters in a file name or a value are escaped: the report stays one line."""
+        path = tmp_path / "a\nb\x1b[31m.toml"
+        path.write_text('[reaper]\non_limit = "x\\ny\\u001b[2J"\n')
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        text = str(info.value)
+        assert "\n" not in text
+        assert "\x1b" not in text
+        assert "a\\x0ab\\x1b[31m.toml: reaper.on_limit: must be one of" in text
+
 
 class TestSessionSupervisor:
     def test_built_as_configured(self, tmp_path: Path) -> None:
