@@ -40,7 +40,8 @@ def count_tasks() -> int:
     if sniffio.current_async_library() == "trio":
         import trio
 
-        count, pending = 0, [trio.lowlevel.current_root_task()]
+        root = trio.lowlevel.current_root_task()
+        count, pending = 0, [] if root is None else [root]
         while pending:
             task = pending.pop()
             count += 1

@@ -208,7 +208,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     with open(source, "rb") as f:
         raw = f.read(MAX_CONFIG_BYTES + 1)
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError("", f"larger than {MAX_CONFIG_BYTES} bytes: not a configuration file", source=source)
+        raise ConfigError(
+            "", f"larger than {MAX_CONFIG_BYTES} bytes: not a configuration file", source=source
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
