@@ -63,6 +63,8 @@ from ._session import Session as Session
 from ._session import TimerHandle as TimerHandle
 from ._status import Status as Status
 from ._stores.memory import MemoryStore as MemoryStore
+from ._stores.postgres import PostgresStore as PostgresStore
+from ._stores.postgres import PostgresStoreStatistics as PostgresStoreStatistics
 from ._stores.sqlite import SQLiteStore as SQLiteStore
 from ._stores.sqlite import SQLiteStoreStatistics as SQLiteStoreStatistics
 
@@ -104,6 +106,8 @@ __all__ = [
     "MailboxFull",
     "MemoryStore",
     "MetricsServer",
+    "PostgresStore",
+    "PostgresStoreStatistics",
     "RateLimited",
     "RecoveryFailed",
     "SessionCell",

@@ -21,23 +21,32 @@ from runtime import (
     Status,
     VersionConflict,
 )
+from runtime._stores.postgres import PostgresStore
 from runtime._stores.sqlite import SQLiteStore
 from runtime.abc import EventStore
+from tests.pg import PgTarget
 
 pytestmark = pytest.mark.anyio
 
-StoreFactory = Callable[[Path], EventStore]
+StoreFactory = Callable[[pytest.FixtureRequest, Path], EventStore]
+
+
+def _postgres(request: pytest.FixtureRequest, _path: Path) -> EventStore:
+    target: PgTarget = request.getfixturevalue("pg")  # a schema of this test's own
+    return PostgresStore(target.dsn, schema=target.schema)
+
 
 STORES: dict[str, StoreFactory] = {
-    "memory": lambda _path: MemoryStore(),
-    "sqlite": lambda path: SQLiteStore(path / "s.db"),
+    "memory": lambda _request, _path: MemoryStore(),
+    "sqlite": lambda _request, path: SQLiteStore(path / "s.db"),
+    "postgres": _postgres,
 }
 
 
 @pytest.fixture(params=sorted(STORES))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
     factory = STORES[request.param]
-    s = factory(tmp_path)
+    s = factory(request, tmp_path)
     await s.open()
     try:
         yield s

@@ -1,0 +1,478 @@
+"""The PostgreSQL store's one writer thread, which commits queued operations in groups.
+
+psycopg's async API runs on asyncio only; a thread with a blocking connection serves trio and asyncio
+alike, and is what gives group commit: the thread takes *everything* queued, runs it as one transaction,
+commits once (one WAL flush for the lot) and only then wakes the callers (:mod:`._sqlite_wakeup`: one
+thread-safe call per event loop per batch). Whatever arrives meanwhile waits for the next transaction.
+
+Several processes append to one database at once, so nothing about a session's version is cached
+between transactions: each batch first locks the index rows of every session it touches (``SELECT ...
+ORDER BY id FOR UPDATE``: always in id order, so that two writers never deadlock on each other) and
+reads their versions. Each append is then checked against that version, including the appends before
+it in the same batch: a ``VersionConflict`` or ``SessionNotFound`` concerns that append only. Accepted
+events go in with one ``INSERT ... SELECT FROM unnest(...)`` and the versions with one ``UPDATE``, so a
+batch costs a few round trips whatever its size.
+
+If a statement fails on one operation's data (text PostgreSQL cannot hold), the batch is rolled back and
+run again with every operation inside its own savepoint, so that only that one fails. A failure of the
+database (connection lost, disk full, failed commit) rolls the batch back and every caller in it gets
+``StoreError``: nothing of it is written; the next batch opens a new connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from queue import Empty, SimpleQueue
+from typing import TYPE_CHECKING, Any, final
+
+import psycopg
+import psycopg.errors
+
+from .._exceptions import SessionExists, SessionNotFound, StoreError, VersionConflict
+from .._status import Status
+from ._sqlite_wakeup import Ticket, wake_all
+from ._sqlite_writer import Kind, WriterStatistics
+
+if TYPE_CHECKING:
+    from .._records import EventData
+
+__all__ = ["Op", "PgWriter", "commit"]
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 512
+"""The most operations committed in one transaction."""
+
+_RETRIES = 2
+"""Tries of one batch after a deadlock or a connection lost before COMMIT."""
+_OP_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.DataError,  # NUL in text, a number out of range, bytes the encoding cannot hold
+    psycopg.IntegrityError,
+    psycopg.ProgrammingError,  # a value psycopg cannot adapt
+    UnicodeEncodeError,  # a string with lone surrogates
+    OverflowError,
+)
+"""Errors about one operation's data, not about the database: only that operation fails."""
+
+_ENDED = tuple(status.value for status in Status if status.terminal)
+
+# How a status change moves the deadline columns: paused_at is when the session was paused (kept
+# while it stays paused), ended_at when it ended. ``{new}`` is the new status' SQL expression.
+_STATUS_COLUMNS = (
+    "status = {new}, "
+    "paused_at = CASE WHEN {new} = 'paused' THEN "
+    "CASE WHEN sessions.status = 'paused' THEN sessions.paused_at ELSE {now} END END, "
+    "ended_at = CASE WHEN {new} IN (" + ", ".join(f"'{s}'" for s in _ENDED) + ") "
+    "THEN coalesce(sessions.ended_at, {now}) END"
+)
+
+_LOCK_HEADS = "SELECT id, key, version FROM sessions WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+_INSERT_EVENTS = (
+    "INSERT INTO events (session, version, type, schema_version, data, recorded_at, epoch) "
+    "SELECT k, v, t, s, d, %s, e FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::integer[], "
+    "%s::text[], %s::bigint[]) AS r(k, v, t, s, d, e)"
+)
+_UPDATE_HEADS = (
+    "UPDATE sessions SET version = r.v, updated_at = %(now)s, "
+    + _STATUS_COLUMNS.format(new="coalesce(r.s, sessions.status)", now="%(now)s")
+    + " FROM unnest(%(keys)s::bigint[], %(versions)s::bigint[], %(statuses)s::text[]) AS r(k, v, s) "
+    "WHERE sessions.key = r.k"
+)
+_SET_STATUS = (
+    "UPDATE sessions SET updated_at = %(now)s, "
+    + _STATUS_COLUMNS.format(new="%(status)s::text", now="%(now)s")
+    + " WHERE key = %(key)s"
+)
+
+
+@final
+class Op(Ticket):
+    """One queued write and, once the writer is done with it, its outcome.
+
+    ``args`` by kind: CREATE ``(type, status, args_json, metadata_json)``; APPEND ``(expected_version,
+    events, status | None)``; SET_STATUS ``(status,)``; SAVE_SNAPSHOT ``(version, state_version, data,
+    taken_at)``; DELETE ``()``. Statuses are ``Status.value`` strings.
+    """
+
+    __slots__ = ("args", "error", "kind", "result", "session_id")
+
+    def __init__(self, kind: Kind, session_id: str, args: tuple[Any, ...]) -> None:
+        Ticket.__init__(self)
+        self.kind = kind
+        self.session_id = session_id
+        self.args = args
+        self.result: int | None = None
+        self.error: Exception | None = None
+
+
+class _Batch:
+    """What one transaction has gathered so far: the locked heads and the pending appends."""
+
+    __slots__ = ("heads", "rows", "versions")
+
+    def __init__(self, heads: dict[str, list[int]]) -> None:
+        self.heads = heads  # session id -> [key, version], locked for this transaction
+        # Pending event rows, column by column (keys, versions, types, schema versions, data, epochs).
+        self.rows: tuple[list[object], ...] = ([], [], [], [], [], [])
+        # Pending index updates: key -> (version, status or None).
+        self.versions: dict[int, tuple[int, str | None]] = {}
+
+    def clear(self) -> None:
+        for column in self.rows:
+            column.clear()
+        self.versions.clear()
+
+
+@final
+class PgWriter:
+    """Owns the writing connection and the thread that uses it; see the module docstring.
+
+    Args:
+        connect: opens a new connection (not in autocommit mode, search path set); called in the
+            thread whenever there is none or the last one broke.
+        name: how logs and errors name the store.
+    """
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], name: str) -> None:
+        self._connect = connect
+        self._name = name
+        self._conn: psycopg.Connection[Any] | None = None
+        self._queue: SimpleQueue[Op | None] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._committing = False  # whether the failing transaction had sent COMMIT
+        self._thread = threading.Thread(target=self._run, name=f"sessionvisor-pg-writer:{name}", daemon=True)
+        # Counters: written by the writer thread only, read by statistics().
+        self._commits = 0
+        self._failed_commits = 0
+        self._isolated_retries = 0
+        self._operations = 0
+        self._appends = 0
+        self._events = 0
+        self._rejected = 0
+        self._largest_batch = 0
+        self._batch_sizes: dict[int, int] = {}
+
+    def start(self, conn: psycopg.Connection[Any]) -> None:
+        """Start the writer thread with its first connection."""
+        self._conn = conn
+        self._thread.start()
+
+    def submit(self, op: Op) -> None:
+        """Queue ``op`` for the next transaction. Thread-safe and non-blocking.
+
+        Raises:
+            StoreError: the writer is closing or closed.
+        """
+        with self._lock:
+            if self._closing:
+                raise StoreError(
+                    op.session_id,
+                    op.kind.value,
+                    f"the PostgreSQL store {self._name} is closed; open a new one",
+                )
+            self._queue.put(op)
+
+    def close(self) -> None:
+        """Stop taking operations; the thread finishes what is queued, then closes the connection."""
+        with self._lock:
+            if not self._closing:
+                self._closing = True
+                self._queue.put(None)
+
+    def join(self) -> None:
+        """Wait (blocking) until the thread has finished and closed its connection."""
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    def statistics(self) -> WriterStatistics:
+        """A snapshot of the counters."""
+        return WriterStatistics(
+            commits=self._commits,
+            failed_commits=self._failed_commits,
+            isolated_retries=self._isolated_retries,
+            operations=self._operations,
+            appends=self._appends,
+            events=self._events,
+            rejected=self._rejected,
+            largest_batch=self._largest_batch,
+            batch_sizes=dict(sorted(self._batch_sizes.items())),
+            queued=self._queue.qsize(),
+        )
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                batch, stopping = self._take()
+                if batch:
+                    self._commit_batch(batch)
+        except BaseException:  # pragma: no cover - a bug; its callers still must not hang
+            logger.critical("the PostgreSQL writer thread of %s died", self._name, exc_info=True)
+            raise
+        finally:
+            self._stopped()
+
+    def _take(self) -> tuple[list[Op], bool]:
+        """The next batch (waiting for its first operation), and whether close() was called."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                op = self._queue.get_nowait()
+            except Empty:
+                break
+            if op is None:
+                return batch, True
+            batch.append(op)
+        return batch, False
+
+    def _stopped(self) -> None:
+        with self._lock:
+            self._closing = True
+        leftovers: list[Op] = []
+        while True:
+            try:
+                op = self._queue.get_nowait()
+            except Empty:
+                break
+            if op is not None:  # only if the thread died: close() queues nothing after None
+                op.error = StoreError(op.session_id, op.kind.value, f"the writer of {self._name} stopped")
+                leftovers.append(op)
+        wake_all(leftovers)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            self._conn = None
+            conn = self._conn = self._connect()
+        return conn
+
+    def _commit_batch(self, batch: list[Op]) -> None:
+        size = len(batch)
+        self._largest_batch = max(self._largest_batch, size)
+        bucket = 1 << (size - 1).bit_length()
+        self._batch_sizes[bucket] = self._batch_sizes.get(bucket, 0) + 1
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                self._committing = False
+                try:
+                    try:
+                        self._transaction(batch, isolate=False)
+                    except _OP_ERRORS:
+                        self._rollback()
+                        # One operation's data broke a statement: run the batch again, each
+                        # operation in its own savepoint, so that only the guilty one fails.
+                        self._isolated_retries += 1
+                        self._transaction(batch, isolate=True)
+                    break
+                except psycopg.errors.DeadlockDetected:
+                    # Only possible against a writer that locks in another order (not ours).
+                    self._rollback()
+                    if attempt >= _RETRIES:
+                        raise
+                except psycopg.OperationalError:
+                    # The connection broke. Before COMMIT was sent nothing can have been written,
+                    # so the batch runs again on a new connection (a server restart, an idle
+                    # connection dropped by a proxy). A failure during COMMIT leaves the outcome
+                    # unknown: it is reported, and a stale writer is then caught by the version
+                    # check of its next append.
+                    self._rollback()
+                    if self._committing or attempt >= _RETRIES:
+                        raise
+                    logger.warning("PostgreSQL store %s: connection lost; retrying on a new one", self._name)
+        except Exception as exc:
+            self._rollback()
+            self._failed_commits += 1
+            logger.error(
+                "PostgreSQL store %s: a transaction of %d operations failed and was rolled back: %r",
+                self._name,
+                size,
+                exc,
+            )
+            for op in batch:
+                op.result = None
+                op.error = StoreError(
+                    op.session_id,
+                    op.kind.value,
+                    f"the PostgreSQL transaction failed ({type(exc).__name__}: {exc}); check the server "
+                    f"and the connection to {self._name}",
+                )
+                op.error.__cause__ = exc
+        else:
+            self._commits += 1
+            self._operations += size
+            for op in batch:
+                if op.error is not None:
+                    self._rejected += 1
+                elif op.kind is Kind.APPEND:
+                    self._appends += 1
+                    self._events += len(op.args[1])
+        wake_all(batch)
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        if conn.broken:
+            conn.close()
+            return
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            logger.warning("PostgreSQL store %s: ROLLBACK failed; reconnecting", self._name, exc_info=True)
+            conn.close()
+
+    def _transaction(self, batch: Sequence[Op], *, isolate: bool) -> None:
+        conn = self._connection()
+        now = time.time()
+        with conn.cursor() as cur:
+            ids = sorted({op.session_id for op in batch})
+            cur.execute(_LOCK_HEADS, (ids,))
+            pending = _Batch({sid: [key, version] for sid, key, version in cur})
+            for op in batch:
+                op.result = None
+                op.error = None
+                if isolate:
+                    cur.execute("SAVEPOINT op")
+                    saved = {sid: list(head) for sid, head in pending.heads.items()}
+                    try:
+                        self._apply(cur, op, now, pending)
+                        self._flush(cur, now, pending)
+                    except _OP_ERRORS as exc:
+                        cur.execute("ROLLBACK TO SAVEPOINT op")
+                        pending.heads = saved
+                        pending.clear()
+                        op.result = None
+                        op.error = StoreError(
+                            op.session_id,
+                            op.kind.value,
+                            f"PostgreSQL rejected the data ({type(exc).__name__}: {exc})",
+                        )
+                        op.error.__cause__ = exc
+                    cur.execute("RELEASE SAVEPOINT op")
+                elif op.kind is Kind.APPEND:
+                    self._apply(cur, op, now, pending)
+                else:
+                    self._flush(cur, now, pending)  # keep the batch's statements in queue order
+                    self._apply(cur, op, now, pending)
+            self._flush(cur, now, pending)
+        self._committing = True
+        commit(conn)
+
+    def _flush(self, cur: psycopg.Cursor[Any], now: float, pending: _Batch) -> None:
+        keys, versions, types, schemas, data, epochs = pending.rows
+        if keys:
+            cur.execute(_INSERT_EVENTS, (now, keys, versions, types, schemas, data, epochs))
+        if pending.versions:
+            cur.execute(
+                _UPDATE_HEADS,
+                {
+                    "now": now,
+                    "keys": list(pending.versions),
+                    "versions": [v for v, _ in pending.versions.values()],
+                    "statuses": [s for _, s in pending.versions.values()],
+                },
+            )
+        pending.clear()
+
+    def _apply(self, cur: psycopg.Cursor[Any], op: Op, now: float, pending: _Batch) -> None:
+        sid = op.session_id
+        kind = op.kind
+        head = pending.heads.get(sid)
+        if kind is Kind.APPEND:
+            expected: int = op.args[0]
+            events: Sequence[EventData] = op.args[1]
+            status: str | None = op.args[2]
+            if head is None:
+                op.error = SessionNotFound(sid)
+                return
+            key, current = head
+            if current != expected:
+                op.error = VersionConflict(sid, expected, current)
+                return
+            keys, versions, types, schemas, data, epochs = pending.rows
+            version = expected
+            for event in events:
+                version += 1
+                keys.append(key)
+                versions.append(version)
+                types.append(event.type)
+                schemas.append(event.schema_version)
+                data.append(event.data)
+                epochs.append(None)
+            head[1] = version
+            earlier = pending.versions.get(key)
+            if status is None and earlier is not None:
+                status = earlier[1]
+            pending.versions[key] = (version, status)
+            op.result = version
+        elif kind is Kind.CREATE:
+            if head is not None:
+                op.error = SessionExists(sid)
+                return
+            type_name, status, args_json, metadata_json = op.args
+            cur.execute(
+                "INSERT INTO sessions (id, type, status, args, metadata, created_at, updated_at, "
+                "paused_at, ended_at) VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s) "
+                "ON CONFLICT (id) DO NOTHING RETURNING key",
+                (
+                    sid,
+                    type_name,
+                    status,
+                    args_json,
+                    metadata_json,
+                    now,
+                    now,
+                    now if status == "paused" else None,
+                    now if status in _ENDED else None,
+                ),
+            )
+            row = cur.fetchone()
+            if row is None:  # created meanwhile by another process
+                op.error = SessionExists(sid)
+            else:
+                pending.heads[sid] = [row[0], 0]
+        elif kind is Kind.SET_STATUS:
+            if head is None:
+                op.error = SessionNotFound(sid)
+                return
+            cur.execute(_SET_STATUS, {"now": now, "status": op.args[0], "key": head[0]})
+        elif kind is Kind.SAVE_SNAPSHOT:
+            if head is None:
+                return
+            version, state_version, data_json, taken_at = op.args
+            cur.execute(
+                "INSERT INTO snapshots (session, version, state_version, data, taken_at) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (session) DO UPDATE SET "
+                "version = excluded.version, state_version = excluded.state_version, "
+                "data = excluded.data, taken_at = excluded.taken_at",
+                (head[0], version, state_version, data_json, taken_at),
+            )
+        else:  # Kind.DELETE
+            if head is not None:
+                # Events, snapshots, reminders and keys go with it (ON DELETE CASCADE).
+                cur.execute("DELETE FROM sessions WHERE key = %s", (head[0],))
+                del pending.heads[sid]
+
+
+def commit(conn: psycopg.Connection[Any]) -> None:
+    """COMMIT the writer's transaction: the point where a batch becomes durable.
+
+    A module-level function so that tests can make it fail (a server that fails at the worst moment).
+    """
+    conn.commit()

@@ -1,0 +1,579 @@
+"""The store for many processes: one PostgreSQL database shared by every node.
+
+Writes go through one connection in one dedicated thread that commits whatever is queued as one
+transaction (see :mod:`._postgres_writer`): psycopg's async API is asyncio-only, and a thread serves trio
+and asyncio alike. Reads run in anyio's worker threads on a pool of other connections (psycopg-pool), so
+they never wait for a commit.
+
+psycopg is imported when the store is opened, not when :mod:`runtime` is: it is an optional extra
+(``pip install 'sessionvisor[postgres]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
+
+import anyio
+import attrs
+
+from .._exceptions import StoreError
+from .._records import SessionRecord, Snapshot, StoredEvent, StoreStats
+from .._status import Status
+from ._sqlite_wakeup import run_in_thread
+from ._sqlite_writer import Kind
+from .sqlite import _events
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from .._records import EventData
+    from ._postgres_writer import PgWriter
+
+__all__ = ["PostgresStore", "PostgresStoreStatistics"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_LAST_VERSION = 2**63 - 1
+_INSTALL_HINT = "install the extra: pip install 'sessionvisor[postgres]'"
+
+_SELECT_RECORD = (
+    "SELECT id, type, status, args, metadata::text, version, created_at, updated_at FROM sessions"
+)
+
+
+@attrs.frozen(kw_only=True)
+class PostgresStoreStatistics:
+    """What a :class:`PostgresStore` has done since it was opened (a snapshot).
+
+    Attributes:
+        commits: transactions committed by the writer thread (each may hold many operations).
+        failed_commits: transactions that failed and were rolled back (every caller got StoreError).
+        isolated_retries: batches run again with one savepoint per operation, because one
+            operation's data broke a statement.
+        operations: writes committed, including the ones rejected with ``SessionExists``,
+            ``SessionNotFound`` or ``VersionConflict``.
+        appends: successful ``append`` calls.
+        events: events those appends wrote.
+        rejected: operations that got ``SessionExists``, ``SessionNotFound`` or ``VersionConflict``.
+        largest_batch: the most operations committed in one transaction.
+        batch_sizes: how many transactions had up to 1, 2, 4, 8, ... operations (power-of-two buckets).
+        queued: operations waiting for the writer right now.
+        readers: reader connections open right now (idle or in use).
+        idle_readers: reader connections open and idle right now.
+
+    .. versionadded:: 0.1
+    """
+
+    commits: int
+    failed_commits: int
+    isolated_retries: int
+    operations: int
+    appends: int
+    events: int
+    rejected: int
+    largest_batch: int
+    batch_sizes: Mapping[int, int]
+    queued: int
+    readers: int
+    idle_readers: int
+
+    @property
+    def mean_batch(self) -> float:
+        """Operations per committed transaction."""
+        return self.operations / self.commits if self.commits else 0.0
+
+
+def _record(row: tuple[Any, ...]) -> SessionRecord:
+    sid, type_name, status, args, metadata, version, created_at, updated_at = row
+    return SessionRecord(
+        sid,
+        type_name,
+        Status(status),
+        json.loads(args),
+        json.loads(metadata),
+        version,
+        created_at,
+        updated_at,
+    )
+
+
+def _describe(dsn: str) -> str:
+    """``host:port/dbname`` of a DSN, for messages: never its password."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        return "a PostgreSQL server"
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception:  # a malformed DSN is reported by open(), not by repr()
+        return "a PostgreSQL server"
+    host = parts.get("host") or "localhost"
+    port = parts.get("port") or 5432
+    return f"{host}:{port}/{parts.get('dbname') or parts.get('user') or ''}"
+
+
+@final
+class PostgresStore:
+    """Sessions in a PostgreSQL database, shared by every process that opens it.
+
+    Writes are group-committed by one writer thread per store and acknowledged only once committed
+    (PostgreSQL's ``synchronous_commit`` decides how durable a commit is; its default flushes the
+    WAL). Several processes may open the same database and schema: every append is checked against
+    the log's version under a row lock, so two writers never fork a log (one gets
+    ``VersionConflict``). Reads run in anyio's worker threads on a pool of connections. It implements
+    :class:`runtime.abc.EventStore`; payloads are kept as the JSON text they come in (never pickle).
+
+    Args:
+        dsn: a libpq connection string or URI, e.g. ``"postgresql://app@127.0.0.1:5432/app"``.
+        schema: the PostgreSQL schema that holds the store's tables; created, and migrated to the
+            current layout, by :meth:`open`. Several stores can share a database under different
+            schemas.
+        max_readers: the most reader connections open at once.
+        connect_timeout: seconds to wait for the server when connecting.
+
+    Example::
+
+        store = PostgresStore("postgresql://app@127.0.0.1:5432/app")
+        await store.open()
+        try:
+            ...
+        finally:
+            await store.aclose()
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "sessionvisor",
+        max_readers: int = 8,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(schema, str) or not schema:
+            raise ValueError(f"schema must be a non-empty str, not {schema!r}")
+        if max_readers < 1:
+            raise ValueError(f"max_readers must be at least 1, not {max_readers!r}")
+        if connect_timeout <= 0:
+            raise ValueError(f"connect_timeout must be positive, not {connect_timeout!r}")
+        self._dsn = dsn
+        self._schema = schema
+        self._max_readers = max_readers
+        self._connect_timeout = connect_timeout
+        self._where = f"{_describe(dsn)} (schema {schema!r})"
+        # Shown in pg_stat_activity, so that an operator can tell the store's connections apart.
+        self._application_name = f"sessionvisor:{schema}"[:63]
+        self._state: Literal["new", "opening", "open", "closing", "closed"] = "new"
+        self._writer: PgWriter | None = None
+        self._pool: ConnectionPool[Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._where}, {self._state})"
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema that holds the store's tables."""
+        return self._schema
+
+    def statistics(self) -> PostgresStoreStatistics:
+        """Counters of the writer thread and the reader pool, as a frozen snapshot."""
+        pool = self._pool
+        readers = idle = 0
+        if pool is not None:
+            stats = pool.get_stats()
+            readers = stats.get("pool_size", 0)
+            idle = stats.get("pool_available", 0)
+        if self._writer is None:
+            return PostgresStoreStatistics(
+                commits=0,
+                failed_commits=0,
+                isolated_retries=0,
+                operations=0,
+                appends=0,
+                events=0,
+                rejected=0,
+                largest_batch=0,
+                batch_sizes={},
+                queued=0,
+                readers=readers,
+                idle_readers=idle,
+            )
+        w = self._writer.statistics()
+        return PostgresStoreStatistics(**attrs.asdict(w, recurse=False), readers=readers, idle_readers=idle)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _connect(self, *, autocommit: bool) -> psycopg.Connection[Any]:
+        import psycopg
+
+        from ._postgres_schema import set_search_path
+
+        conn = psycopg.connect(
+            self._dsn,
+            autocommit=autocommit,
+            connect_timeout=max(1, round(self._connect_timeout)),
+            application_name=self._application_name,
+        )
+        try:
+            set_search_path(conn, self._schema)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_writer(self) -> psycopg.Connection[Any]:
+        import psycopg
+
+        from ._postgres_schema import migrate, set_search_path
+
+        try:
+            conn = psycopg.connect(
+                self._dsn,
+                autocommit=False,
+                connect_timeout=max(1, round(self._connect_timeout)),
+                application_name=self._application_name,
+            )
+        except psycopg.Error as exc:
+            raise StoreError(
+                None,
+                "open the database",
+                f"cannot connect to {_describe(self._dsn)} ({type(exc).__name__}: {exc}); check that the "
+                "server runs and that the DSN is right",
+            ) from exc
+        try:
+            migrate(conn, self._schema)
+            set_search_path(conn, self._schema)
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(
+                None, "open the database", f"{self._where}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_pool(self) -> ConnectionPool[Any]:
+        from psycopg_pool import ConnectionPool
+
+        from ._postgres_schema import set_search_path
+
+        schema = self._schema
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            set_search_path(conn, schema)
+
+        pool: ConnectionPool[Any] = ConnectionPool(
+            self._dsn,
+            min_size=1,
+            max_size=self._max_readers,
+            open=False,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, round(self._connect_timeout)),
+                "application_name": self._application_name,
+            },
+            configure=configure,
+            # A connection the server dropped (restart, failover) is replaced before it is used.
+            check=ConnectionPool.check_connection,
+            name=f"sessionvisor-readers:{self._schema}",
+            timeout=self._connect_timeout,
+        )
+        pool.open(wait=True, timeout=self._connect_timeout)
+        return pool
+
+    async def open(self) -> None:
+        """Connect, create and migrate the schema, start the writer thread and the reader pool.
+
+        Raises:
+            StoreError: the server cannot be reached, the schema belongs to something else or was
+                written by a newer sessionvisor, or the store was opened before.
+        """
+        if self._state != "new":
+            raise StoreError(
+                None, "open the database", f"{self!r} was opened before; make a new PostgresStore"
+            )
+        try:
+            import psycopg_pool  # noqa: F401
+
+            from ._postgres_writer import PgWriter
+        except ImportError as exc:
+            raise StoreError(
+                None, "open the database", f"PostgresStore needs psycopg and psycopg-pool: {_INSTALL_HINT}"
+            ) from exc
+        self._state = "opening"
+        try:
+            conn = await run_in_thread(self._open_writer)
+            try:
+                self._pool = await run_in_thread(self._open_pool)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException as exc:
+            self._state = "closed"
+            if isinstance(exc, Exception) and not isinstance(exc, StoreError):
+                raise StoreError(
+                    None, "open the database", f"{self._where}: {type(exc).__name__}: {exc}"
+                ) from exc
+            raise
+        self._writer = PgWriter(lambda: self._connect(autocommit=False), self._where)
+        self._writer.start(conn)
+        self._state = "open"
+        logger.debug("opened %r", self)
+
+    async def aclose(self) -> None:
+        """Commit everything queued, stop the writer thread and close every connection. Idempotent.
+
+        Operations called after this raise ``StoreError``.
+        """
+        if self._state == "closed":
+            return
+        self._state = "closing"
+        writer, pool = self._writer, self._pool
+        with anyio.CancelScope(shield=True):
+            if writer is not None:
+                writer.close()
+                await run_in_thread(writer.join)
+            if pool is not None:
+                await run_in_thread(pool.close)
+        self._state = "closed"
+        logger.debug("closed %r", self)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _closed_error(self, session_id: str | None, action: str) -> StoreError:
+        why = "not open: await store.open() first" if self._state == "new" else "closed"
+        return StoreError(session_id, action, f"the PostgreSQL store is {why}")
+
+    async def _write(self, kind: Kind, session_id: str, args: tuple[Any, ...]) -> int | None:
+        from ._postgres_writer import Op
+
+        writer = self._writer
+        if writer is None or self._state == "closed":
+            raise self._closed_error(session_id, kind.value)
+        op = Op(kind, session_id, args)
+        writer.submit(op)
+        await op.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    async def create(self, record: SessionRecord) -> None:
+        """Add a new session to the index, at version 0.
+
+        Raises:
+            SessionExists: a session with ``record.id`` is already stored.
+            StoreError: ``args``/``metadata`` are not JSON, or the database failed.
+        """
+        try:
+            args_json = json.dumps(dict(record.args), separators=(",", ":"))
+            metadata_json = json.dumps(dict(record.metadata), sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                record.id, "create", f"args and metadata must be JSON-serialisable ({exc})"
+            ) from exc
+        await self._write(
+            Kind.CREATE, record.id, (record.type, record.status.value, args_json, metadata_json)
+        )
+
+    async def append(
+        self,
+        session_id: str,
+        expected_version: int,
+        events: Sequence[EventData],
+        *,
+        status: Status | None = None,
+    ) -> int:
+        """Append ``events`` atomically after ``expected_version``; return the new version.
+
+        Committed when it returns. Concurrent appends share one transaction (group commit).
+
+        Raises:
+            SessionNotFound: the session is not in the index.
+            VersionConflict: the log's length is not ``expected_version`` (another writer, perhaps
+                another process, appended).
+            StoreError: the transaction failed (nothing of it was written) or the store is closed.
+        """
+        result = await self._write(
+            Kind.APPEND,
+            session_id,
+            (expected_version, tuple(events), None if status is None else status.value),
+        )
+        assert result is not None
+        return result
+
+    async def set_status(self, session_id: str, status: Status) -> None:
+        """Change the session's status in the index.
+
+        Raises:
+            SessionNotFound: the session is not in the index.
+        """
+        await self._write(Kind.SET_STATUS, session_id, (status.value,))
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` as the session's latest (replacing the one before; ignored when the
+        session is not stored)."""
+        await self._write(
+            Kind.SAVE_SNAPSHOT,
+            snapshot.session_id,
+            (snapshot.version, snapshot.state_version, snapshot.data, snapshot.taken_at),
+        )
+
+    async def delete(self, session_id: str) -> None:
+        """Remove the session, its log, its snapshot, reminders and keys. Unknown ids are ignored."""
+        await self._write(Kind.DELETE, session_id, ())
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _run_read(self, session_id: str | None, action: str, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        import psycopg
+
+        pool = self._pool
+        if pool is None or self._state != "open":
+            raise self._closed_error(session_id, action)
+        try:
+            with pool.connection() as conn:
+                return fn(conn)
+        except psycopg.Error as exc:
+            raise StoreError(
+                session_id, action, f"PostgreSQL failed ({type(exc).__name__}: {exc}) at {self._where}"
+            ) from exc
+        except (ValueError, TypeError) as exc:  # an undecodable index entry (bad JSON, unknown status)
+            raise StoreError(session_id, action, f"a stored index entry cannot be read ({exc})") from exc
+        except Exception as exc:  # the pool's own errors (PoolTimeout, PoolClosed)
+            if type(exc).__module__.startswith("psycopg_pool"):
+                raise StoreError(
+                    session_id, action, f"no connection to {self._where} ({type(exc).__name__}: {exc})"
+                ) from exc
+            raise
+
+    async def _read(
+        self, session_id: str | None, action: str, fn: Callable[[psycopg.Connection[Any]], T]
+    ) -> T:
+        if self._state != "open":
+            raise self._closed_error(session_id, action)
+        return await run_in_thread(self._run_read, session_id, action, fn)
+
+    async def read(
+        self, session_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> Sequence[StoredEvent]:
+        """Events ``from_version..to_version`` (inclusive; to the end when ``None``), in order."""
+        params = (session_id, from_version, _LAST_VERSION if to_version is None else to_version)
+
+        def query(conn: psycopg.Connection[Any]) -> list[StoredEvent]:
+            cursor = conn.execute(
+                "SELECT version, type, schema_version, data, recorded_at FROM events "
+                "WHERE session = (SELECT key FROM sessions WHERE id = %s) "
+                "AND version >= %s AND version <= %s ORDER BY version",
+                params,
+            )
+            return _events(session_id, cursor.fetchall())
+
+        return await self._read(session_id, "read the log", query)
+
+    async def load_snapshot(self, session_id: str) -> Snapshot | None:
+        """The session's latest snapshot, if any."""
+
+        def query(conn: psycopg.Connection[Any]) -> Snapshot | None:
+            row = conn.execute(
+                "SELECT version, state_version, data, taken_at FROM snapshots "
+                "WHERE session = (SELECT key FROM sessions WHERE id = %s)",
+                (session_id,),
+            ).fetchone()
+            return None if row is None else Snapshot(session_id, *row)
+
+        return await self._read(session_id, "load the snapshot", query)
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        """The session's index entry, or ``None`` when it is not stored."""
+
+        def query(conn: psycopg.Connection[Any]) -> SessionRecord | None:
+            row = conn.execute(f"{_SELECT_RECORD} WHERE id = %s", (session_id,)).fetchone()
+            return None if row is None else _record(row)
+
+        return await self._read(session_id, "read the index", query)
+
+    async def list(
+        self,
+        *,
+        status: Status | None = None,
+        type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> Sequence[SessionRecord]:
+        """Index entries matching every filter given, oldest first (then by id).
+
+        ``metadata`` matches entries whose metadata has each key equal to the value given (compared
+        as JSON; ``None`` also matches a missing key, as in ``metadata.get(key) == None``).
+        """
+        where: list[str] = []
+        params: list[object] = []
+        if status is not None:
+            where.append("status = %s")
+            params.append(status.value)
+        if type is not None:
+            where.append("type = %s")
+            params.append(type)
+        for key, value in (metadata or {}).items():
+            if value is None:
+                where.append("coalesce(metadata -> %s, 'null'::jsonb) = 'null'::jsonb")
+                params.append(key)
+                continue
+            if not isinstance(value, Mapping | list | tuple | str | int | float):
+                raise StoreError(
+                    None,
+                    "list sessions",
+                    f"metadata filter {key!r} must be JSON (str, number, bool, None, list, dict), "
+                    f"not {value!r}",
+                )
+            try:
+                as_json = json.dumps(value)
+            except (TypeError, ValueError) as exc:
+                raise StoreError(
+                    None, "list sessions", f"metadata filter {key!r} is not JSON ({exc})"
+                ) from exc
+            where.append("metadata -> %s = %s::jsonb")
+            params += [key, as_json]
+        sql = _SELECT_RECORD
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, id LIMIT %s OFFSET %s"
+        params += [limit, offset]
+
+        def query(conn: psycopg.Connection[Any]) -> list[SessionRecord]:
+            return [_record(row) for row in conn.execute(sql, params)]
+
+        return await self._read(None, "list sessions", query)
+
+    async def stats(self) -> StoreStats:
+        """Counts of sessions by status and type, of events and of snapshots (one consistent read)."""
+
+        def query(conn: psycopg.Connection[Any]) -> StoreStats:
+            # One statement: one snapshot of the database.
+            row = conn.execute(
+                "SELECT (SELECT coalesce(json_object_agg(status, n), '{}') FROM "
+                "(SELECT status, count(*) AS n FROM sessions GROUP BY status) AS s)::text, "
+                "(SELECT coalesce(json_object_agg(type, n), '{}') FROM "
+                "(SELECT type, count(*) AS n FROM sessions GROUP BY type) AS t)::text, "
+                "(SELECT count(*) FROM sessions), (SELECT coalesce(sum(version), 0) FROM sessions), "
+                "(SELECT count(*) FROM snapshots)"
+            ).fetchone()
+            assert row is not None
+            by_status, by_type, sessions, events, snapshots = row
+            return StoreStats(
+                sessions=int(sessions),
+                events=int(events),
+                snapshots=int(snapshots),
+                by_status=json.loads(by_status),
+                by_type=json.loads(by_type),
+            )
+
+        return await self._read(None, "count sessions", query)
