@@ -10,17 +10,17 @@ migrate exactly once. A schema written by a newer sessionvisor is refused rather
 The tables are laid out for everything the runtime keeps (DESIGN.md, "Stores", "Sessions outlive their
 process" and "Many nodes"):
 
-* ``sessions``: the index. Unlike SQLite's, it keeps each session's ``version`` (its log's length):
-  several processes append at once, and the row is what their appends lock and check, so a stale
-  writer's expected version is refused under the row lock, never by a cache. ``updated_at`` is the last
-  activity; with ``created_at``, ``paused_at`` and ``ended_at`` it is indexed by status, so that the
-  sessions whose deadline (``abandon_after``, ``max_age``, ``paused_ttl``, ``retention``) falls next
-  are a range query. ``messages`` is the durable message count; ``quarantine_reason`` why one FAILED.
+* ``sessions``: the index. It keeps each session's ``version`` (the acknowledged head): several
+  processes append at once, and the row is what their appends lock and check, so a stale writer's
+  expected version is refused under the row lock, never by a cache. ``deadline`` is when the reaper
+  should next look at the session (``abandon_after``, ``max_age``, ``paused_ttl``, ``retention``),
+  indexed so that the next due sessions are a range query; ``handled`` the durable message count;
+  ``status_reason`` and ``error_type`` why a session stopped (a quarantine's reason).
 * ``events``: the logs, keyed by (session, version); ``epoch`` is the fencing epoch of the lease the
   append was made under (``NULL`` without ownership), so that an audit can tell which owner wrote what.
 * ``snapshots``: the latest snapshot per session.
-* ``reminders``: durable reminders (session, name, due, message JSON), indexed by due time.
-* ``idempotency``: keys of calls a client may retry, with their replies (JSON).
+* ``reminders``: durable reminders (session, name, due time, message JSON), indexed by due time.
+* ``replies``: idempotency keys of calls a client may retry, with their replies (JSON).
 * ``leases`` and ``nodes``: which node owns which session, under which fencing epoch, until when;
   which nodes are alive, where, and when they last said so. Lease times are the server's clock
   (``clock_timestamp()``), the one clock every node shares.
@@ -43,8 +43,10 @@ logger = logging.getLogger(__name__)
 
 
 def _v1_tables(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
-    # ``key`` is the compact reference that events, snapshots, reminders and keys use instead of
-    # the id's text (as in SQLite's layout).
+    # ``key`` is the compact reference that events, snapshots, reminders and replies use instead of
+    # the id's text (as in SQLite's layout). ``version`` is the acknowledged head, written with every
+    # append; ``handled`` the durable count of handled messages (max_messages); ``deadline`` when the
+    # reaper should next look at the session (NULL: never).
     cur.execute(
         """
         CREATE TABLE sessions (
@@ -55,24 +57,22 @@ def _v1_tables(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
             args text NOT NULL,
             metadata jsonb NOT NULL,
             version bigint NOT NULL DEFAULT 0,
-            messages bigint NOT NULL DEFAULT 0,
+            handled bigint NOT NULL DEFAULT 0,
+            deadline double precision,
             created_at double precision NOT NULL,
             updated_at double precision NOT NULL,
-            paused_at double precision,
-            ended_at double precision,
-            quarantine_reason text
+            status_reason text,
+            error_type text
         )
         """
     )
-    # list() pages oldest first, by status or type; the reaper asks for the next due deadlines of
-    # sessions in a status: last activity of running ones, pause time of paused ones, end time of
-    # ended ones, creation for max_age.
+    # list() pages by age or last activity, by status and type; the reaper asks for the next due
+    # deadlines (a range query on a partial index: sessions that need no look cost nothing).
     cur.execute("CREATE INDEX sessions_by_age ON sessions (created_at, id)")
-    cur.execute("CREATE INDEX sessions_by_status ON sessions (status, created_at, id)")
+    cur.execute("CREATE INDEX sessions_by_activity ON sessions (updated_at, id)")
+    cur.execute("CREATE INDEX sessions_by_status ON sessions (status, type, created_at, id)")
     cur.execute("CREATE INDEX sessions_by_type ON sessions (type, created_at, id)")
-    cur.execute("CREATE INDEX sessions_by_activity ON sessions (status, updated_at)")
-    cur.execute("CREATE INDEX sessions_by_pause ON sessions (paused_at) WHERE paused_at IS NOT NULL")
-    cur.execute("CREATE INDEX sessions_by_end ON sessions (ended_at) WHERE ended_at IS NOT NULL")
+    cur.execute("CREATE INDEX sessions_by_deadline ON sessions (deadline) WHERE deadline IS NOT NULL")
     cur.execute(
         """
         CREATE TABLE events (
@@ -103,24 +103,27 @@ def _v1_tables(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
         CREATE TABLE reminders (
             session bigint NOT NULL REFERENCES sessions (key) ON DELETE CASCADE,
             name text NOT NULL,
-            due double precision NOT NULL,
+            due_at double precision NOT NULL,
             message text NOT NULL,
             PRIMARY KEY (session, name)
         )
         """
     )
-    cur.execute("CREATE INDEX reminders_by_due ON reminders (due)")
+    cur.execute("CREATE INDEX reminders_by_due ON reminders (due_at)")
+    # Replies of calls made with an idempotency key; ``seq`` orders a session's replies, so that
+    # only its newest ones are kept.
     cur.execute(
         """
-        CREATE TABLE idempotency (
+        CREATE TABLE replies (
             session bigint NOT NULL REFERENCES sessions (key) ON DELETE CASCADE,
             key text NOT NULL,
             reply text NOT NULL,
-            recorded_at double precision NOT NULL,
+            seq bigint NOT NULL,
             PRIMARY KEY (session, key)
         )
         """
     )
+    cur.execute("CREATE INDEX replies_by_age ON replies (session, seq)")
     # A lease row outlives its owner (node NULL once released): the epoch only ever grows, so a
     # copy that held an older one can never write again. Keyed by id, not key: a node may own a
     # session before the first message has created it.

@@ -32,7 +32,6 @@ import psycopg
 import psycopg.errors
 
 from .._exceptions import SessionExists, SessionNotFound, StoreError, VersionConflict
-from .._status import Status
 from ._sqlite_wakeup import Ticket, wake_all
 from ._sqlite_writer import Kind, WriterStatistics
 
@@ -57,18 +56,6 @@ _OP_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Errors about one operation's data, not about the database: only that operation fails."""
 
-_ENDED = tuple(status.value for status in Status if status.terminal)
-
-# How a status change moves the deadline columns: paused_at is when the session was paused (kept
-# while it stays paused), ended_at when it ended. ``{new}`` is the new status' SQL expression.
-_STATUS_COLUMNS = (
-    "status = {new}, "
-    "paused_at = CASE WHEN {new} = 'paused' THEN "
-    "CASE WHEN sessions.status = 'paused' THEN sessions.paused_at ELSE {now} END END, "
-    "ended_at = CASE WHEN {new} IN (" + ", ".join(f"'{s}'" for s in _ENDED) + ") "
-    "THEN coalesce(sessions.ended_at, {now}) END"
-)
-
 _LOCK_HEADS = "SELECT id, key, version FROM sessions WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
 _INSERT_EVENTS = (
     "INSERT INTO events (session, version, type, schema_version, data, recorded_at, epoch) "
@@ -76,16 +63,11 @@ _INSERT_EVENTS = (
     "%s::text[], %s::bigint[]) AS r(k, v, t, s, d, e)"
 )
 _UPDATE_HEADS = (
-    "UPDATE sessions SET version = r.v, updated_at = %(now)s, "
-    + _STATUS_COLUMNS.format(new="coalesce(r.s, sessions.status)", now="%(now)s")
-    + " FROM unnest(%(keys)s::bigint[], %(versions)s::bigint[], %(statuses)s::text[]) AS r(k, v, s) "
+    "UPDATE sessions SET version = r.v, updated_at = %(now)s, status = coalesce(r.s, sessions.status) "
+    "FROM unnest(%(keys)s::bigint[], %(versions)s::bigint[], %(statuses)s::text[]) AS r(k, v, s) "
     "WHERE sessions.key = r.k"
 )
-_SET_STATUS = (
-    "UPDATE sessions SET updated_at = %(now)s, "
-    + _STATUS_COLUMNS.format(new="%(status)s::text", now="%(now)s")
-    + " WHERE key = %(key)s"
-)
+_SET_STATUS = "UPDATE sessions SET updated_at = %(now)s, status = %(status)s WHERE key = %(key)s"
 
 
 @final
@@ -427,20 +409,9 @@ class PgWriter:
                 return
             type_name, status, args_json, metadata_json = op.args
             cur.execute(
-                "INSERT INTO sessions (id, type, status, args, metadata, created_at, updated_at, "
-                "paused_at, ended_at) VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s) "
-                "ON CONFLICT (id) DO NOTHING RETURNING key",
-                (
-                    sid,
-                    type_name,
-                    status,
-                    args_json,
-                    metadata_json,
-                    now,
-                    now,
-                    now if status == "paused" else None,
-                    now if status in _ENDED else None,
-                ),
+                "INSERT INTO sessions (id, type, status, args, metadata, created_at, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING key",
+                (sid, type_name, status, args_json, metadata_json, now, now),
             )
             row = cur.fetchone()
             if row is None:  # created meanwhile by another process

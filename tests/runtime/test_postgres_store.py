@@ -11,7 +11,7 @@ import anyio
 import psycopg
 import pytest
 
-from runtime import EventData, SessionRecord, Status, StoreError, VersionConflict
+from runtime import EventData, SessionRecord, StoreError, VersionConflict
 from runtime._stores import _postgres_writer
 from runtime._stores._postgres_schema import SCHEMA_VERSION
 from runtime._stores._sqlite_wakeup import run_in_thread
@@ -191,22 +191,6 @@ class TestFailures:
 
 
 class TestSchema:
-    async def test_deadline_columns_follow_the_status(self, pg: PgTarget, store: PostgresStore) -> None:
-        """paused_at is set while paused, ended_at once ended: the reaper's index columns."""
-        await store.create(SessionRecord("s", "Game"))
-        await store.set_status("s", Status.PAUSED)
-        with sql(pg) as conn:
-            row = conn.execute("SELECT paused_at, ended_at FROM sessions WHERE id = 's'").fetchone()
-        assert row is not None
-        assert row[0] is not None
-        assert row[1] is None
-        await store.append("s", 0, [ev(1)], status=Status.COMPLETED)
-        with sql(pg) as conn:
-            row = conn.execute("SELECT paused_at, ended_at FROM sessions WHERE id = 's'").fetchone()
-        assert row is not None
-        assert row[0] is None
-        assert row[1] is not None
-
     async def test_reopening_keeps_everything(self, pg: PgTarget, store: PostgresStore) -> None:
         """A second open of a migrated schema migrates nothing and sees the rows."""
         await store.create(SessionRecord("s", "Game"))
