@@ -36,7 +36,7 @@ from ._sqlite_wakeup import Ticket, wake_all
 from ._sqlite_writer import Kind, WriterStatistics
 
 if TYPE_CHECKING:
-    from .._records import EventData
+    from .._records import AppendExtras, EventData
 
 __all__ = ["Op", "PgWriter", "commit"]
 
@@ -63,9 +63,25 @@ _INSERT_EVENTS = (
     "%s::text[], %s::bigint[]) AS r(k, v, t, s, d, e)"
 )
 _UPDATE_HEADS = (
-    "UPDATE sessions SET version = r.v, updated_at = %(now)s, status = coalesce(r.s, sessions.status) "
-    "FROM unnest(%(keys)s::bigint[], %(versions)s::bigint[], %(statuses)s::text[]) AS r(k, v, s) "
+    "UPDATE sessions SET version = r.v, updated_at = %(now)s, status = coalesce(r.s, sessions.status), "
+    "handled = coalesce(r.h, sessions.handled), deadline = coalesce(r.d, sessions.deadline) "
+    "FROM unnest(%(keys)s::bigint[], %(versions)s::bigint[], %(statuses)s::text[], "
+    "%(handled)s::bigint[], %(deadlines)s::float8[]) AS r(k, v, s, h, d) "
     "WHERE sessions.key = r.k"
+)
+# Only the reminder that fired: one the handler re-scheduled under the name (another due time) stays.
+_DELETE_FIRED = (
+    "DELETE FROM reminders USING unnest(%s::bigint[], %s::text[], %s::float8[]) AS f(k, n, d) "
+    "WHERE session = f.k AND name = f.n AND due_at = f.d"
+)
+_KEEP_REPLY = (
+    "INSERT INTO replies (session, key, reply, seq) VALUES (%(session)s, %(key)s, %(reply)s, "
+    "coalesce((SELECT max(seq) FROM replies WHERE session = %(session)s), 0) + 1) "
+    "ON CONFLICT (session, key) DO UPDATE SET reply = excluded.reply, seq = excluded.seq"
+)
+_DROP_OLD_REPLIES = (
+    "DELETE FROM replies WHERE session = %(session)s AND seq <= "
+    "(SELECT max(seq) FROM replies WHERE session = %(session)s) - %(keep)s"
 )
 _SET_STATUS = "UPDATE sessions SET updated_at = %(now)s, status = %(status)s WHERE key = %(key)s"
 
@@ -74,9 +90,11 @@ _SET_STATUS = "UPDATE sessions SET updated_at = %(now)s, status = %(status)s WHE
 class Op(Ticket):
     """One queued write and, once the writer is done with it, its outcome.
 
-    ``args`` by kind: CREATE ``(type, status, args_json, metadata_json)``; APPEND ``(expected_version,
-    events, status | None)``; SET_STATUS ``(status,)``; SAVE_SNAPSHOT ``(version, state_version, data,
-    taken_at)``; DELETE ``()``. Statuses are ``Status.value`` strings.
+    ``args`` by kind, as for the SQLite writer: CREATE ``(type, status, args_json, metadata_json,
+    deadline)``; APPEND ``(expected_version, events, status | None, extras | None)``; SET_STATUS
+    ``(status,)``; SAVE_SNAPSHOT ``(version, state_version, data, taken_at)``; DELETE ``()``;
+    SET_REMINDER ``(name, due_at, message)``; REMOVE_REMINDER ``(name,)``; SET_DEADLINE ``(deadline |
+    None,)``. Statuses are ``Status.value`` strings.
     """
 
     __slots__ = ("args", "error", "kind", "result", "session_id")
@@ -93,17 +111,19 @@ class Op(Ticket):
 class _Batch:
     """What one transaction has gathered so far: the locked heads and the pending appends."""
 
-    __slots__ = ("heads", "rows", "versions")
+    __slots__ = ("fired", "heads", "rows", "versions")
 
     def __init__(self, heads: dict[str, list[int]]) -> None:
         self.heads = heads  # session id -> [key, version], locked for this transaction
         # Pending event rows, column by column (keys, versions, types, schema versions, data, epochs).
         self.rows: tuple[list[object], ...] = ([], [], [], [], [], [])
-        # Pending index updates: key -> (version, status or None).
-        self.versions: dict[int, tuple[int, str | None]] = {}
+        # Pending index updates: key -> [version, status, handled, deadline] (None: unchanged).
+        self.versions: dict[int, list[Any]] = {}
+        # Fired reminders to remove, column by column (keys, names, due times).
+        self.fired: tuple[list[object], ...] = ([], [], [])
 
     def clear(self) -> None:
-        for column in self.rows:
+        for column in (*self.rows, *self.fired):
             column.clear()
         self.versions.clear()
 
@@ -361,15 +381,20 @@ class PgWriter:
         if keys:
             cur.execute(_INSERT_EVENTS, (now, keys, versions, types, schemas, data, epochs))
         if pending.versions:
+            updates = pending.versions.values()
             cur.execute(
                 _UPDATE_HEADS,
                 {
                     "now": now,
                     "keys": list(pending.versions),
-                    "versions": [v for v, _ in pending.versions.values()],
-                    "statuses": [s for _, s in pending.versions.values()],
+                    "versions": [u[0] for u in updates],
+                    "statuses": [u[1] for u in updates],
+                    "handled": [u[2] for u in updates],
+                    "deadlines": [u[3] for u in updates],
                 },
             )
+        if pending.fired[0]:
+            cur.execute(_DELETE_FIRED, pending.fired)
         pending.clear()
 
     def _apply(self, cur: psycopg.Cursor[Any], op: Op, now: float, pending: _Batch) -> None:
@@ -380,6 +405,7 @@ class PgWriter:
             expected: int = op.args[0]
             events: Sequence[EventData] = op.args[1]
             status: str | None = op.args[2]
+            extras: AppendExtras | None = op.args[3]
             if head is None:
                 op.error = SessionNotFound(sid)
                 return
@@ -398,20 +424,24 @@ class PgWriter:
                 data.append(event.data)
                 epochs.append(None)
             head[1] = version
-            earlier = pending.versions.get(key)
-            if status is None and earlier is not None:
-                status = earlier[1]
-            pending.versions[key] = (version, status)
+            update = pending.versions.get(key)
+            if update is None:
+                update = pending.versions[key] = [version, status, None, None]
+            else:  # an earlier append in this batch: the later values win, None keeps the earlier
+                update[0] = version
+                update[1] = status if status is not None else update[1]
+            if extras is not None:
+                self._extras(cur, key, extras, update, pending)
             op.result = version
         elif kind is Kind.CREATE:
             if head is not None:
                 op.error = SessionExists(sid)
                 return
-            type_name, status, args_json, metadata_json = op.args
+            type_name, status, args_json, metadata_json, deadline = op.args
             cur.execute(
-                "INSERT INTO sessions (id, type, status, args, metadata, created_at, updated_at) "
-                "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING key",
-                (sid, type_name, status, args_json, metadata_json, now, now),
+                "INSERT INTO sessions (id, type, status, args, metadata, created_at, updated_at, deadline) "
+                "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING key",
+                (sid, type_name, status, args_json, metadata_json, now, now, deadline),
             )
             row = cur.fetchone()
             if row is None:  # created meanwhile by another process
@@ -434,11 +464,48 @@ class PgWriter:
                 "data = excluded.data, taken_at = excluded.taken_at",
                 (head[0], version, state_version, data_json, taken_at),
             )
+        elif kind is Kind.SET_REMINDER:
+            if head is None:
+                op.error = SessionNotFound(sid)
+                return
+            name, due_at, message = op.args
+            cur.execute(
+                "INSERT INTO reminders (session, name, due_at, message) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (session, name) DO UPDATE SET due_at = excluded.due_at, "
+                "message = excluded.message",
+                (head[0], name, due_at, message),
+            )
+        elif kind is Kind.REMOVE_REMINDER:
+            if head is not None:
+                cur.execute("DELETE FROM reminders WHERE session = %s AND name = %s", (head[0], op.args[0]))
+        elif kind is Kind.SET_DEADLINE:
+            if head is not None:
+                cur.execute("UPDATE sessions SET deadline = %s WHERE key = %s", (op.args[0], head[0]))
         else:  # Kind.DELETE
             if head is not None:
-                # Events, snapshots, reminders and keys go with it (ON DELETE CASCADE).
+                # Events, snapshots, reminders and replies go with it (ON DELETE CASCADE).
                 cur.execute("DELETE FROM sessions WHERE key = %s", (head[0],))
                 del pending.heads[sid]
+
+    @staticmethod
+    def _extras(
+        cur: psycopg.Cursor[Any], key: int, extras: AppendExtras, update: list[Any], pending: _Batch
+    ) -> None:
+        """Gather (or, for a reply, write) what an accepted append writes besides its events."""
+        if extras.handled is not None:
+            update[2] = extras.handled
+        if extras.deadline is not None:
+            update[3] = extras.deadline
+        keys, names, due = pending.fired
+        for fired in extras.fired:
+            keys.append(key)
+            names.append(fired.name)
+            due.append(fired.due_at)
+        reply = extras.reply
+        if reply is not None:  # rare (calls with an idempotency key): written at once
+            params = {"session": key, "key": reply.key, "reply": reply.reply, "keep": max(reply.keep, 1)}
+            cur.execute(_KEEP_REPLY, params)
+            cur.execute(_DROP_OLD_REPLIES, params)
 
 
 def commit(conn: psycopg.Connection[Any]) -> None:

@@ -20,7 +20,7 @@ import anyio
 import attrs
 
 from .._exceptions import StoreError
-from .._records import SessionRecord, Snapshot, StoredEvent, StoreStats
+from .._records import Reminder, SessionRecord, Snapshot, StoredEvent, StoreStats
 from .._status import Status
 from ._sqlite_wakeup import run_in_thread
 from ._sqlite_writer import Kind
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
-    from .._records import EventData
+    from .._records import AppendExtras, EventData
     from ._postgres_writer import PgWriter
 
 __all__ = ["PostgresStore", "PostgresStoreStatistics"]
@@ -43,7 +43,8 @@ _LAST_VERSION = 2**63 - 1
 _INSTALL_HINT = "install the extra: pip install 'sessionvisor[postgres]'"
 
 _SELECT_RECORD = (
-    "SELECT id, type, status, args, metadata::text, version, created_at, updated_at FROM sessions"
+    "SELECT id, type, status, args, metadata::text, version, created_at, updated_at, deadline, handled "
+    "FROM sessions"
 )
 
 
@@ -90,7 +91,7 @@ class PostgresStoreStatistics:
 
 
 def _record(row: tuple[Any, ...]) -> SessionRecord:
-    sid, type_name, status, args, metadata, version, created_at, updated_at = row
+    sid, type_name, status, args, metadata, version, created_at, updated_at, deadline, handled = row
     return SessionRecord(
         sid,
         type_name,
@@ -100,6 +101,8 @@ def _record(row: tuple[Any, ...]) -> SessionRecord:
         version,
         created_at,
         updated_at,
+        deadline,
+        handled,
     )
 
 
@@ -380,7 +383,9 @@ class PostgresStore:
                 record.id, "create", f"args and metadata must be JSON-serialisable ({exc})"
             ) from exc
         await self._write(
-            Kind.CREATE, record.id, (record.type, record.status.value, args_json, metadata_json)
+            Kind.CREATE,
+            record.id,
+            (record.type, record.status.value, args_json, metadata_json, record.deadline),
         )
 
     async def append(
@@ -390,10 +395,12 @@ class PostgresStore:
         events: Sequence[EventData],
         *,
         status: Status | None = None,
+        extras: AppendExtras | None = None,
     ) -> int:
         """Append ``events`` atomically after ``expected_version``; return the new version.
 
         Committed when it returns. Concurrent appends share one transaction (group commit).
+        ``status`` and ``extras`` are written in the same transaction.
 
         Raises:
             SessionNotFound: the session is not in the index.
@@ -404,7 +411,7 @@ class PostgresStore:
         result = await self._write(
             Kind.APPEND,
             session_id,
-            (expected_version, tuple(events), None if status is None else status.value),
+            (expected_version, tuple(events), None if status is None else status.value, extras),
         )
         assert result is not None
         return result
@@ -427,8 +434,26 @@ class PostgresStore:
         )
 
     async def delete(self, session_id: str) -> None:
-        """Remove the session, its log, its snapshot, reminders and keys. Unknown ids are ignored."""
+        """Remove the session, its log, snapshot, reminders and replies. Unknown ids are ignored."""
         await self._write(Kind.DELETE, session_id, ())
+
+    async def set_reminder(self, reminder: Reminder) -> None:
+        """Keep ``reminder``, replacing the session's reminder of that name; committed on return.
+
+        Raises:
+            SessionNotFound: the session is not in the index.
+        """
+        await self._write(
+            Kind.SET_REMINDER, reminder.session_id, (reminder.name, reminder.due_at, reminder.message)
+        )
+
+    async def remove_reminder(self, session_id: str, name: str) -> None:
+        """Remove the session's reminder ``name`` (nothing happens when there is none)."""
+        await self._write(Kind.REMOVE_REMINDER, session_id, (name,))
+
+    async def set_deadline(self, session_id: str, deadline: float | None) -> None:
+        """Set when the reaper should next look at the session (``None``: never)."""
+        await self._write(Kind.SET_DEADLINE, session_id, (deadline,))
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -552,6 +577,57 @@ class PostgresStore:
             return [_record(row) for row in conn.execute(sql, params)]
 
         return await self._read(None, "list sessions", query)
+
+    async def reminders(self, session_id: str) -> Sequence[Reminder]:
+        """The session's reminders, earliest due first."""
+
+        def query(conn: psycopg.Connection[Any]) -> list[Reminder]:
+            rows = conn.execute(
+                "SELECT name, due_at, message FROM reminders "
+                "WHERE session = (SELECT key FROM sessions WHERE id = %s) ORDER BY due_at, name",
+                (session_id,),
+            )
+            return [Reminder(session_id, *row) for row in rows]
+
+        return await self._read(session_id, "read the reminders", query)
+
+    async def due_reminders(self, until: float, *, limit: int) -> Sequence[Reminder]:
+        """At most ``limit`` reminders due at or before ``until``, earliest first (by the due index)."""
+
+        def query(conn: psycopg.Connection[Any]) -> list[Reminder]:
+            rows = conn.execute(
+                "SELECT s.id, r.name, r.due_at, r.message FROM reminders AS r "
+                "JOIN sessions AS s ON s.key = r.session "
+                "WHERE r.due_at <= %s ORDER BY r.due_at, s.id, r.name LIMIT %s",
+                (until, limit),
+            )
+            return [Reminder(*row) for row in rows]
+
+        return await self._read(None, "find due reminders", query)
+
+    async def due_sessions(self, until: float, *, limit: int) -> Sequence[SessionRecord]:
+        """At most ``limit`` sessions whose deadline is at or before ``until``, earliest first."""
+
+        def query(conn: psycopg.Connection[Any]) -> list[SessionRecord]:
+            rows = conn.execute(
+                f"{_SELECT_RECORD} WHERE deadline <= %s ORDER BY deadline, id LIMIT %s", (until, limit)
+            )
+            return [_record(row) for row in rows]
+
+        return await self._read(None, "find due sessions", query)
+
+    async def load_reply(self, session_id: str, key: str) -> str | None:
+        """The reply stored under idempotency ``key`` for the session, if it is still kept."""
+
+        def query(conn: psycopg.Connection[Any]) -> str | None:
+            row = conn.execute(
+                "SELECT reply FROM replies WHERE session = (SELECT key FROM sessions WHERE id = %s) "
+                "AND key = %s",
+                (session_id, key),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(session_id, "read a stored reply", query)
 
     async def stats(self) -> StoreStats:
         """Counts of sessions by status and type, of events and of snapshots (one consistent read)."""
