@@ -1,15 +1,20 @@
-"""The endpoint that serves a registry's metrics: Prometheus text on ``/metrics``, on a thread.
+"""The endpoint that serves a registry's metrics: Prometheus text on ``/metrics``, on threads.
 
 ``serve_metrics`` is an async context manager on both backends. The server is prometheus_client's
-WSGI app in a threaded ``wsgiref`` server, with optional TLS and basic auth; it binds 127.0.0.1
-unless told otherwise, and leaves no thread behind when the block exits.
+WSGI app behind a ``wsgiref`` server, with optional TLS and basic auth; it binds 127.0.0.1 unless
+told otherwise, and leaves no thread behind when the block exits. One thread accepts and reads
+requests without blocking, under a whole-request deadline; a bounded pool answers them (issue 17).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import errno
+import functools
 import hmac
+import io
 import ipaddress
 import logging
 import os
@@ -18,7 +23,9 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -61,33 +68,65 @@ class MetricsServer:
 
 
 class _Handler(WSGIRequestHandler):
-    """Logs through :mod:`logging`; finishes the TLS handshake in the request's own thread."""
+    """Answers one request whose head the accept thread has read already; logs through :mod:`logging`."""
 
     server: _Server
 
     def setup(self) -> None:
         super().setup()
-        self.connection.settimeout(self.server.request_timeout)  # a silent client cannot hold a thread
-        if isinstance(self.connection, ssl.SSLSocket):
-            self.connection.do_handshake()
+        self.rfile.close()
+        self.rfile = io.BytesIO(self.server.request_head())
 
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("metrics endpoint: %s - %s", self.address_string(), format % args)
 
 
-class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    """prometheus_client's threaded WSGI server, made to stop promptly and leave no thread behind."""
+@attrs.define
+class _Reading:
+    """A connection whose request the accept thread is still reading (it holds no thread)."""
 
-    # Non-daemon request threads, so that server_close() joins them (socketserver does not track
-    # daemon threads); close_connections() first makes sure none of them is left waiting on a client.
-    daemon_threads = False
-    block_on_close = True
-    request_timeout = 10.0
+    sock: socket.socket
+    address: object
+    deadline: float
+    head: bytearray = attrs.field(factory=bytearray)
+    handshaken: bool = True
+
+
+class _Server(WSGIServer):
+    """prometheus_client's WSGI app behind a guarded front: the threads serve only whole requests.
+
+    The accept thread reads every request's head itself, without blocking (``selectors``), under a
+    whole-request deadline: a client that trickles its request in a byte at a time, or says nothing,
+    holds a socket until the deadline, never a thread (issue 17). Complete requests go to a pool of
+    ``max_threads`` threads; ``max_connections`` bounds the connections open at once (read, queued
+    or answered), and one beyond it is answered 503 at once. The listen backlog holds a burst of
+    scrapers until they are accepted.
+    """
+
+    request_queue_size = 1024  # the listen backlog (the kernel may cap it: net.core.somaxconn)
     ssl_context: ssl.SSLContext | None = None
 
-    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[_Handler],
+        *,
+        request_timeout: float,
+        max_threads: int,
+        max_connections: int,
+    ) -> None:
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self._open = 0  # connections open at once: read, queued or being answered
+        self._answering: set[socket.socket] = set()  # queued or being answered, by the pool
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        # Threads start as requests come, up to max_threads; leaving serve_metrics joins them.
+        self._pool = ThreadPoolExecutor(max_threads, thread_name_prefix="sessionvisor-metrics-worker")
+        self.refused = 0
+        """Connections answered 503 (too many at once)."""
+        self.timed_out = 0
+        """Connections cut at the request deadline."""
         super().__init__(address, handler)
 
     def server_bind(self) -> None:
@@ -99,25 +138,178 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         self.server_port = int(port)
         self.setup_environ()
 
-    def get_request(self) -> tuple[socket.socket, object]:
-        conn, addr = self.socket.accept()
-        if self.ssl_context is not None:
-            # The handshake happens in the request's thread (_Handler.setup), under its timeout: a
-            # client that connects and stays silent does not stop the server from accepting others.
-            conn = self.ssl_context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-        with self._connections_lock:
-            self._connections.add(conn)
-        return conn, addr
+    def request_head(self) -> bytes:
+        """The head of the request the calling pool thread answers (read by the accept thread)."""
+        head: bytes = self._local.head
+        return head
 
-    def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
+    # -- the accept thread ------------------------------------------------------------------------
 
-    def close_connections(self) -> None:
-        """Cut every open connection, so that no request thread waits for its client any longer."""
-        with self._connections_lock:
-            connections = list(self._connections)
+    def run(self, stop: socket.socket) -> None:
+        """Accept and read requests until a byte arrives on ``stop``; then close what is not answered."""
+        reading: dict[socket.socket, _Reading] = {}
+        paused_until = 0.0  # accept() ran out of file descriptors: wait a little before the next one
+        with selectors.DefaultSelector() as selector:
+            selector.register(stop, selectors.EVENT_READ)
+            selector.register(self.socket, selectors.EVENT_READ)
+            try:
+                while True:
+                    now = time.monotonic()
+                    deadlines = [r.deadline for r in reading.values()]
+                    if paused_until:
+                        deadlines.append(paused_until)
+                    timeout = max(0.0, min(deadlines) - now) if deadlines else None
+                    for key, _ in selector.select(timeout):
+                        if key.fileobj is stop:
+                            return
+                        if key.fileobj is self.socket:
+                            if not self._accept(selector, reading):
+                                selector.unregister(self.socket)
+                                paused_until = time.monotonic() + 0.1
+                        else:
+                            self._read(selector, reading, reading[key.fileobj])  # type: ignore[index]
+                    now = time.monotonic()
+                    if paused_until and now >= paused_until:
+                        selector.register(self.socket, selectors.EVENT_READ)
+                        paused_until = 0.0
+                    for late in [r for r in reading.values() if r.deadline <= now]:
+                        self.timed_out += 1
+                        self._close(selector, reading, late, _TIMED_OUT if late.handshaken else b"")
+            finally:
+                for r in list(reading.values()):
+                    self._close(selector, reading, r, b"")
+
+    def _accept(self, selector: selectors.BaseSelector, reading: dict[socket.socket, _Reading]) -> bool:
+        """Accept what is waiting; False when out of file descriptors (or memory) for now."""
+        for _ in range(64):  # then let the readers have a turn
+            try:
+                conn, address = self.socket.accept()
+            except BlockingIOError:
+                return True
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    logger.warning("metrics endpoint: accept() failed (%s); retrying in 0.1 s", exc)
+                    return False
+                continue  # that one connection is gone (ECONNABORTED...)
+            with self._lock:
+                full = self._open >= self.max_connections
+                if not full:
+                    self._open += 1
+            if full:
+                self.refused += 1
+                _refuse(conn, self._busy_answer())
+                continue
+            conn.setblocking(False)
+            state = _Reading(conn, address, time.monotonic() + self.request_timeout)
+            if self.ssl_context is not None:
+                try:
+                    state.sock = self.ssl_context.wrap_socket(
+                        conn, server_side=True, do_handshake_on_connect=False
+                    )
+                except (OSError, ValueError):
+                    self._release(conn)
+                    continue
+                state.handshaken = False
+            reading[state.sock] = state
+            selector.register(state.sock, selectors.EVENT_READ)
+            self._read(selector, reading, state)  # it may have sent its request already
+        return True
+
+    def _read(
+        self, selector: selectors.BaseSelector, reading: dict[socket.socket, _Reading], state: _Reading
+    ) -> None:
+        sock = state.sock
+        try:
+            if not state.handshaken:
+                assert isinstance(sock, ssl.SSLSocket)
+                sock.do_handshake()
+                state.handshaken = True
+                selector.modify(sock, selectors.EVENT_READ)
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:  # the client went away
+                    self._close(selector, reading, state, b"")
+                    return
+                state.head += chunk
+                if b"\r\n\r\n" in state.head or b"\n\n" in state.head:
+                    self._dispatch(selector, reading, state)
+                    return
+                if len(state.head) > _MAX_HEAD:
+                    self._close(selector, reading, state, _TOO_LARGE)
+                    return
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLWantWriteError:
+            selector.modify(sock, selectors.EVENT_WRITE)
+        except BlockingIOError:
+            pass
+        except OSError:  # reset, or a failed TLS handshake (ssl.SSLError)
+            self._close(selector, reading, state, b"")
+
+    def _dispatch(
+        self, selector: selectors.BaseSelector, reading: dict[socket.socket, _Reading], state: _Reading
+    ) -> None:
+        selector.unregister(state.sock)
+        del reading[state.sock]
+        with self._lock:
+            self._answering.add(state.sock)
+        try:
+            self._pool.submit(self._answer, state.sock, state.address, bytes(state.head))
+        except RuntimeError:  # shutting down
+            self._release(state.sock)
+
+    def _close(
+        self,
+        selector: selectors.BaseSelector,
+        reading: dict[socket.socket, _Reading],
+        state: _Reading,
+        answer: bytes,
+    ) -> None:
+        selector.unregister(state.sock)
+        del reading[state.sock]
+        if answer:
+            _refuse(state.sock, answer)
+        self._release(state.sock)
+
+    def _release(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open -= 1
+            self._answering.discard(sock)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def _busy_answer(self) -> bytes:
+        return _response(
+            "503 Service Unavailable",
+            f"503 Service Unavailable: {self.max_connections} connections at once at most; retry shortly\n",
+            ("Retry-After", "1"),
+        )
+
+    # -- the pool threads -------------------------------------------------------------------------
+
+    def _answer(self, sock: socket.socket, address: object, head: bytes) -> None:
+        try:
+            sock.setblocking(True)
+            sock.settimeout(self.request_timeout)  # writing the answer: a client that does not read
+            self._local.head = head
+            self.finish_request(sock, address)
+        except Exception:
+            self.handle_error(sock, address)
+        finally:
+            self._local.head = b""
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+            self._release(sock)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        logger.debug("metrics endpoint: a request from %s failed", client_address, exc_info=True)
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    def close_answering(self) -> None:
+        """Cut the connections the pool answers or will, so that no pool thread waits on a client."""
+        with self._lock:
+            connections = list(self._answering)
         for conn in connections:
             try:
                 # The plain socket's shutdown, even for TLS: SSLSocket.shutdown() would drop its SSL
@@ -126,12 +318,46 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
             except OSError:
                 pass
 
-    def handle_error(self, request: object, client_address: object) -> None:
-        logger.debug("metrics endpoint: a request from %s failed", client_address, exc_info=True)
+    def server_close(self) -> None:
+        super().server_close()
+        self._pool.shutdown(wait=True)
 
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
+
+
+_MAX_HEAD = 16 * 1024
+"""The longest request head (request line and headers) read, in bytes."""
+
+
+def _response(status: str, body: str, *headers: tuple[str, str]) -> bytes:
+    data = body.encode()
+    lines = [
+        f"HTTP/1.0 {status}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(data)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in headers),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
+_TIMED_OUT = _response("408 Request Timeout", "408 Request Timeout: send the whole request at once\n")
+_TOO_LARGE = _response("431 Request Header Fields Too Large", "431: the request head is too large\n")
+
+
+def _refuse(sock: socket.socket, answer: bytes) -> None:
+    """Best effort, from the accept thread: never blocks (a fresh socket's buffer takes it whole)."""
+    try:
+        sock.setblocking(False)
+        sock.send(answer)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def _metrics_app(registry: CollectorRegistry, basic_auth: tuple[str, str] | None) -> WSGIApplication:
@@ -201,13 +427,26 @@ def _is_loopback(host: str) -> bool:
 
 
 def _bind(
-    host: str, port: int, app: WSGIApplication, context: ssl.SSLContext | None, timeout: float
+    host: str,
+    port: int,
+    app: WSGIApplication,
+    context: ssl.SSLContext | None,
+    *,
+    request_timeout: float,
+    max_threads: int,
+    max_connections: int,
 ) -> _Server:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, _, _, _, sockaddr = infos[0]
         server_cls = _Server6 if family == socket.AF_INET6 else _Server
-        server = server_cls((str(sockaddr[0]), port), _Handler)
+        server = server_cls(
+            (str(sockaddr[0]), port),
+            _Handler,
+            request_timeout=request_timeout,
+            max_threads=max_threads,
+            max_connections=max_connections,
+        )
     except OSError as exc:
         raise OSError(
             exc.errno,
@@ -216,22 +455,9 @@ def _bind(
         ) from exc
     server.set_app(app)
     server.ssl_context = context
-    server.request_timeout = timeout
     # Non-blocking accept: a connection that goes away between select() and accept() is skipped.
     server.socket.settimeout(0)
     return server
-
-
-def _serve(server: _Server, stop: socket.socket) -> None:
-    """The accept loop, in its own thread, until a byte arrives on ``stop``."""
-    with selectors.DefaultSelector() as selector:
-        selector.register(server.socket, selectors.EVENT_READ, None)
-        selector.register(stop, selectors.EVENT_READ, stop)
-        while True:
-            ready = selector.select()
-            if any(key.data is stop for key, _ in ready):
-                return
-            server.handle_request()  # accepts one connection and hands it to a new thread
 
 
 @asynccontextmanager
@@ -246,12 +472,19 @@ async def serve_metrics(
     client_auth_required: bool = False,
     basic_auth: tuple[str, str] | None = None,
     request_timeout: float = 10.0,
+    max_threads: int = 4,
+    max_connections: int = 256,
 ) -> AsyncIterator[MetricsServer]:
     """Serve ``registry`` as Prometheus text on ``/metrics`` until the block exits.
 
-    The server is prometheus_client's threaded WSGI server: it runs in threads of its own, so it
-    works the same under asyncio and trio and a busy event loop does not delay scrapes. Leaving the
-    block stops it and joins every one of its threads.
+    The server is prometheus_client's WSGI app in threads of its own, so it works the same under
+    asyncio and trio and a busy event loop does not delay scrapes. One thread accepts connections
+    and reads their requests without blocking, each under a whole-request deadline; a pool of
+    ``max_threads`` answers the complete ones, in order. So a slow or silent client holds a socket
+    until ``request_timeout``, never a thread; a burst of scrapers waits in the listen backlog and
+    the queue, and is answered; ``max_connections`` bounds the connections open at once, and one
+    beyond is answered ``503 Service Unavailable`` with ``Retry-After``. Leaving the block stops it
+    and joins every one of its threads.
 
     Example::
 
@@ -269,17 +502,28 @@ async def serve_metrics(
         client_cafile: verify client certificates against this CA bundle (mutual TLS).
         client_auth_required: refuse clients without a certificate signed by ``client_cafile``.
         basic_auth: ``(username, password)``: answer 401 to requests without them.
-        request_timeout: seconds a client may take to send its request (or TLS handshake).
+        request_timeout: seconds a client may take from connecting to the end of its request (TLS
+            handshake included; 408 then), and again to read the answer.
+        max_threads: threads answering requests at once.
+        max_connections: connections open at once (being read, waiting or being answered).
 
     Yields:
         The :class:`MetricsServer`, with its bound ``port`` and ``url``.
 
     Raises:
         OSError: the address cannot be bound (port in use, unknown host).
-        ValueError: inconsistent or unreadable TLS options.
+        ValueError: inconsistent or unreadable TLS options, or limits below 1.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.1
+       ``request_timeout`` is a deadline for the whole request, not per read; ``max_threads`` and
+       ``max_connections`` (issue 17).
     """
+    if max_threads < 1 or max_connections < 1 or not request_timeout > 0:
+        raise ValueError(
+            f"max_threads ({max_threads}) and max_connections ({max_connections}) must be >= 1, "
+            f"request_timeout ({request_timeout}) > 0"
+        )
     context = _tls_context(certfile, keyfile, client_cafile, client_auth_required)
     if basic_auth is not None and context is None and not _is_loopback(host):
         logger.warning(
@@ -288,20 +532,31 @@ async def serve_metrics(
             host,
         )
     app = _metrics_app(registry, basic_auth)
-    server = await anyio.to_thread.run_sync(_bind, host, port, app, context, request_timeout)
+    server = await anyio.to_thread.run_sync(
+        functools.partial(
+            _bind,
+            host,
+            port,
+            app,
+            context,
+            request_timeout=request_timeout,
+            max_threads=max_threads,
+            max_connections=max_connections,
+        )
+    )
     stop_recv, stop_send = socket.socketpair()
     bound_host, bound_port = server.server_address[:2]
     thread = threading.Thread(
-        target=_serve, args=(server, stop_recv), name=f"sessionvisor-metrics:{bound_port}", daemon=True
+        target=server.run, args=(stop_recv,), name=f"sessionvisor-metrics:{bound_port}", daemon=True
     )
 
     def shut_down() -> None:
         try:
             if thread.is_alive():
                 stop_send.send(b"x")
-                thread.join()
-            server.close_connections()
-            server.server_close()  # closes the socket and joins the request threads
+                thread.join()  # it closes the connections it was reading
+            server.close_answering()
+            server.server_close()  # closes the socket and joins the pool's threads
         finally:
             stop_send.close()
             stop_recv.close()

@@ -76,11 +76,7 @@ def buckets(families: Families, name: str, **labels: str) -> dict[float, float]:
 
 
 def our_threads() -> list[str]:
-    return [
-        t.name
-        for t in threading.enumerate()
-        if t.name.startswith("sessionvisor-metrics") or "process_request_thread" in t.name
-    ]
+    return [t.name for t in threading.enumerate() if t.name.startswith("sessionvisor-metrics")]
 
 
 class TestSessionMetrics:
@@ -345,15 +341,12 @@ class TestServeMetrics:
         assert our_threads() == []
 
     async def test_silent_client_does_not_hold_the_exit(self) -> None:
-        """A client that connects and never sends anything is cut off at exit, not waited for."""
+        """A client that connects and never sends anything holds no thread, and does not delay the exit."""
         with socket.socket() as silent:
             async with serve_metrics(CollectorRegistry(), port=0) as server:
                 silent.connect(("127.0.0.1", server.port))
-                for _ in range(100):  # until the server has accepted it
-                    if len(our_threads()) > 1:
-                        break
-                    await anyio.to_thread.run_sync(time.sleep, 0.01)
-                assert len(our_threads()) == 2
+                await anyio.to_thread.run_sync(time.sleep, 0.2)  # accepted, and read from (nothing)
+                assert our_threads() == [f"sessionvisor-metrics:{server.port}"]
                 started = time.monotonic()
             assert time.monotonic() - started < 5  # request_timeout is 10 s
             assert our_threads() == []
