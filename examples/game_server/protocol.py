@@ -146,6 +146,7 @@ class JsonLines:
         self._searched = 0  # no newline in _buffer[:_searched]
         self._line_began = 0.0  # when the first byte of the partial line in _buffer arrived
         self._lock = anyio.Lock()
+        self._closed = False
 
     async def receive(self) -> Message:
         """The next object.
@@ -155,11 +156,15 @@ class JsonLines:
             ProtocolError: the line is not a JSON object (see :func:`decode`).
             anyio.DelimiterNotFound: the line is longer than ``max_line``.
             LineTimeout: the peer was idle, or slow to finish its line.
+            anyio.ClosedResourceError: ``aclose()`` was called (lines received but not yet
+                returned are dropped: a pipelining peer's backlog ends with its connection).
         """
         return decode(await self._line())
 
     async def _line(self) -> bytes:
         while True:
+            if self._closed:
+                raise anyio.ClosedResourceError
             end = self._buffer.find(b"\n", self._searched)
             if end >= 0:
                 line = bytes(self._buffer[:end])
@@ -200,4 +205,6 @@ class JsonLines:
                 await self.stream.send(data)
 
     async def aclose(self) -> None:
+        self._closed = True
+        self._buffer.clear()
         await self.stream.aclose()

@@ -295,6 +295,20 @@ class TestLimits:
             wait_until(lambda: game.stats.closed_by_limits == 1)
             assert_serving(port)
 
+    def test_a_peer_that_pipelines_and_goes_is_forgotten_at_once(self, backend: str) -> None:
+        """Its backlog of requests is dropped with it, not answered into the void (found by the soak)."""
+        with served(backend) as (port, game, _):
+            with peer(port) as p:
+                p.sock.settimeout(0.2)
+                stop = time.monotonic() + 2
+                with contextlib.suppress(OSError):  # until the server stops reading (its answers wait)
+                    while time.monotonic() < stop:
+                        p.sock.sendall(b'{"op":"help"}\n' * 500)
+                gone = time.monotonic()
+            wait_until(lambda: game.stats.open == 0, timeout=5)
+            assert time.monotonic() - gone < 1
+            assert_serving(port)
+
     def test_pending_requests_are_bounded(self, backend: str) -> None:
         with served(backend, Limits(max_pending=3)) as (port, _, _), peer(port) as p:
             p.request(op="hello", name="ann")
