@@ -223,19 +223,62 @@ def _iso(timestamp: float) -> str:
 
 
 def _compact(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=repr)
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=repr)
+    return _visible_json(text)
 
 
 def _pretty_state(state: object) -> str:
     try:
         plain = _converter.unstructure(state)
-        return json.dumps(plain, ensure_ascii=False, indent=2, default=repr)
+        return _visible_json(json.dumps(plain, ensure_ascii=False, indent=2, default=repr))
     except Exception:
-        return repr(state)
+        return _visible(repr(state))
+
+
+def _visible(text: str) -> str:
+    """``text`` with every character that is not printable escaped, as ``repr`` would.
+
+    Ids, types, labels and messages come from the store, that is from whoever named the sessions:
+    an escape sequence among them must not run in the terminal (recolour it, move the cursor, set
+    its title), nor a line break forge a row of a table (issue 17). Control and format characters
+    (C0, DEL, C1, bidi overrides), line and paragraph separators, non-ASCII spaces and lone
+    surrogates come out as ``\\x1b``, ``\\n``, ``\\u202e``...
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char in "\n\r\t":
+        return repr(char)[1:-1]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _visible_json(text: str) -> str:
+    """JSON text (one line, or indented) with what is not printable inside its strings escaped as JSON.
+
+    ``json.dumps(ensure_ascii=False)`` escapes C0 controls only; DEL, C1 controls, bidi overrides and
+    line separators would reach the terminal raw. Outside strings JSON has only printable ASCII and,
+    indented, line breaks: those are kept.
+    """
+    if all(c.isprintable() or c == "\n" for c in text):
+        return text
+    out = []
+    for c in text:
+        if c.isprintable() or c == "\n":
+            out.append(c)
+        else:
+            out.append(json.dumps(c))  # "\u009b", or a surrogate pair beyond the BMP
+            out[-1] = out[-1][1:-1]
+    return "".join(out)
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    rows = [list(header), *(list(r) for r in rows)]
+    rows = [list(header), *([_visible(c) for c in r] for r in rows)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
@@ -243,7 +286,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 def _fields(pairs: Iterable[tuple[str, str]]) -> str:
     pairs = list(pairs)
     width = max(len(k) for k, _ in pairs) + 1
-    return "\n".join(f"{(k + ':').ljust(width)} {v}" for k, v in pairs)
+    return "\n".join(f"{(k + ':').ljust(width)} {_visible(v)}" for k, v in pairs)
 
 
 def _check_database(path: str) -> None:
@@ -378,7 +421,7 @@ async def _history(store: SQLiteStore, args: argparse.Namespace) -> None:
             "recorded_at": _iso(stored.recorded_at),
             "data": data,
         }
-        print(json.dumps(line, ensure_ascii=False, separators=(", ", ": ")))
+        print(_visible_json(json.dumps(line, ensure_ascii=False, separators=(", ", ": "))))
 
 
 async def _replay(store: SQLiteStore, args: argparse.Namespace) -> None:
@@ -489,10 +532,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_database(args.db)
             anyio.run(_run, args)
     except CliError as exc:
-        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        print(f"{_PROG}: error: {_visible(str(exc))}", file=sys.stderr)
         return 2
     except (DataError, StoreError) as exc:
-        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        print(f"{_PROG}: error: {_visible(str(exc))}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `sessionvisor history ID | head`: stop quietly, as cat would
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -337,3 +337,58 @@ def test_console_script_imports_apps_from_the_current_directory(db: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert state_of(done.stdout) == ["a", "hello"]
+
+
+EVIL_ID = "evil\x1b]0;pwned\x07\x1b[31m"
+FORGED_ID = "forged\nduel-9  Duel  completed"
+NOTE = "bell\x07 csi\x9b31m rtl\u202eexe.txt line\u2028sep"
+
+
+async def fill_hostile(path: Path) -> None:
+    """Sessions named, labelled and written to by someone hostile: escape sequences, line breaks."""
+    async with SessionSupervisor(store=SQLiteStore(path)) as sessions:
+        for session_id in (EVIL_ID, FORGED_ID):
+            notes = await sessions.start(
+                Notebook, session_id, args={"notes": [NOTE]}, metadata={"who\x1b[2J": "a\nb\x7f"}
+            )
+            await notes.call(Note(NOTE))
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli-hostile") / "sessions.db"
+    anyio.run(fill_hostile, path)
+    return path
+
+
+class TestEscaping:
+    """Nothing read from the store reaches the terminal raw (issue 17)."""
+
+    @staticmethod
+    def assert_inert(output: str) -> None:
+        """Only printable characters and the command's own line breaks."""
+        assert all(c.isprintable() or c == "\n" for c in output), repr(output)
+
+    def test_list_escapes_ids_and_metadata_and_forges_no_row(self, hostile: Path) -> None:
+        out = ok("--db", hostile, "list")
+        self.assert_inert(out)
+        lines = out.splitlines()
+        assert len(lines) == 3  # the header and two sessions: the line break in an id forged nothing
+        assert lines[1].split()[:3] == ["evil\\x1b]0;pwned\\x07\\x1b[31m", "cliapp.Notebook", "running"]
+        assert lines[2].startswith("forged\\nduel-9  Duel  completed  cliapp.Notebook  running")
+        assert lines[1].endswith('{"who\\u001b[2J":"a\\nb\\u007f"}')  # still JSON: it parses back
+        assert json.loads(lines[1].split("  ")[-1]) == {"who\x1b[2J": "a\nb\x7f"}
+
+    def test_show_history_and_errors_escape(self, hostile: Path) -> None:
+        shown = ok("--db", hostile, "--app", APP, "show", EVIL_ID)
+        self.assert_inert(shown)
+        assert "id:       evil\\x1b]0;pwned\\x07\\x1b[31m\n" in shown
+        assert state_of(shown) == [NOTE, NOTE]  # the state is JSON that reads back exactly
+        history = ok("--db", hostile, "history", FORGED_ID)
+        self.assert_inert(history)
+        [event] = [json.loads(line) for line in history.splitlines()]
+        assert event["data"] == {"text": NOTE}
+        assert "csi\\u009b31m rtl\\u202eexe.txt line\\u2028sep" in history
+        error = fails("--db", hostile, "show", "nope\x1b[2J\nsessionvisor: fine")
+        self.assert_inert(error)
+        assert error.count("\n") == 1
