@@ -16,6 +16,7 @@ from ._events import upcaster as upcaster
 from ._exceptions import CallCycle as CallCycle
 from ._exceptions import CallTimeout as CallTimeout
 from ._exceptions import CorruptEventLog as CorruptEventLog
+from ._exceptions import InvalidSessionId as InvalidSessionId
 from ._exceptions import InvalidTransition as InvalidTransition
 from ._exceptions import MailboxFull as MailboxFull
 from ._exceptions import RateLimited as RateLimited
@@ -36,6 +37,7 @@ from ._history import HistoryConfig as HistoryConfig
 from ._history import TransitionRecord as TransitionRecord
 from ._host import HostStats as HostStats
 from ._host import SessionHost as SessionHost
+from ._ids import check_session_id as check_session_id
 from ._inspect import Health as Health
 from ._inspect import HealthThresholds as HealthThresholds
 from ._inspect import Inspection as Inspection
@@ -53,6 +55,7 @@ from ._records import Reminder as Reminder
 from ._records import SessionRecord as SessionRecord
 from ._records import Snapshot as Snapshot
 from ._records import StoredEvent as StoredEvent
+from ._records import StoredSession as StoredSession
 from ._records import StoreStats as StoreStats
 from ._ref import SessionRef as SessionRef
 from ._replay import Replayed as Replayed
@@ -102,7 +105,9 @@ __all__ = [
     "CallTimeout",
     "CorruptEventLog",
     "EventData",
+    "InvalidSessionId",
     "InvalidTransition",
+    "check_session_id",
     "MailboxFull",
     "MemoryStore",
     "MetricsServer",
@@ -126,6 +131,7 @@ __all__ = [
     "StoreError",
     "StoreStats",
     "StoredEvent",
+    "StoredSession",
     "TooManySessions",
     "UnknownEventType",
     "VersionConflict",

@@ -661,11 +661,12 @@ class SessionCell:
         )
         logger.error("session %r quarantined as FAILED: %s", self.id, reason)
         try:
-            if in_recovery:
-                # It could not even be read back: leave the log as it is, mark only the index.
-                await self.host.store.set_status(self.id, Status.FAILED)
-            else:
+            if not in_recovery:  # (if it could not even be read back, the log is left as it is)
                 await self._append_status(self.version, Status.FAILED, reason)
+            # The index keeps why, for later processes and the command line (issue 13).
+            await self.host.store.set_status(
+                self.id, Status.FAILED, reason=reason, error_type=type(crash).__name__
+            )
         except Exception:
             logger.exception("session %r: could not record its quarantine", self.id)
         self.set_status(Status.FAILED, reason)
@@ -678,8 +679,10 @@ class SessionCell:
         self.error = error
         self.set_status(Status.FAILED, str(error))
         try:
-            # Only the index learns of it: the log itself is never touched.
-            await self.host.store.set_status(self.id, Status.FAILED)
+            # Only the index learns of it (and why, for later processes): the log is never touched.
+            await self.host.store.set_status(
+                self.id, Status.FAILED, reason=str(error), error_type=type(error).__name__
+            )
         except Exception:
             logger.exception("session %r: could not mark it FAILED in the index", self.id)
         self.host.note_quarantine(self)

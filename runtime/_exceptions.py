@@ -17,6 +17,7 @@ __all__ = [
     "CallCycle",
     "CallTimeout",
     "CorruptEventLog",
+    "InvalidSessionId",
     "InvalidTransition",
     "MailboxFull",
     "RateLimited",
@@ -71,6 +72,29 @@ class SessionNotFound(SessionError, LookupError):
             "or check the id (sessions.list() shows the known ones)",
             session_id=session_id,
         )
+
+
+class InvalidSessionId(SessionError, ValueError):
+    """A session id breaks the rule every store enforces (see :func:`runtime.check_session_id`).
+
+    ``session_id`` is the offending id when it is text (possibly shortened in the message);
+    ``problem`` says which part of the rule it breaks.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, session_id: object, problem: str) -> None:
+        shown = (
+            session_id
+            if not isinstance(session_id, str) or len(session_id) <= 80
+            else (session_id[:80] + "...")
+        )
+        super().__init__(
+            f"invalid session id {shown!r}: {problem}; a session id is non-empty text of at most "
+            "256 bytes in UTF-8, without NUL characters or lone surrogates",
+            session_id=session_id if isinstance(session_id, str) else None,
+        )
+        self.problem = problem
 
 
 class SessionExists(SessionError):

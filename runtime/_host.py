@@ -24,6 +24,7 @@ from ._deadlines import CallDeadlines
 from ._events import EventRegistry, StatusChanged, default_registry, register_runtime_events
 from ._exceptions import SessionError, SessionExists, SessionNotFound, SessionStopped, ShuttingDown
 from ._history import HistoryConfig, history_json, records
+from ._ids import check_session_id
 from ._inspect import HealthThresholds, Inspection, inspect_cell
 from ._lifecycle import LifecycleEvent, LifecycleHub, LifecycleSubscription
 from ._mailbox import Envelope, Kind
@@ -267,12 +268,13 @@ class SessionHost:
             metadata: JSON-able labels for ``list`` and ``stats``.
 
         Raises:
+            InvalidSessionId: ``session_id`` breaks the rule of :func:`runtime.check_session_id`.
             SessionExists: the id is taken (active or stored).
             ShuttingDown: the host is shutting down.
         """
         if self.closing or self._tg is None:
             raise ShuttingDown(session_id)
-        sid = session_id if session_id is not None else secrets.token_urlsafe(16)
+        sid = check_session_id(session_id) if session_id is not None else secrets.token_urlsafe(16)
         if sid in self._cells:
             raise SessionExists(sid)
         type_name = self.register_type(cls)
@@ -304,8 +306,13 @@ class SessionHost:
         return (await self.cell(session_id)).ref
 
     def ref(self, session_id: str) -> SessionRef:
-        """A reference without a look-up: an unknown id fails on the first message."""
-        return SessionRef(self, session_id, self._cells.get(session_id))
+        """A reference without a look-up: an unknown id fails on the first message.
+
+        Raises:
+            InvalidSessionId: ``session_id`` breaks the rule of :func:`runtime.check_session_id`.
+        """
+        cell = self._cells.get(session_id)
+        return SessionRef(self, session_id if cell is not None else check_session_id(session_id), cell)
 
     def cached(self, session_id: str) -> SessionCell | None:
         """The session's cell if this process has it loaded."""
@@ -340,6 +347,7 @@ class SessionHost:
             status = Status.PASSIVATED  # stored by an earlier process: activated on demand
         cell = SessionCell(self, session_id, cls, record.args, record.metadata, status)
         cell.version = record.version
+        cell.status_reason = record.status_reason  # why it FAILED, if the index was told (issue 13)
         # Ages count from the session's creation, even across processes (wall clock to ours).
         cell.started_at -= max(0.0, time.time() - record.created_at)
         if status.terminal:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -18,6 +18,7 @@ __all__ = [
     "Snapshot",
     "StoreStats",
     "StoredEvent",
+    "StoredSession",
 ]
 
 
@@ -61,14 +62,24 @@ class SessionRecord:
     ``args`` are what ``initial_state`` is called with on every recovery; ``metadata`` is free-form
     JSON for filtering (user, channel). Times are wall-clock seconds (``time.time()``).
 
+    ``version`` is the session's acknowledged head: how many events the store has acknowledged
+    for it, kept in the index by the same transaction as each append. Its log must hold exactly
+    that many events; a shorter one lost its tail, and recovery reports it (``CorruptEventLog``).
+
     ``deadline`` is when the reaper should next look at the session (wall-clock seconds, ``None``
     for never): a lower bound on its next policy deadline (abandonment, age, pause, retention),
     kept in an index so that the sessions due are found without reading the others. The reaper
     re-checks a due session against its record and pushes the deadline on when it is not due yet.
     ``handled`` is the durable count of messages the session has handled (``max_messages``).
 
+    ``status_reason`` and ``error_type`` say why the session has its status when the runtime told
+    the index (``set_status``): the message and the class name of the error that quarantined a
+    ``FAILED`` session, so that a later process and the command line can show it. A status taken
+    with an append keeps its reason in the log (the ``StatusChanged`` event) and clears them here.
+
     .. versionchanged:: 0.2
-       ``deadline`` and ``handled``.
+       ``deadline``, ``handled``, ``status_reason`` and ``error_type``; ``version`` is kept by the
+       store rather than derived from the log.
     """
 
     id: str
@@ -81,6 +92,27 @@ class SessionRecord:
     updated_at: float = 0.0
     deadline: float | None = None
     handled: int = 0
+    status_reason: str | None = None
+    error_type: str | None = None
+
+
+@attrs.frozen
+class StoredSession:
+    """One consistent view of a session, as ``EventStore.load_session`` reads it for a recovery.
+
+    ``events`` are those after ``snapshot`` (all of them when it is ``None``), in version order, up
+    to the ``to_version`` asked for. The three parts come from one read transaction, so a snapshot
+    is never newer than ``record.version`` because another writer appended in between.
+
+    .. versionadded:: 0.2
+    """
+
+    record: SessionRecord
+    snapshot: Snapshot | None
+    events: Sequence[StoredEvent]
+    log_version: int
+    """The version of the last event the log holds (0 when it holds none), whatever ``to_version``
+    was: ``record.version`` unless the log lost its tail."""
 
 
 @attrs.frozen

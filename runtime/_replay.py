@@ -34,6 +34,7 @@ class Replayed:
         replayed: how many events were read and applied (the tail after the snapshot).
         snapshot_version: the version of the snapshot used, or 0 when none was.
         snapshot_rejected: why a stored snapshot was not used ("state_version", "decode"), if so.
+        record: the session's index entry, read in the same view as the log.
     """
 
     state: Any
@@ -41,6 +42,8 @@ class Replayed:
     replayed: int
     snapshot_version: int = 0
     snapshot_rejected: str | None = None
+    record: SessionRecord | None = None
+    """The index entry read with the log, in the same view (``None`` only if made by hand)."""
 
 
 async def replay(
@@ -56,7 +59,8 @@ async def replay(
 
     Args:
         store: where the log and snapshots are.
-        record: the session's index entry (its args, and the version its log must reach).
+        record: the session's index entry, for its args (the version its log must reach is read
+            again, with the log).
         session: an instance of the session's class (``initial_state`` and ``apply`` are called).
         events: the registry that decodes stored events (with upcasters).
         to_version: stop after this version (the command line's ``replay --to``); no snapshot
@@ -65,7 +69,8 @@ async def replay(
 
     Raises:
         CorruptEventLog: a gap or duplicate in versions, an undecodable payload, an unknown event
-            type, a snapshot beyond the last event, or a log shorter than the index says.
+            type, a snapshot beyond the last event, or a log shorter ("truncated tail") or longer
+            than the head the store acknowledged.
         RecoveryFailed: ``initial_state`` or ``apply`` raised.
     """
     sid = record.id
@@ -74,16 +79,23 @@ async def replay(
         state = session.initial_state(record.args)
     except Exception as exc:
         raise RecoveryFailed(sid, 0, exc) from exc
+    # The index entry, the snapshot and the log after it, in one consistent view (issue 17: read
+    # apart, another writer's append and snapshot in between looked like a corrupt log).
+    view = await store.load_session(sid, after_snapshot=use_snapshot, to_version=to_version)
+    if view is None:
+        raise CorruptEventLog(sid, 0, "the session is no longer in the store's index")
+    head = view.record.version
     version = 0
     snapshot_version = 0
     rejected: str | None = None
-    snapshot = await store.load_snapshot(sid) if use_snapshot else None
+    stored_events = view.events
+    snapshot = view.snapshot
     if snapshot is not None:
-        if snapshot.version > record.version:
+        if snapshot.version > head:
             raise CorruptEventLog(
                 sid,
                 snapshot.version,
-                f"its snapshot is at version {snapshot.version}, beyond the last event ({record.version})",
+                f"its snapshot is at version {snapshot.version}, beyond the last event ({head})",
             )
         if snapshot.state_version != cls.state_version:
             rejected = "state_version"
@@ -100,7 +112,11 @@ async def replay(
                 rejected = "decode"
             else:
                 version = snapshot_version = snapshot.version
-    stored_events = await store.read(sid, version + 1, to_version)
+        if version == 0:
+            # The snapshot is not used: the events up to it too. They were acknowledged before
+            # it was taken, so they are the same in any later view.
+            before = await store.read(sid, 1, snapshot.version if to_version is None else to_version)
+            stored_events = [*before, *stored_events]
     decode = events.decode
     apply = session.apply
     expected = version + 1
@@ -127,9 +143,20 @@ async def replay(
                 raise RecoveryFailed(sid, expected, exc) from exc
         expected += 1
     last = expected - 1
-    must_reach = record.version if to_version is None else min(to_version, record.version)
-    if last < must_reach:
+    # The log's own end against the head the store acknowledged (issue 13): a snapshot may cover
+    # the lost events, so the events replayed alone cannot tell.
+    end = view.log_version
+    if end > head:
         raise CorruptEventLog(
-            sid, expected, f"the log ends at version {last} but the index says {record.version}"
+            sid, head + 1, f"the log holds {end - head} events beyond the acknowledged head ({head})"
         )
-    return Replayed(state, last, len(stored_events), snapshot_version, rejected)
+    must_reach = head if to_version is None else min(to_version, head)
+    if min(last, end) < must_reach:
+        at = min(last, end)
+        raise CorruptEventLog(
+            sid,
+            at + 1,
+            f"truncated tail: the log ends at version {at} but the store acknowledged {head} "
+            f"events (versions {at + 1}..{head} are lost)",
+        )
+    return Replayed(state, last, len(stored_events), snapshot_version, rejected, view.record)

@@ -7,6 +7,13 @@ A store is what keeps sessions durable. The runtime relies on exactly these guar
   ``VersionConflict`` instead of forking the history.
 * ``read`` returns events in version order, exactly as appended (the runtime checks for gaps and
   duplicates itself, so a damaged store is reported as ``CorruptEventLog``, never silently replayed).
+* The index keeps each session's acknowledged head (``SessionRecord.version``), written by the same
+  transaction as each append; it is not derived from the log, so that a log that lost its tail is
+  noticed by recovery (``CorruptEventLog``) rather than taken as the whole history.
+* ``load_session`` reads the index entry, the snapshot and the log after it in one read
+  transaction: one consistent view, even while another writer appends and snapshots.
+* Session ids follow one rule in every store: ``create`` and ``get`` call
+  :func:`runtime.check_session_id`, which raises ``InvalidSessionId``.
 * Nothing the runtime reads is ever rewritten by the store on its own.
 * Reminders and session deadlines are kept so that the next due ones are found by an indexed range
   query (``due_reminders``, ``due_sessions``), never by reading every session.
@@ -27,6 +34,7 @@ from ._records import (
     SessionRecord,
     Snapshot,
     StoredEvent,
+    StoredSession,
     StoreStats,
 )
 from ._status import Status
@@ -44,6 +52,7 @@ __all__ = [
     "Status",
     "StoreStats",
     "StoredEvent",
+    "StoredSession",
 ]
 
 
@@ -58,9 +67,10 @@ class EventStore(Protocol):
         """Flush everything acknowledged and release resources. Idempotent."""
 
     async def create(self, record: SessionRecord) -> None:
-        """Add a new session to the index.
+        """Add a new session to the index, at version 0 (``record.version`` is ignored).
 
         Raises:
+            InvalidSessionId: ``record.id`` breaks the rule of :func:`runtime.check_session_id`.
             SessionExists: a session with ``record.id`` is already stored.
         """
 
@@ -75,18 +85,44 @@ class EventStore(Protocol):
     ) -> int:
         """Append ``events`` atomically as versions ``expected_version + 1 ...``; return the new version.
 
-        When ``status`` is given the index takes it in the same transaction; so do ``extras``
-        (fired reminders removed, an idempotent reply kept, the message count, the deadline).
+        The index's acknowledged head (``SessionRecord.version``) becomes the new version in the
+        same transaction. When ``status`` is given the index takes it too, and clears
+        ``status_reason`` and ``error_type`` (the status event in the log holds the reason); so
+        do ``extras`` (fired reminders removed, an idempotent reply kept, the message count, the
+        deadline).
 
         Raises:
             SessionNotFound: the session is not in the index.
-            VersionConflict: the log's length is not ``expected_version``.
+            VersionConflict: the acknowledged head is not ``expected_version``.
         """
 
     async def read(
         self, session_id: str, from_version: int = 1, to_version: int | None = None
     ) -> Sequence[StoredEvent]:
         """Events ``from_version..to_version`` (inclusive; to the end when ``None``), in order."""
+
+    async def load_session(
+        self, session_id: str, *, after_snapshot: bool = True, to_version: int | None = None
+    ) -> StoredSession | None:
+        """The session's index entry, latest snapshot and the events after it, read in one view.
+
+        All three come from one read transaction, so they agree with each other even while
+        another writer appends and snapshots (the snapshot is never beyond the entry's version
+        because of a write in between).
+
+        Args:
+            session_id: the session.
+            after_snapshot: return the latest snapshot and only the events after it; when
+                ``False``, no snapshot and the events from version 1.
+            to_version: the last event to return (inclusive); ``None``: to the end of the log.
+
+        Returns:
+            ``None`` when the session is not stored; else the entry, the snapshot, the events and
+            ``log_version``, the version of the last event the log holds (whatever
+            ``to_version``), which recovery compares with the entry's acknowledged head.
+
+        .. versionadded:: 0.2
+        """
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep ``snapshot`` as the session's latest (an older one may be dropped)."""
@@ -95,10 +131,28 @@ class EventStore(Protocol):
         """The session's latest snapshot, if any."""
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        """The session's index entry, or ``None`` when it is not stored."""
+        """The session's index entry, or ``None`` when it is not stored.
 
-    async def set_status(self, session_id: str, status: Status) -> None:
-        """Change the session's status in the index only (the log is untouched)."""
+        Raises:
+            InvalidSessionId: ``session_id`` breaks the rule of :func:`runtime.check_session_id`.
+        """
+
+    async def set_status(
+        self,
+        session_id: str,
+        status: Status,
+        *,
+        reason: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        """Change the session's status in the index only (the log is untouched).
+
+        ``reason`` and ``error_type`` replace the entry's ``status_reason`` and ``error_type``
+        (``None`` clears them): why a quarantined session is ``FAILED``, for later processes.
+
+        .. versionchanged:: 0.2
+            ``reason`` and ``error_type``.
+        """
 
     async def list(
         self,

@@ -333,7 +333,7 @@ async def _list(store: SQLiteStore, args: argparse.Namespace) -> None:
         limit=args.limit,
         offset=args.offset,
     )
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             r.id,
             r.type,
@@ -345,7 +345,21 @@ async def _list(store: SQLiteStore, args: argparse.Namespace) -> None:
         )
         for r in records
     ]
-    print(_table(("ID", "TYPE", "STATUS", "VERSION", "CREATED", "UPDATED", "METADATA"), rows))
+    header: tuple[str, ...] = ("ID", "TYPE", "STATUS", "VERSION", "CREATED", "UPDATED", "METADATA")
+    if any(r.status_reason is not None for r in records):
+        # Why quarantined sessions FAILED, as the index keeps it (issue 13).
+        header += ("REASON",)
+        rows = [(*row, _reason(r)) for row, r in zip(rows, records, strict=True)]
+    print(_table(header, rows))
+
+
+def _reason(record: SessionRecord) -> str:
+    """``ErrorType: reason`` as the index keeps it, or ``-``."""
+    if record.status_reason is None:
+        return "-"
+    if record.error_type is None:
+        return record.status_reason
+    return f"{record.error_type}: {record.status_reason}"
 
 
 async def _state(
@@ -382,12 +396,21 @@ def _label_lines(session: _Session[Any], state: object) -> list[tuple[str, str]]
 async def _show(store: SQLiteStore, args: argparse.Namespace) -> None:
     record = await _get(store, args.id)
     cls = _session_class(record, args.app)
-    session, state, _, snapshot_version = await _state(store, record, cls)
-    snapshot = await store.load_snapshot(record.id)
-    fields = [
+    entry = [
         ("id", record.id),
         ("type", record.type),
         ("status", record.status.value),
+        *([("reason", _reason(record))] if record.status_reason is not None else []),
+    ]
+    try:
+        session, state, _, snapshot_version = await _state(store, record, cls)
+    except DataError:
+        # A quarantined session's log often cannot be replayed: say what the index knows first.
+        print(_fields([*entry, ("version", str(record.version))]))
+        raise
+    snapshot = await store.load_snapshot(record.id)
+    fields = [
+        *entry,
         ("version", str(record.version)),
         ("created", _time(record.created_at)),
         ("updated", _time(record.updated_at)),

@@ -145,10 +145,33 @@ def _v3_reminders_and_deadlines(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX replies_by_seq ON replies (session, seq)")
 
 
+def _v4_heads_and_reasons(conn: sqlite3.Connection) -> None:
+    # Issue 13: the index keeps each session's acknowledged head, written by the same transaction
+    # as the append, instead of deriving it from the log: a log that lost its tail (a restored
+    # backup, a hand edit, a damaged file) then reads as shorter than what was acknowledged, and
+    # recovery reports it rather than taking the stump for the whole history. The append touches
+    # the session's row by its rowid (``key``) and no index covers ``version`` or ``updated_at``,
+    # so that costs one table b-tree update per session per commit, not one per event.
+    # ``updated_at`` now moves with every append too (get() no longer reads the last event's time).
+    # Existing files take the head their logs have now: nothing was recorded against them.
+    conn.execute("ALTER TABLE sessions ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+    conn.execute(
+        "UPDATE sessions SET "
+        "version = coalesce((SELECT max(version) FROM events WHERE session = sessions.key), 0), "
+        "updated_at = max(updated_at, coalesce((SELECT recorded_at FROM events "
+        "WHERE session = sessions.key ORDER BY version DESC LIMIT 1), 0))"
+    )
+    # Why a session has its status when the runtime set it in the index alone: the message and
+    # the error's class name of a quarantine, for later processes and the command line (issue 13).
+    conn.execute("ALTER TABLE sessions ADD COLUMN status_reason TEXT")
+    conn.execute("ALTER TABLE sessions ADD COLUMN error_type TEXT")
+
+
 MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (
     _v1_tables,
     _v2_list_indexes,
     _v3_reminders_and_deadlines,
+    _v4_heads_and_reasons,
 )
 """Migration ``n`` is ``MIGRATIONS[n - 1]``; append new ones, never edit released ones."""
 

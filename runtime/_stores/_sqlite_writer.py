@@ -66,7 +66,12 @@ A batch's events go in with a few multi-row INSERTs rather than one executemany:
 once per row and Python's sqlite3 releases and retakes the GIL at every step, which, while the event
 loop thread is busy waking callers, made the writer wait for the GIL more than it worked (issue 4).
 """
-_TOUCH_SESSION = "UPDATE sessions SET status = coalesce(?, status), updated_at = ? WHERE id = ?"
+_SET_HEAD = "UPDATE sessions SET version = ?, updated_at = ? WHERE key = ?"
+_SET_HEAD_AND_STATUS = (
+    "UPDATE sessions SET version = ?, updated_at = ?, status = ?, status_reason = NULL, "
+    "error_type = NULL WHERE key = ?"
+)
+"""The index's acknowledged head moves in the same transaction as the events (issue 13)."""
 
 
 class Kind(enum.Enum):
@@ -89,10 +94,10 @@ class Op(Ticket):
     Made in the caller's event loop; ``await op.wait()`` returns once the writer is done with it.
 
     ``args`` by kind: CREATE ``(type, status, args_json, metadata_json, deadline)``; APPEND
-    ``(expected_version, events, status | None, extras | None)``; SET_STATUS ``(status,)``;
-    SAVE_SNAPSHOT ``(version, state_version, data, taken_at)``; DELETE ``()``; SET_REMINDER ``(name,
-    due_at, message)``; REMOVE_REMINDER ``(name,)``; SET_DEADLINE ``(deadline | None,)``. Statuses
-    are ``Status.value`` strings.
+    ``(expected_version, events, status | None, extras | None)``; SET_STATUS ``(status, reason |
+    None, error_type | None)``; SAVE_SNAPSHOT ``(version, state_version, data, taken_at)``; DELETE
+    ``()``; SET_REMINDER ``(name, due_at, message)``; REMOVE_REMINDER ``(name,)``; SET_DEADLINE
+    ``(deadline | None,)``. Statuses are ``Status.value`` strings.
     """
 
     __slots__ = ("args", "error", "kind", "result", "session_id")
@@ -313,20 +318,20 @@ class Writer:
             self._heads.clear()
             self._data_version = data_version
         rows: list[object] = []  # the events' values, six per row
-        statuses: dict[str, str | None] = {}  # index entries appends change
+        heads: dict[int, tuple[int, str | None]] = {}  # session key -> new head, new status
         for op in batch:
             op.result = None
             op.error = None
             if isolate:
                 conn.execute("SAVEPOINT op")
                 try:
-                    self._apply(op, now, rows, statuses)
-                    self._flush(now, rows, statuses)
+                    self._apply(op, now, rows, heads)
+                    self._flush(now, rows, heads)
                 except _OP_ERRORS as exc:
                     conn.execute("ROLLBACK TO op")
                     self._heads.pop(op.session_id, None)
                     rows.clear()
-                    statuses.clear()
+                    heads.clear()
                     op.result = None
                     op.error = StoreError(
                         op.session_id,
@@ -337,18 +342,18 @@ class Writer:
                     op.error.__cause__ = exc
                 conn.execute("RELEASE op")
             elif op.kind is Kind.APPEND:
-                self._apply(op, now, rows, statuses)
+                self._apply(op, now, rows, heads)
             else:
-                self._flush(now, rows, statuses)  # keep the batch's statements in queue order
-                self._apply(op, now, rows, statuses)
-        self._flush(now, rows, statuses)
+                self._flush(now, rows, heads)  # keep the batch's statements in queue order
+                self._apply(op, now, rows, heads)
+        self._flush(now, rows, heads)
         commit(conn)
 
     def _flush(
         self,
         now: float,
         rows: list[object],
-        statuses: dict[str, str | None],
+        heads: dict[int, tuple[int, str | None]],
     ) -> None:
         if rows:
             count = len(rows) // _ROW_WIDTH
@@ -359,18 +364,23 @@ class Writer:
                     at += chunk
                     self._conn.execute(_INSERT_ROWS[chunk], rows[start : at * _ROW_WIDTH])
             rows.clear()
-        if statuses:
-            self._conn.executemany(_TOUCH_SESSION, [(status, now, sid) for sid, status in statuses.items()])
-            statuses.clear()
+        if heads:
+            plain = [(version, now, key) for key, (version, status) in heads.items() if status is None]
+            if plain:
+                self._conn.executemany(_SET_HEAD, plain)
+            if len(plain) < len(heads):
+                self._conn.executemany(
+                    _SET_HEAD_AND_STATUS,
+                    [(v, now, status, key) for key, (v, status) in heads.items() if status is not None],
+                )
+            heads.clear()
 
     def _head(self, session_id: str) -> list[int] | None:
         """``[key, version]`` of the session (cached; the list is updated in place), or ``None``."""
         head = self._heads.get(session_id)
         if head is None:
             row = self._conn.execute(
-                "SELECT key, coalesce((SELECT max(version) FROM events WHERE session = key), 0) "
-                "FROM sessions WHERE id = ?",
-                (session_id,),
+                "SELECT key, version FROM sessions WHERE id = ?", (session_id,)
             ).fetchone()
             if row is None:
                 return None
@@ -382,7 +392,7 @@ class Writer:
         op: Op,
         now: float,
         rows: list[object],
-        statuses: dict[str, str | None],
+        heads: dict[int, tuple[int, str | None]],
     ) -> None:
         sid = op.session_id
         kind = op.kind
@@ -405,10 +415,11 @@ class Writer:
                 version += 1
                 rows += (key, version, event.type, event.schema_version, event.data, now)
             head[1] = version
-            if status is not None:
-                statuses[sid] = status
-            elif not events:  # nothing in the log shows this append: touch updated_at
-                statuses.setdefault(sid, None)
+            if status is None:
+                earlier = heads.get(key)
+                if earlier is not None:  # an earlier append of this batch changed the status
+                    status = earlier[1]
+            heads[key] = (version, status)
             if extras is not None:
                 _write_extras(conn, key, extras)
             op.result = version
@@ -425,9 +436,11 @@ class Writer:
                 assert cursor.lastrowid is not None
                 self._heads[sid] = [cursor.lastrowid, 0]
         elif kind is Kind.SET_STATUS:
+            status, reason, error_type = op.args
             cursor = conn.execute(
-                "UPDATE sessions SET status = ?, updated_at = ? WHERE id = ?",
-                (op.args[0], now, sid),
+                "UPDATE sessions SET status = ?, status_reason = ?, error_type = ?, updated_at = ? "
+                "WHERE id = ?",
+                (status, reason, error_type, now, sid),
             )
             if cursor.rowcount == 0:
                 op.error = SessionNotFound(sid)

@@ -11,6 +11,7 @@ from typing import Any, final
 import attrs
 
 from .._exceptions import SessionExists, SessionNotFound, VersionConflict
+from .._ids import check_session_id
 from .._records import (
     AppendExtras,
     EventData,
@@ -18,6 +19,7 @@ from .._records import (
     SessionRecord,
     Snapshot,
     StoredEvent,
+    StoredSession,
     StoreStats,
 )
 from .._status import Status
@@ -59,10 +61,18 @@ class MemoryStore:
         pass
 
     async def create(self, record: SessionRecord) -> None:
-        if record.id in self._records:
+        if check_session_id(record.id) in self._records:
             raise SessionExists(record.id)
         now = self._now()
-        self._records[record.id] = attrs.evolve(record, version=0, created_at=now, updated_at=now, handled=0)
+        self._records[record.id] = attrs.evolve(
+            record,
+            version=0,
+            created_at=now,
+            updated_at=now,
+            handled=0,
+            status_reason=None,
+            error_type=None,
+        )
         self._logs[record.id] = []
         if record.deadline is not None:
             self._push_deadline(record.deadline, record.id)
@@ -79,20 +89,23 @@ class MemoryStore:
         record = self._records.get(session_id)
         if record is None:
             raise SessionNotFound(session_id)
+        # Checked against the acknowledged head, as the durable stores do: a log that lost its
+        # tail takes no more events (recovery reports it instead).
+        if record.version != expected_version:
+            raise VersionConflict(session_id, expected_version, record.version)
         log = self._logs[session_id]
-        if len(log) != expected_version:
-            raise VersionConflict(session_id, expected_version, len(log))
         now = self._now()
         for offset, e in enumerate(events, start=1):
             log.append(
                 StoredEvent(session_id, expected_version + offset, e.type, e.schema_version, e.data, now)
             )
-        record = attrs.evolve(
-            record,
-            version=len(log),
-            updated_at=now,
-            status=record.status if status is None else status,
-        )
+        version = expected_version + len(events)
+        if status is None:
+            record = attrs.evolve(record, version=version, updated_at=now)
+        else:
+            record = attrs.evolve(
+                record, version=version, updated_at=now, status=status, status_reason=None, error_type=None
+            )
         if extras is not None:
             for fired in extras.fired:
                 kept = self._reminders.get(session_id, {})
@@ -111,7 +124,7 @@ class MemoryStore:
         self._records[session_id] = record
         if extras is not None and extras.deadline is not None:
             self._push_deadline(extras.deadline, session_id)
-        return len(log)
+        return version
 
     async def read(
         self, session_id: str, from_version: int = 1, to_version: int | None = None
@@ -119,6 +132,19 @@ class MemoryStore:
         log = self._logs.get(session_id, [])
         stop = len(log) if to_version is None else min(to_version, len(log))
         return log[max(from_version, 1) - 1 : stop]
+
+    async def load_session(
+        self, session_id: str, *, after_snapshot: bool = True, to_version: int | None = None
+    ) -> StoredSession | None:
+        # No await in here: nothing else runs in between, so this is one consistent view.
+        record = self._records.get(session_id)
+        if record is None:
+            return None
+        snapshot = self._snapshots.get(session_id) if after_snapshot else None
+        log = self._logs.get(session_id, [])
+        stop = len(log) if to_version is None else max(0, min(to_version, len(log)))
+        start = 0 if snapshot is None else snapshot.version
+        return StoredSession(record, snapshot, log[start:stop], log[-1].version if log else 0)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         if snapshot.session_id in self._records:
@@ -128,13 +154,22 @@ class MemoryStore:
         return self._snapshots.get(session_id)
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        return self._records.get(session_id)
+        return self._records.get(check_session_id(session_id))
 
-    async def set_status(self, session_id: str, status: Status) -> None:
+    async def set_status(
+        self,
+        session_id: str,
+        status: Status,
+        *,
+        reason: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
         record = self._records.get(session_id)
         if record is None:
             raise SessionNotFound(session_id)
-        self._records[session_id] = attrs.evolve(record, status=status, updated_at=self._now())
+        self._records[session_id] = attrs.evolve(
+            record, status=status, updated_at=self._now(), status_reason=reason, error_type=error_type
+        )
 
     async def list(
         self,

@@ -23,7 +23,8 @@ import anyio
 import attrs
 
 from .._exceptions import CorruptEventLog, StoreError
-from .._records import Reminder, SessionRecord, Snapshot, StoredEvent, StoreStats
+from .._ids import check_session_id
+from .._records import Reminder, SessionRecord, Snapshot, StoredEvent, StoredSession, StoreStats
 from .._status import Status
 from ._sqlite_schema import connect_reader, connect_writer
 from ._sqlite_wakeup import run_in_thread
@@ -88,7 +89,20 @@ def _dump(value: Mapping[str, Any], *, sort_keys: bool) -> str:
 
 
 def _record(row: tuple[Any, ...]) -> SessionRecord:
-    sid, type_name, status, args, metadata, version, created_at, updated_at, deadline, handled = row
+    (
+        sid,
+        type_name,
+        status,
+        args,
+        metadata,
+        version,
+        created_at,
+        updated_at,
+        deadline,
+        handled,
+        reason,
+        error_type,
+    ) = row
     return SessionRecord(
         sid,
         type_name,
@@ -100,16 +114,65 @@ def _record(row: tuple[Any, ...]) -> SessionRecord:
         updated_at,
         deadline,
         handled,
+        reason,
+        error_type,
     )
 
 
-# A session's version is its log's last version; it was last updated when its entry or its log was.
+# ``version`` is the acknowledged head the writer keeps with every append (schema version 4).
 _SELECT_RECORD = (
-    "SELECT id, type, status, args, metadata, "
-    "coalesce((SELECT max(version) FROM events WHERE session = sessions.key), 0), created_at, "
-    "max(updated_at, coalesce((SELECT recorded_at FROM events WHERE session = sessions.key "
-    "ORDER BY version DESC LIMIT 1), 0)), deadline, handled FROM sessions"
+    "SELECT id, type, status, args, metadata, version, created_at, updated_at, deadline, handled, "
+    "status_reason, error_type FROM sessions"
 )
+_SELECT_EVENTS = (
+    "SELECT version, type, schema_version, data, recorded_at FROM events "
+    "WHERE session = (SELECT key FROM sessions WHERE id = ?) "
+    "AND version >= ? AND version <= ? ORDER BY version"
+)
+_SELECT_LOG_VERSION = (
+    "SELECT coalesce(max(version), 0) FROM events WHERE session = (SELECT key FROM sessions WHERE id = ?)"
+)
+_SELECT_SNAPSHOT = (
+    "SELECT version, state_version, data, taken_at FROM snapshots "
+    "WHERE session = (SELECT key FROM sessions WHERE id = ?)"
+)
+
+
+def _read_events(
+    conn: sqlite3.Connection, session_id: str, from_version: int, to_version: int
+) -> list[StoredEvent]:
+    """The session's events ``from_version..to_version`` on ``conn``, in order.
+
+    Raises:
+        CorruptEventLog: an event's type or payload is not valid UTF-8 text.
+    """
+    params = (session_id, from_version, to_version)
+    # The session id is bound once, not selected per row: one column fewer to convert.
+    cursor = conn.execute(_SELECT_EVENTS, params)
+    try:
+        return _events(session_id, cursor)
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    finally:
+        cursor.close()  # a cursor left mid-way keeps a read transaction (a stale view) open
+    # Bytes that are not UTF-8 (bit rot, a foreign writer): that is a corrupt log, reported
+    # as such at the first such event, not a failing store (which the actor would retry).
+    conn.text_factory = bytes
+    raw = conn.execute(_SELECT_EVENTS, params)
+    try:
+        for version, type_name, _, data, _ in raw:
+            try:
+                type_name.decode("utf-8")
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CorruptEventLog(
+                    session_id, version, "its payload cannot be decoded: it is not valid UTF-8 text"
+                ) from None
+    finally:
+        raw.close()
+        conn.text_factory = str
+    raise StoreError(session_id, "read the log", "SQLite could not decode a row")
 
 
 _EVENT_FIELDS = ("session_id", "version", "type", "schema_version", "data", "recorded_at")
@@ -347,9 +410,11 @@ class SQLiteStore:
         """Add a new session to the index, at version 0.
 
         Raises:
+            InvalidSessionId: ``record.id`` breaks the rule of :func:`runtime.check_session_id`.
             SessionExists: a session with ``record.id`` is already stored.
             StoreError: ``args``/``metadata`` are not JSON, or the database failed.
         """
+        check_session_id(record.id)
         try:
             args_json = _dump(record.args, sort_keys=False)
             # Sorted keys, so that list(metadata=...) can compare nested values as text.
@@ -400,13 +465,20 @@ class SQLiteStore:
         assert op.result is not None
         return op.result
 
-    async def set_status(self, session_id: str, status: Status) -> None:
-        """Change the session's status in the index.
+    async def set_status(
+        self,
+        session_id: str,
+        status: Status,
+        *,
+        reason: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        """Change the session's status in the index, with why (``None`` clears the reason).
 
         Raises:
             SessionNotFound: the session is not in the index.
         """
-        await self._write(Kind.SET_STATUS, session_id, (status.value,))
+        await self._write(Kind.SET_STATUS, session_id, (status.value, reason, error_type))
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep ``snapshot`` as the session's latest (replacing the one before; ignored when the
@@ -451,59 +523,59 @@ class SQLiteStore:
         self, session_id: str, from_version: int = 1, to_version: int | None = None
     ) -> Sequence[StoredEvent]:
         """Events ``from_version..to_version`` (inclusive; to the end when ``None``), in order."""
-        params = (session_id, from_version, _LAST_VERSION if to_version is None else to_version)
-
-        sql = (
-            "SELECT version, type, schema_version, data, recorded_at FROM events "
-            "WHERE session = (SELECT key FROM sessions WHERE id = ?) "
-            "AND version >= ? AND version <= ? ORDER BY version"
+        last = _LAST_VERSION if to_version is None else to_version
+        return await self._read(
+            session_id,
+            "read the log",
+            lambda conn: _read_events(conn, session_id, from_version, last),
         )
-
-        def query(conn: sqlite3.Connection) -> list[StoredEvent]:
-            # The session id is bound once, not selected per row: one column fewer to convert.
-            cursor = conn.execute(sql, params)
-            try:
-                return _events(session_id, cursor)
-            except sqlite3.OperationalError as exc:
-                if "decode" not in str(exc):
-                    raise
-            finally:
-                cursor.close()  # a cursor left mid-way keeps a read transaction (a stale view) open
-            # Bytes that are not UTF-8 (bit rot, a foreign writer): that is a corrupt log, reported
-            # as such at the first such event, not a failing store (which the actor would retry).
-            conn.text_factory = bytes
-            raw = conn.execute(sql, params)
-            try:
-                for version, type_name, _, data, _ in raw:
-                    try:
-                        type_name.decode("utf-8")
-                        data.decode("utf-8")
-                    except UnicodeDecodeError:
-                        raise CorruptEventLog(
-                            session_id, version, "its payload cannot be decoded: it is not valid UTF-8 text"
-                        ) from None
-            finally:
-                raw.close()
-                conn.text_factory = str
-            raise StoreError(session_id, "read the log", "SQLite could not decode a row")
-
-        return await self._read(session_id, "read the log", query)
 
     async def load_snapshot(self, session_id: str) -> Snapshot | None:
         """The session's latest snapshot, if any."""
 
         def query(conn: sqlite3.Connection) -> Snapshot | None:
-            row = conn.execute(
-                "SELECT version, state_version, data, taken_at FROM snapshots "
-                "WHERE session = (SELECT key FROM sessions WHERE id = ?)",
-                (session_id,),
-            ).fetchone()
+            row = conn.execute(_SELECT_SNAPSHOT, (session_id,)).fetchone()
             return None if row is None else Snapshot(session_id, *row)
 
         return await self._read(session_id, "load the snapshot", query)
 
+    async def load_session(
+        self, session_id: str, *, after_snapshot: bool = True, to_version: int | None = None
+    ) -> StoredSession | None:
+        """The index entry, latest snapshot and the events after it, in one read transaction.
+
+        .. versionadded:: 0.2
+        """
+        last = _LAST_VERSION if to_version is None else to_version
+
+        def query(conn: sqlite3.Connection) -> StoredSession | None:
+            # One transaction: in WAL mode its first read fixes the view every later read sees,
+            # whatever other connections (or processes) commit meanwhile (issue 17).
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute(f"{_SELECT_RECORD} WHERE id = ?", (session_id,)).fetchone()
+                if row is None:
+                    return None
+                snapshot = None
+                if after_snapshot:
+                    found = conn.execute(_SELECT_SNAPSHOT, (session_id,)).fetchone()
+                    snapshot = None if found is None else Snapshot(session_id, *found)
+                first = 1 if snapshot is None else snapshot.version + 1
+                events = _read_events(conn, session_id, first, last)
+                (end,) = conn.execute(_SELECT_LOG_VERSION, (session_id,)).fetchone()
+                return StoredSession(_record(row), snapshot, events, end)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._read(session_id, "load the session", query)
+
     async def get(self, session_id: str) -> SessionRecord | None:
-        """The session's index entry, or ``None`` when it is not stored."""
+        """The session's index entry, or ``None`` when it is not stored.
+
+        Raises:
+            InvalidSessionId: ``session_id`` breaks the rule of :func:`runtime.check_session_id`.
+        """
+        check_session_id(session_id)
 
         def query(conn: sqlite3.Connection) -> SessionRecord | None:
             row = conn.execute(f"{_SELECT_RECORD} WHERE id = ?", (session_id,)).fetchone()
@@ -635,10 +707,9 @@ class SQLiteStore:
             try:
                 by_status = dict(conn.execute("SELECT status, count(*) FROM sessions GROUP BY status"))
                 by_type = dict(conn.execute("SELECT type, count(*) FROM sessions GROUP BY type"))
-                # A log's length is its last version (the runtime checks there are no gaps).
+                # The acknowledged heads: recovery checks that every log holds that many events.
                 sessions, events = conn.execute(
-                    "SELECT count(*), coalesce(sum((SELECT max(version) FROM events "
-                    "WHERE session = sessions.key)), 0) FROM sessions"
+                    "SELECT count(*), coalesce(sum(version), 0) FROM sessions"
                 ).fetchone()
                 (snapshots,) = conn.execute("SELECT count(*) FROM snapshots").fetchone()
             finally:

@@ -39,6 +39,7 @@ from runtime import (
     SQLiteStore,
     Status,
     StoredEvent,
+    StoredSession,
     StoreError,
     StoreStats,
     VersionConflict,
@@ -174,7 +175,19 @@ class ProxyStore:
         if self.fail_read:
             self.fail_read = False
             raise OSError("injected read failure")
-        events = list(await self.inner.read(session_id, from_version, to_version))
+        return self._distort(await self.inner.read(session_id, from_version, to_version))
+
+    async def load_session(
+        self, session_id: str, *, after_snapshot: bool = True, to_version: int | None = None
+    ) -> StoredSession | None:
+        if self.fail_read:
+            self.fail_read = False
+            raise OSError("injected read failure")
+        view = await self.inner.load_session(session_id, after_snapshot=after_snapshot, to_version=to_version)
+        return None if view is None else attrs.evolve(view, events=self._distort(view.events))
+
+    def _distort(self, stored_events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        events = list(stored_events)
         for i, stored in enumerate(events):
             if stored.version == self.repeat_on_read:
                 events.insert(i + 1, stored)
@@ -193,8 +206,15 @@ class ProxyStore:
     async def get(self, session_id: str) -> SessionRecord | None:
         return await self.inner.get(session_id)
 
-    async def set_status(self, session_id: str, status: Status) -> None:
-        await self.inner.set_status(session_id, status)
+    async def set_status(
+        self,
+        session_id: str,
+        status: Status,
+        *,
+        reason: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        await self.inner.set_status(session_id, status, reason=reason, error_type=error_type)
 
     async def list(
         self,
@@ -623,6 +643,16 @@ CORRUPTIONS = {
         RecoveryFailed,
         3,
         "a negative amount",
+    ),
+    "truncated tail": Corruption(
+        # The last two events go; the shutdown snapshot (at 5) stays and would hide the loss.
+        (
+            "DELETE FROM events WHERE {session} AND version = 5",
+            "DELETE FROM events WHERE {session} AND version = 4",
+        ),
+        CorruptEventLog,
+        4,
+        r"truncated tail: the log ends at version 3 but the store acknowledged 5",
     ),
     "snapshot beyond the last event": Corruption(
         ("UPDATE snapshots SET version = 9 WHERE {session}",),
