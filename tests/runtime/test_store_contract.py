@@ -12,6 +12,7 @@ from runtime import (
     AppendExtras,
     EventData,
     IdempotentReply,
+    InvalidSessionId,
     MemoryStore,
     Reminder,
     SessionExists,
@@ -329,3 +330,159 @@ class TestReplies:
         await store.delete("s")
         await store.create(SessionRecord("s", "Game"))
         assert await store.load_reply("s", "k") is None
+
+
+class TestAcknowledgedHead:
+    async def test_head_moves_with_each_append(self, store: EventStore) -> None:
+        """get().version is the head the store acknowledged, append after append (and empty ones)."""
+        await store.create(SessionRecord("s", "Game", version=99))  # a given version is ignored
+        heads = []
+        for expected, count in ((0, 2), (2, 0), (2, 3)):
+            assert await store.append("s", expected, [ev(n) for n in range(count)]) == expected + count
+            record = await store.get("s")
+            assert record is not None
+            heads.append(record.version)
+        assert heads == [2, 2, 5]
+        assert (await store.stats()).events == 5
+
+    async def test_conflict_leaves_the_head(self, store: EventStore) -> None:
+        """A rejected append moves neither the log nor the head."""
+        await store.create(SessionRecord("s", "Game"))
+        await store.append("s", 0, [ev(1)])
+        with pytest.raises(VersionConflict):
+            await store.append("s", 2, [ev(2)])
+        record = await store.get("s")
+        assert record is not None
+        assert record.version == 1
+        assert [e.version for e in await store.read("s")] == [1]
+
+
+class TestStatusReason:
+    async def test_set_status_keeps_reason_and_error_type(self, store: EventStore) -> None:
+        """set_status(reason=, error_type=) is kept in the index, for list() and get() alike."""
+        await store.create(SessionRecord("s", "Game"))
+        fresh = await store.get("s")
+        assert fresh is not None
+        assert (fresh.status_reason, fresh.error_type) == (None, None)
+        why = "event log of session 's' is corrupt at version 4: truncated tail \u2026"
+        await store.set_status("s", Status.FAILED, reason=why, error_type="CorruptEventLog")
+        record = await store.get("s")
+        assert record is not None
+        assert (record.status, record.status_reason, record.error_type) == (
+            Status.FAILED,
+            why,
+            "CorruptEventLog",
+        )
+        (listed,) = await store.list(status=Status.FAILED)
+        assert (listed.status_reason, listed.error_type) == (why, "CorruptEventLog")
+
+    async def test_later_status_changes_clear_the_reason(self, store: EventStore) -> None:
+        """A later set_status without a reason, or a status taken with an append, clears it."""
+        await store.create(SessionRecord("a", "Game"))
+        await store.create(SessionRecord("b", "Game"))
+        for sid in ("a", "b"):
+            await store.set_status(sid, Status.PAUSED, reason="operator", error_type=None)
+        await store.set_status("a", Status.RUNNING)
+        await store.append("b", 0, [ev(1)], status=Status.STOPPED)
+        for sid, status in (("a", Status.RUNNING), ("b", Status.STOPPED)):
+            record = await store.get(sid)
+            assert record is not None
+            assert (record.status, record.status_reason, record.error_type) == (status, None, None)
+
+    async def test_plain_append_keeps_the_reason(self, store: EventStore) -> None:
+        """An append without a status leaves the status and its reason alone."""
+        await store.create(SessionRecord("s", "Game"))
+        await store.set_status("s", Status.PAUSED, reason="operator")
+        await store.append("s", 0, [ev(1)])
+        record = await store.get("s")
+        assert record is not None
+        assert (record.status, record.status_reason, record.version) == (Status.PAUSED, "operator", 1)
+
+
+class TestLoadSession:
+    async def test_unknown_session(self, store: EventStore) -> None:
+        """load_session() of a session that is not stored is None."""
+        assert await store.load_session("ghost") is None
+
+    async def test_entry_snapshot_and_tail(self, store: EventStore) -> None:
+        """The entry, the latest snapshot, the events after it and the log's end, together."""
+        await store.create(SessionRecord("s", "Game", args={"a": 1}))
+        await store.append("s", 0, [ev(n) for n in range(1, 6)])
+        view = await store.load_session("s")
+        assert view is not None
+        assert (view.record.id, view.record.args, view.record.version) == ("s", {"a": 1}, 5)
+        assert view.snapshot is None
+        assert [e.version for e in view.events] == [1, 2, 3, 4, 5]
+        assert view.log_version == 5
+        await store.save_snapshot(Snapshot("s", 3, 1, '{"n": 3}'))
+        view = await store.load_session("s")
+        assert view is not None
+        assert view.snapshot is not None
+        assert (view.snapshot.version, view.snapshot.data) == (3, '{"n": 3}')
+        assert [(e.version, e.data) for e in view.events] == [(4, '{"n": 4}'), (5, '{"n": 5}')]
+        assert view.events == list(await store.read("s", 4))
+
+    async def test_without_snapshot_and_up_to_a_version(self, store: EventStore) -> None:
+        """after_snapshot=False reads from the first event; to_version stops early, not log_version."""
+        await store.create(SessionRecord("s", "Game"))
+        await store.append("s", 0, [ev(n) for n in range(1, 6)])
+        await store.save_snapshot(Snapshot("s", 3, 1, "{}"))
+        whole = await store.load_session("s", after_snapshot=False, to_version=2)
+        assert whole is not None
+        assert whole.snapshot is None
+        assert [e.version for e in whole.events] == [1, 2]
+        assert whole.log_version == 5
+        short = await store.load_session("s", to_version=2)  # before the snapshot: no events after it
+        assert short is not None
+        assert short.snapshot is not None
+        assert list(short.events) == []
+        empty = await store.load_session("s", to_version=0)
+        assert empty is not None
+        assert list(empty.events) == []
+
+
+VALID_IDS = ["a", "a/b", "a_b", "a?b", "\u00e9t\u00e9", "\U0001f600" * 64, "x" * 256, " \t\n", "..", "%2F"]
+INVALID_IDS: list[tuple[object, str]] = [
+    ("", "empty"),
+    ("x" * 257, "257 bytes"),
+    ("\u00e9" * 129, "258 bytes"),
+    ("a\x00b", "NUL"),
+    ("\ud800", "lone surrogate"),
+    ("ok\udfff", "lone surrogate"),
+    (b"bytes", "not a str"),
+    (7, "not a str"),
+]
+
+
+class TestSessionIds:
+    @pytest.mark.parametrize("sid", VALID_IDS, ids=ascii)
+    async def test_valid_ids_round_trip(self, store: EventStore, sid: str) -> None:
+        """Ids within the rule are stored and found exactly, each under its own entry."""
+        await store.create(SessionRecord(sid, "Game"))
+        await store.append(sid, 0, [ev(1)])
+        record = await store.get(sid)
+        assert record is not None
+        assert (record.id, record.version) == (sid, 1)
+        assert [r.id for r in await store.list()] == [sid]
+
+    async def test_similar_ids_stay_apart(self, store: EventStore) -> None:
+        """Ids that a file name would fold together are distinct sessions."""
+        for n, sid in enumerate(["a/b", "a_b", "a?b", "A_B"], start=1):
+            await store.create(SessionRecord(sid, "Game"))
+            await store.append(sid, 0, [ev(n) for _ in range(n)])
+        assert sorted((r.id, r.version) for r in await store.list()) == [
+            ("A_B", 4),
+            ("a/b", 1),
+            ("a?b", 3),
+            ("a_b", 2),
+        ]
+
+    @pytest.mark.parametrize(("sid", "problem"), INVALID_IDS, ids=ascii)
+    async def test_invalid_ids_are_refused_alike(self, store: EventStore, sid: str, problem: str) -> None:
+        """Every store refuses the same ids with InvalidSessionId, and keeps nothing."""
+        with pytest.raises(InvalidSessionId, match=problem) as info:
+            await store.create(SessionRecord(sid, "Game"))
+        assert isinstance(info.value, ValueError)
+        with pytest.raises(InvalidSessionId, match=problem):
+            await store.get(sid)
+        assert list(await store.list()) == []
