@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -448,6 +449,52 @@ class TestMigrations:
             assert list(await store.reminders("room-running")) == []
         finally:
             await store.aclose()
+
+    async def test_release_dump_gets_heads_and_reasons(self, tmp_path: Path) -> None:
+        """A store dumped from the current release (schema 2, as SQL) gets the head its log has.
+
+        The acknowledged head of each session is its log's last version, updated_at takes the
+        last event's time, no session has a stored reason yet, and appends carry on from there.
+        """
+        path = tmp_path / "release.db"
+        script = (Path(__file__).parent / "data" / "sqlite_schema_v2.sql").read_text(encoding="utf-8")
+        with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            conn.executescript(script)
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+            last_event = conn.execute("SELECT max(recorded_at) FROM events WHERE session = 1").fetchone()[0]
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            heads = {r.id: (r.status, r.version, r.status_reason, r.error_type) for r in await store.list()}
+            assert heads == {
+                "game-1": (Status.RUNNING, 3, None, None),
+                "chat/2": (Status.COMPLETED, 1, None, None),
+                "empty": (Status.FAILED, 0, None, None),
+            }
+            game = await store.get("game-1")
+            assert game is not None
+            assert (game.args, game.metadata, game.updated_at) == (
+                {"mode": "duel"},
+                {"channel": "c1"},
+                last_event,
+            )
+            view = await store.load_session("game-1")
+            assert view is not None
+            assert view.snapshot is not None
+            assert (view.snapshot.version, view.snapshot.data) == (2, '{"players":["ann","bob"]}')
+            assert [(e.version, e.type) for e in view.events] == [(3, "Scored")]
+            assert view.log_version == 3
+            with pytest.raises(VersionConflict):
+                await store.append("game-1", 2, [ev(9)])
+            assert await store.append("game-1", 3, [ev(4)]) == 4
+            await store.set_status("empty", Status.FAILED, reason="why", error_type="RecoveryFailed")
+            empty = await store.get("empty")
+            assert empty is not None
+            assert (empty.status_reason, empty.error_type) == ("why", "RecoveryFailed")
+        finally:
+            await store.aclose()
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == _sqlite_schema.SCHEMA_VERSION
 
     def test_due_queries_use_their_indexes(self, tmp_path: Path) -> None:
         """The next due reminders and sessions come from range scans of indexes, never table scans."""

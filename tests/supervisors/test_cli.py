@@ -9,12 +9,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import anyio
 import pytest
 
-from runtime import EventData, SQLiteStore
+from runtime import CorruptEventLog, EventData, SQLiteStore, Status
 from runtime._graph import state_graph
 from supervisors import SessionSupervisor
 from tests.apps.cli_app import Duel, Finish, Join, Move, Note, Notebook, Start
@@ -392,3 +393,67 @@ class TestEscaping:
         error = fails("--db", hostile, "show", "nope\x1b[2J\nsessionvisor: fine")
         self.assert_inert(error)
         assert error.count("\n") == 1
+
+
+async def quarantine_truncated(path: Path, session_id: str) -> str:
+    """Lose the last event of the session's log, then let a supervisor find it: FAILED, and why."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute(
+            "DELETE FROM events WHERE session = (SELECT key FROM sessions WHERE id = ?) AND version = "
+            "(SELECT max(version) FROM events WHERE session = (SELECT key FROM sessions WHERE id = ?))",
+            (session_id, session_id),
+        )
+    async with SessionSupervisor(store=SQLiteStore(path), session_types=[Duel, Notebook]) as sessions:
+        ref = await sessions.get(session_id)
+        with pytest.raises(CorruptEventLog, match="truncated tail") as info:
+            await ref.call(Join("late"))
+    return str(info.value)
+
+
+class TestQuarantineReasons:
+    def test_show_and_list_print_why_a_session_failed(self, db: Path, tmp_path: Path) -> None:
+        """A session quarantined by one process: show and list --status failed print the reason."""
+        copy = tmp_path / "copy.db"
+        shutil.copyfile(db, copy)
+        reason = anyio.run(quarantine_truncated, copy, "duel-2")
+        done = run("--db", copy, "--app", APP, "show", "duel-2")
+        assert done.returncode == 1  # its log cannot be replayed: said after what the index knows
+        fields = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+        assert fields["status"].strip() == "failed"
+        assert fields["reason"].strip() == f"CorruptEventLog: {reason}"
+        assert "truncated tail: the log ends at version 0 but the store acknowledged 1" in reason
+        assert "truncated tail" in done.stderr
+        table = ok("--db", copy, "list", "--status", "failed").splitlines()
+        assert table[0].split() == [
+            "ID",
+            "TYPE",
+            "STATUS",
+            "VERSION",
+            "CREATED",
+            "UPDATED",
+            "METADATA",
+            "REASON",
+        ]
+        assert ids("\n".join(table)) == ["duel-2"]
+        assert table[1].endswith(f"CorruptEventLog: {reason}")
+        assert "REASON" not in ok("--db", copy, "list", "--status", "running")  # no column for nothing
+
+    def test_show_prints_the_reason_beside_the_state(self, db: Path, tmp_path: Path) -> None:
+        """A FAILED session whose log still replays: the reason, then its state; exit status 0."""
+        copy = tmp_path / "copy.db"
+        shutil.copyfile(db, copy)
+
+        async def fail() -> None:
+            store = SQLiteStore(copy)
+            await store.open()
+            try:
+                await store.set_status(
+                    "notes-1", Status.FAILED, reason="restart limit reached", error_type="KeyError"
+                )
+            finally:
+                await store.aclose()
+
+        anyio.run(fail)
+        out = ok("--db", copy, "--app", APP, "show", "notes-1")
+        assert "\nreason:   KeyError: restart limit reached\n" in out
+        assert state_of(out) == ["a", "hello"]

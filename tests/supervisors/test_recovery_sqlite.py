@@ -790,6 +790,74 @@ class TestCorruption:
             assert rows(path, "bad") == before
 
 
+def index_row(path: Path, sid: str) -> dict[str, Any]:
+    """The session's index entry exactly as stored (text as bytes), by column."""
+    with sql(path) as conn:
+        conn.text_factory = bytes
+        cursor = conn.execute("SELECT * FROM sessions WHERE id = ?", (sid,))
+        names = [d[0] for d in cursor.description]
+        row = cursor.fetchone()
+    assert row is not None
+    return dict(zip(names, row, strict=True))
+
+
+class TestTruncatedTail:
+    async def test_lost_tail_quarantines_and_changes_nothing(self, tmp_path: Path) -> None:
+        """The last two events deleted with sqlite3: the next activation quarantines, nothing is repaired.
+
+        The shutdown snapshot (at version 5) covers the lost events, so only the acknowledged
+        head in the index can tell. The log stays as it is, the head is not "fixed" to match it,
+        and only the status and its reason change in the index.
+        """
+        path = tmp_path / "s.db"
+        await populate(path)
+        edit(
+            path,
+            "bad",
+            "DELETE FROM events WHERE {session} AND version = 5",
+            "DELETE FROM events WHERE {session} AND version = 4",
+        )
+        log_before, entry_before = rows(path), index_row(path, "bad")
+        assert entry_before["version"] == 5
+        async with SessionSupervisor(store=SQLiteStore(path), session_types=[Ledger]) as sessions:
+            bad = await sessions.get("bad")
+            with pytest.raises(CorruptEventLog, match="truncated") as info:
+                await bad.call(Read())
+            assert (info.value.session_id, info.value.version) == ("bad", 4)
+            assert "the log ends at version 3 but the store acknowledged 5" in str(info.value)
+            good = await sessions.get("good")
+            assert await good.call(Read()) == (5, fold(added(1, 2, 3, 4, 5)))
+        log_after, entry_after = rows(path), index_row(path, "bad")
+        assert log_after == log_before
+        changed = {k for k in entry_before if entry_before[k] != entry_after[k]}
+        assert changed == {"status", "status_reason", "error_type", "updated_at"}
+        assert (entry_after["status"], entry_after["error_type"]) == (b"failed", b"CorruptEventLog")
+        assert entry_after["status_reason"] == str(info.value).encode()
+
+        # A later process: FAILED from the index, with why; it reads and writes nothing more.
+        async with SessionSupervisor(store=SQLiteStore(path), session_types=[Ledger]) as later:
+            view = await later.inspect("bad")
+            assert (view.status, view.status_reason) == (Status.FAILED, str(info.value))
+            with pytest.raises(SessionStopped, match="truncated tail"):
+                await (await later.get("bad")).call(Read())
+        assert (rows(path), index_row(path, "bad")) == (log_after, entry_after)
+
+    async def test_head_is_not_taken_from_the_log(self, tmp_path: Path) -> None:
+        """Appends after a lost tail are refused: the head, not the log, says where the next one goes."""
+        path = tmp_path / "s.db"
+        await populate(path)
+        edit(path, "bad", "DELETE FROM events WHERE {session} AND version = 5")
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            with pytest.raises(VersionConflict) as info:
+                await store.append("bad", 4, [EventData("rec.Added", 1, '{"n": 9}')])
+            assert (info.value.expected, info.value.actual) == (4, 5)
+        finally:
+            await store.aclose()
+        assert versions(path, "bad") == [1, 2, 3, 4]
+
+
 # -- 5. two supervisors on one file -------------------------------------------------------------------
 
 

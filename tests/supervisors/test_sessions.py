@@ -13,6 +13,7 @@ from runtime import (
     CallCycle,
     CallTimeout,
     EventData,
+    InvalidSessionId,
     MailboxFull,
     MemoryStore,
     Session,
@@ -602,3 +603,30 @@ async def test_start_with_bad_args_leaves_nothing(sessions: SessionSupervisor) -
         await sessions.start(Broken, "b")
     assert await sessions.store.get("b") is None
     assert sessions.cached("b") is None
+
+
+class TestSessionIds:
+    @pytest.mark.parametrize(
+        ("sid", "problem"),
+        [("", "empty"), ("x" * 257, "257 bytes"), ("a\x00b", "NUL"), ("\ud800", "lone surrogate")],
+        ids=ascii,
+    )
+    async def test_bad_ids_fail_start_ref_and_get(
+        self, sessions: SessionSupervisor, sid: str, problem: str
+    ) -> None:
+        """start, ref and get apply the stores' session-id rule: InvalidSessionId, nothing kept."""
+        with pytest.raises(InvalidSessionId, match=problem):
+            await sessions.start(Counter, sid)
+        with pytest.raises(InvalidSessionId, match=problem):
+            sessions.ref(sid)
+        with pytest.raises(InvalidSessionId, match=problem):
+            await sessions.get(sid)
+        assert list(await sessions.store.list()) == []
+        assert sessions.cells() == []
+
+    async def test_ids_at_the_bound_work(self, sessions: SessionSupervisor) -> None:
+        """The longest id, and ids with slashes and other scripts, are sessions like any other."""
+        for sid in ("x" * 256, "a/b", "\u00e9t\u00e9 \U0001f600"):
+            ref = await sessions.start(Counter, sid)
+            await ref.call(Add(2))
+            assert await sessions.ref(sid).call(Get()) == 2
