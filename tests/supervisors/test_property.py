@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime import EventData, MemoryStore, SessionCrashed, Status, StoredEvent, StoreError
+from runtime import EventData, MemoryStore, SessionCrashed, Status, StoredEvent, StoredSession, StoreError
 from supervisors import Backoff, RestartPolicy, SessionSupervisor
 from tests.apps.counter import Add, AddMany, AddThenBoom, Boom, Counter, Get
 
@@ -53,6 +53,14 @@ class FlakyStore:
             self.fail_read = False
             raise OSError("injected read failure")
         return await self.inner.read(session_id, from_version, to_version)
+
+    async def load_session(
+        self, session_id: str, *, after_snapshot: bool = True, to_version: int | None = None
+    ) -> StoredSession | None:
+        if self.fail_read:  # a recovery reads through load_session
+            self.fail_read = False
+            raise OSError("injected read failure")
+        return await self.inner.load_session(session_id, after_snapshot=after_snapshot, to_version=to_version)
 
 
 @attrs.frozen
