@@ -9,8 +9,9 @@ Under load, batches grow by themselves and the cost of a commit is shared by all
 Each operation in a batch gets its own outcome. The writer keeps every session's current version in
 memory (its acknowledged head: the index holds it, and each append moves it in its own transaction),
 so an append is checked against it, including the appends before it in the same batch, before
-anything is written: a ``VersionConflict`` or ``SessionNotFound`` only concerns that append. The cache is dropped whenever another connection has written to the file (``PRAGMA
-data_version``) or a transaction failed. Accepted appends are then written with a few multi-row
+anything is written: a ``VersionConflict`` or ``SessionNotFound`` only concerns that append. The
+cache is dropped whenever another connection has written to the file (``PRAGMA data_version``) or a
+transaction failed. Accepted appends are then written with a few multi-row
 INSERTs. If a statement still fails on one operation's data (a value SQLite cannot take), the batch
 is rolled back and run again with every operation inside its own ``SAVEPOINT``, so that only that
 one fails. A failure of the database itself (I/O error, disk full, failed commit) rolls the whole
