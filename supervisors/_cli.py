@@ -34,10 +34,9 @@ from urllib.parse import quote
 import anyio
 from cattrs.preconf.json import make_converter
 
-from runtime import Session as _Session
-
 # Until runtime exports it (issue 6).
 from runtime import (
+    InvalidSessionId,
     SessionError,
     SessionRecord,
     SQLiteStore,
@@ -47,6 +46,7 @@ from runtime import (
     replay,
     state_graph,
 )
+from runtime import Session as _Session
 
 __all__ = ["main"]
 
@@ -319,7 +319,10 @@ def _check_database(path: str) -> None:
 
 
 async def _get(store: SQLiteStore, session_id: str) -> SessionRecord:
-    record = await store.get(session_id)
+    try:
+        record = await store.get(session_id)
+    except InvalidSessionId as exc:
+        raise CliError(str(exc)) from None
     if record is None:
         raise CliError(f"no session {session_id!r} in the store: see `{_PROG} list` for the ids it holds")
     return record

@@ -438,6 +438,13 @@ class TestQuarantineReasons:
         assert table[1].endswith(f"CorruptEventLog: {reason}")
         assert "REASON" not in ok("--db", copy, "list", "--status", "running")  # no column for nothing
 
+    def test_invalid_id_is_a_usage_error(self, db: Path) -> None:
+        """An id no store accepts is a one-line usage error, not a traceback."""
+        for command in ("show", "history", "replay"):
+            err = fails("--db", db, "--app", APP, command, "")
+            assert "invalid session id '': it is empty" in err
+            assert err.count("\n") == 1
+
     def test_show_prints_the_reason_beside_the_state(self, db: Path, tmp_path: Path) -> None:
         """A FAILED session whose log still replays: the reason, then its state; exit status 0."""
         copy = tmp_path / "copy.db"
