@@ -64,6 +64,9 @@ _INSERT_EVENTS = (
 )
 _UPDATE_HEADS = (
     "UPDATE sessions SET version = r.v, updated_at = %(now)s, status = coalesce(r.s, sessions.status), "
+    # A status taken with an append keeps its reason in the log: the index's reason goes.
+    "status_reason = CASE WHEN r.s IS NULL THEN sessions.status_reason END, "
+    "error_type = CASE WHEN r.s IS NULL THEN sessions.error_type END, "
     "handled = coalesce(r.h, sessions.handled), deadline = coalesce(r.d, sessions.deadline) "
     "FROM unnest(%(keys)s::bigint[], %(versions)s::bigint[], %(statuses)s::text[], "
     "%(handled)s::bigint[], %(deadlines)s::float8[]) AS r(k, v, s, h, d) "
@@ -83,7 +86,10 @@ _DROP_OLD_REPLIES = (
     "DELETE FROM replies WHERE session = %(session)s AND seq <= "
     "(SELECT max(seq) FROM replies WHERE session = %(session)s) - %(keep)s"
 )
-_SET_STATUS = "UPDATE sessions SET updated_at = %(now)s, status = %(status)s WHERE key = %(key)s"
+_SET_STATUS = (
+    "UPDATE sessions SET updated_at = %(now)s, status = %(status)s, status_reason = %(reason)s, "
+    "error_type = %(error_type)s WHERE key = %(key)s"
+)
 
 
 @final
@@ -92,9 +98,9 @@ class Op(Ticket):
 
     ``args`` by kind, as for the SQLite writer: CREATE ``(type, status, args_json, metadata_json,
     deadline)``; APPEND ``(expected_version, events, status | None, extras | None)``; SET_STATUS
-    ``(status,)``; SAVE_SNAPSHOT ``(version, state_version, data, taken_at)``; DELETE ``()``;
-    SET_REMINDER ``(name, due_at, message)``; REMOVE_REMINDER ``(name,)``; SET_DEADLINE ``(deadline |
-    None,)``. Statuses are ``Status.value`` strings.
+    ``(status, reason | None, error_type | None)``; SAVE_SNAPSHOT ``(version, state_version, data,
+    taken_at)``; DELETE ``()``; SET_REMINDER ``(name, due_at, message)``; REMOVE_REMINDER
+    ``(name,)``; SET_DEADLINE ``(deadline | None,)``. Statuses are ``Status.value`` strings.
     """
 
     __slots__ = ("args", "error", "kind", "result", "session_id")
@@ -452,7 +458,11 @@ class PgWriter:
             if head is None:
                 op.error = SessionNotFound(sid)
                 return
-            cur.execute(_SET_STATUS, {"now": now, "status": op.args[0], "key": head[0]})
+            status, reason, error_type = op.args
+            cur.execute(
+                _SET_STATUS,
+                {"now": now, "status": status, "reason": reason, "error_type": error_type, "key": head[0]},
+            )
         elif kind is Kind.SAVE_SNAPSHOT:
             if head is None:
                 return

@@ -20,7 +20,8 @@ import anyio
 import attrs
 
 from .._exceptions import StoreError
-from .._records import Reminder, SessionRecord, Snapshot, StoredEvent, StoreStats
+from .._ids import check_session_id
+from .._records import Reminder, SessionRecord, Snapshot, StoredEvent, StoredSession, StoreStats
 from .._status import Status
 from ._sqlite_wakeup import run_in_thread
 from ._sqlite_writer import Kind
@@ -43,8 +44,17 @@ _LAST_VERSION = 2**63 - 1
 _INSTALL_HINT = "install the extra: pip install 'sessionvisor[postgres]'"
 
 _SELECT_RECORD = (
-    "SELECT id, type, status, args, metadata::text, version, created_at, updated_at, deadline, handled "
-    "FROM sessions"
+    "SELECT id, type, status, args, metadata::text, version, created_at, updated_at, deadline, handled, "
+    "status_reason, error_type FROM sessions"
+)
+_SELECT_EVENTS = (
+    "SELECT version, type, schema_version, data, recorded_at FROM events "
+    "WHERE session = (SELECT key FROM sessions WHERE id = %s) "
+    "AND version >= %s AND version <= %s ORDER BY version"
+)
+_SELECT_SNAPSHOT = (
+    "SELECT version, state_version, data, taken_at FROM snapshots "
+    "WHERE session = (SELECT key FROM sessions WHERE id = %s)"
 )
 
 
@@ -91,7 +101,20 @@ class PostgresStoreStatistics:
 
 
 def _record(row: tuple[Any, ...]) -> SessionRecord:
-    sid, type_name, status, args, metadata, version, created_at, updated_at, deadline, handled = row
+    (
+        sid,
+        type_name,
+        status,
+        args,
+        metadata,
+        version,
+        created_at,
+        updated_at,
+        deadline,
+        handled,
+        reason,
+        error_type,
+    ) = row
     return SessionRecord(
         sid,
         type_name,
@@ -103,6 +126,8 @@ def _record(row: tuple[Any, ...]) -> SessionRecord:
         updated_at,
         deadline,
         handled,
+        reason,
+        error_type,
     )
 
 
@@ -372,9 +397,11 @@ class PostgresStore:
         """Add a new session to the index, at version 0.
 
         Raises:
+            InvalidSessionId: ``record.id`` breaks the rule of :func:`runtime.check_session_id`.
             SessionExists: a session with ``record.id`` is already stored.
             StoreError: ``args``/``metadata`` are not JSON, or the database failed.
         """
+        check_session_id(record.id)
         try:
             args_json = json.dumps(dict(record.args), separators=(",", ":"))
             metadata_json = json.dumps(dict(record.metadata), sort_keys=True, separators=(",", ":"))
@@ -416,13 +443,20 @@ class PostgresStore:
         assert result is not None
         return result
 
-    async def set_status(self, session_id: str, status: Status) -> None:
-        """Change the session's status in the index.
+    async def set_status(
+        self,
+        session_id: str,
+        status: Status,
+        *,
+        reason: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        """Change the session's status in the index, with why (``None`` clears the reason).
 
         Raises:
             SessionNotFound: the session is not in the index.
         """
-        await self._write(Kind.SET_STATUS, session_id, (status.value,))
+        await self._write(Kind.SET_STATUS, session_id, (status.value, reason, error_type))
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep ``snapshot`` as the session's latest (replacing the one before; ignored when the
@@ -493,13 +527,7 @@ class PostgresStore:
         params = (session_id, from_version, _LAST_VERSION if to_version is None else to_version)
 
         def query(conn: psycopg.Connection[Any]) -> list[StoredEvent]:
-            cursor = conn.execute(
-                "SELECT version, type, schema_version, data, recorded_at FROM events "
-                "WHERE session = (SELECT key FROM sessions WHERE id = %s) "
-                "AND version >= %s AND version <= %s ORDER BY version",
-                params,
-            )
-            return _events(session_id, cursor.fetchall())
+            return _events(session_id, conn.execute(_SELECT_EVENTS, params).fetchall())
 
         return await self._read(session_id, "read the log", query)
 
@@ -507,17 +535,54 @@ class PostgresStore:
         """The session's latest snapshot, if any."""
 
         def query(conn: psycopg.Connection[Any]) -> Snapshot | None:
-            row = conn.execute(
-                "SELECT version, state_version, data, taken_at FROM snapshots "
-                "WHERE session = (SELECT key FROM sessions WHERE id = %s)",
-                (session_id,),
-            ).fetchone()
+            row = conn.execute(_SELECT_SNAPSHOT, (session_id,)).fetchone()
             return None if row is None else Snapshot(session_id, *row)
 
         return await self._read(session_id, "load the snapshot", query)
 
+    async def load_session(
+        self, session_id: str, *, after_snapshot: bool = True, to_version: int | None = None
+    ) -> StoredSession | None:
+        """The index entry, latest snapshot and the events after it, in one read transaction.
+
+        .. versionadded:: 0.2
+        """
+        last = _LAST_VERSION if to_version is None else to_version
+
+        def query(conn: psycopg.Connection[Any]) -> StoredSession | None:
+            # One snapshot of the database for all four reads, whatever other nodes commit
+            # meanwhile (issue 17). COMMIT after an error ends the aborted transaction too.
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                row = conn.execute(f"{_SELECT_RECORD} WHERE id = %s", (session_id,)).fetchone()
+                if row is None:
+                    return None
+                snapshot = None
+                if after_snapshot:
+                    found = conn.execute(_SELECT_SNAPSHOT, (session_id,)).fetchone()
+                    snapshot = None if found is None else Snapshot(session_id, *found)
+                first = 1 if snapshot is None else snapshot.version + 1
+                events = _events(
+                    session_id, conn.execute(_SELECT_EVENTS, (session_id, first, last)).fetchall()
+                )
+                (end,) = conn.execute(
+                    "SELECT coalesce(max(version), 0) FROM events "
+                    "WHERE session = (SELECT key FROM sessions WHERE id = %s)",
+                    (session_id,),
+                ).fetchone() or (0,)
+                return StoredSession(_record(row), snapshot, events, end)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._read(session_id, "load the session", query)
+
     async def get(self, session_id: str) -> SessionRecord | None:
-        """The session's index entry, or ``None`` when it is not stored."""
+        """The session's index entry, or ``None`` when it is not stored.
+
+        Raises:
+            InvalidSessionId: ``session_id`` breaks the rule of :func:`runtime.check_session_id`.
+        """
+        check_session_id(session_id)
 
         def query(conn: psycopg.Connection[Any]) -> SessionRecord | None:
             row = conn.execute(f"{_SELECT_RECORD} WHERE id = %s", (session_id,)).fetchone()
