@@ -493,7 +493,9 @@ class PgWriter:
                 cur.execute("UPDATE sessions SET deadline = %s WHERE key = %s", (op.args[0], head[0]))
         else:  # Kind.DELETE
             if head is not None:
-                # Events, snapshots, reminders and replies go with it (ON DELETE CASCADE).
+                # Snapshots, reminders and replies go with it (ON DELETE CASCADE); events have no
+                # foreign key (see the schema).
+                cur.execute("DELETE FROM events WHERE session = %s", (head[0],))
                 cur.execute("DELETE FROM sessions WHERE key = %s", (head[0],))
                 del pending.heads[sid]
 

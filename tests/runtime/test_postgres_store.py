@@ -237,3 +237,31 @@ class TestSchema:
             await s.aclose()
         with sql(pg) as conn:
             assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+    async def test_a_version_1_schema_is_migrated(self, pg: PgTarget) -> None:
+        """A schema of version 1 (the first layout) is brought to the current one, rows kept."""
+        from runtime._stores import _postgres_schema
+
+        with psycopg.connect(pg.dsn) as conn:
+            _postgres_schema.migrate(conn, pg.schema, _postgres_schema.MIGRATIONS[:1])
+        with sql(pg) as conn:
+            conn.execute(
+                "INSERT INTO sessions (id, type, status, args, metadata, created_at, updated_at) "
+                "VALUES ('old', 'Game', 'running', '{}', '{}', 1, 1)"
+            )
+        store = PostgresStore(pg.dsn, schema=pg.schema)
+        await store.open()
+        try:
+            await store.append("old", 0, [ev(1)])
+            got = await store.get("old")
+            assert got is not None
+            assert got.version == 1
+        finally:
+            await store.aclose()
+        with sql(pg) as conn:
+            assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+            assert conn.execute(
+                "SELECT count(*) FROM pg_constraint WHERE conname = 'events_session_fkey' "
+                "AND connamespace = %s::regnamespace",
+                (pg.schema,),
+            ).fetchall() == [(0,)]
