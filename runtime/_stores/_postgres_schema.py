@@ -16,8 +16,9 @@ process" and "Many nodes"):
   should next look at the session (``abandon_after``, ``max_age``, ``paused_ttl``, ``retention``),
   indexed so that the next due sessions are a range query; ``handled`` the durable message count;
   ``status_reason`` and ``error_type`` why a session stopped (a quarantine's reason).
-* ``events``: the logs, keyed by (session, version), without a foreign key (since version 2); ``epoch`` is the fencing epoch of the lease the
-  append was made under (``NULL`` without ownership), so that an audit can tell which owner wrote what.
+* ``events``: the logs, keyed by (session, version), without a foreign key (since version 2).
+  ``epoch`` is the fencing epoch of the lease the append was made under (``NULL`` without
+  ownership), so that an audit can tell which owner wrote what.
 * ``snapshots``: the latest snapshot per session.
 * ``reminders``: durable reminders (session, name, due time, message JSON), indexed by due time.
 * ``replies``: idempotency keys of calls a client may retry, with their replies (JSON).
