@@ -19,6 +19,8 @@ from ._exceptions import CorruptEventLog as CorruptEventLog
 from ._exceptions import InvalidSessionId as InvalidSessionId
 from ._exceptions import InvalidTransition as InvalidTransition
 from ._exceptions import MailboxFull as MailboxFull
+from ._exceptions import OwnedElsewhere as OwnedElsewhere
+from ._exceptions import OwnershipLost as OwnershipLost
 from ._exceptions import RateLimited as RateLimited
 from ._exceptions import RecoveryFailed as RecoveryFailed
 from ._exceptions import SessionCrashed as SessionCrashed
@@ -111,6 +113,8 @@ __all__ = [
     "MailboxFull",
     "MemoryStore",
     "MetricsServer",
+    "OwnedElsewhere",
+    "OwnershipLost",
     "PostgresStore",
     "PostgresStoreStatistics",
     "RateLimited",

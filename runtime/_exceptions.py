@@ -20,6 +20,8 @@ __all__ = [
     "InvalidSessionId",
     "InvalidTransition",
     "MailboxFull",
+    "OwnedElsewhere",
+    "OwnershipLost",
     "RateLimited",
     "RecoveryFailed",
     "SessionCrashed",
@@ -312,3 +314,44 @@ class InvalidTransition(SessionError, ValueError):
         self.label = label
         self.event_type = event_type
         self.allowed = allowed
+
+
+class OwnedElsewhere(SessionError):
+    """Another live node owns this session: send the message there (``node``, ``address``).
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, session_id: str, node: str, address: str | None) -> None:
+        where = f" at {address}" if address else ""
+        super().__init__(
+            f"session {session_id!r} is owned by node {node!r}{where}: send the message there (a "
+            "client can be redirected to that address); the lease moves only once that node "
+            "releases it or stops renewing it",
+            session_id=session_id,
+        )
+        self.node = node
+        self.address = address
+
+
+class OwnershipLost(SessionError):
+    """This node's lease on the session moved on: this copy stopped, and nothing it recorded since is kept.
+
+    ``epoch`` is the lease's epoch this node held (``None``: it held none); ``owner`` is the node that
+    holds the lease now (``None`` when nobody does, or when that is not known).
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, session_id: str, node: str, epoch: int | None, owner: str | None = None) -> None:
+        now = f"node {owner!r} owns it now" if owner else "no node owns it now"
+        lease = "holds no lease on" if epoch is None else f"lost its lease (epoch {epoch}) on"
+        super().__init__(
+            f"node {node!r} {lease} session {session_id!r} ({now}): this copy stopped without "
+            "recording anything more, so nothing acknowledged is lost; send the message again, to the "
+            "session's owner (sessions.locate() says where)",
+            session_id=session_id,
+        )
+        self.node = node
+        self.epoch = epoch
+        self.owner = owner

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ._ownership import Lease, NodeInfo, Renewal
 from ._records import (
     AppendExtras,
     EventData,
@@ -40,6 +41,10 @@ from ._records import (
 from ._status import Status
 
 __all__ = [
+    "Lease",
+    "LeaseStore",
+    "NodeInfo",
+    "Renewal",
     "AppendExtras",
     "Clock",
     "EventData",
@@ -201,6 +206,52 @@ class EventStore(Protocol):
 
     async def load_reply(self, session_id: str, key: str) -> str | None:
         """The reply (JSON text) stored under idempotency ``key`` for the session, if still kept."""
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """What a store shared by several nodes adds: leases with fencing epochs (DESIGN.md, "Many nodes").
+
+    A store joins as one node (:meth:`join`); from then on every append it makes must be for a session
+    whose lease it holds, and carries the lease's epoch: the store refuses it with ``OwnershipLost``
+    in the same transaction once the lease has moved on, so nothing recorded after losing a lease is
+    ever in the log.
+
+    .. versionadded:: 0.2
+    """
+
+    async def join(self, node: str, *, address: str | None = None, lease_ttl: float = 10.0) -> None:
+        """Become node ``node`` (announced with ``address``); leases last ``lease_ttl`` seconds."""
+
+    async def leave(self) -> None:
+        """Release every lease this node holds and remove the node from the membership."""
+
+    async def acquire(self, session_id: str) -> Lease:
+        """Own ``session_id``: free, released, expired, or already this node's (a new epoch each time).
+
+        Raises:
+            OwnedElsewhere: another live node holds the lease.
+        """
+
+    async def release(self, session_id: str) -> None:
+        """Give the lease up (passivation, stop), so that any node may own the session at once."""
+
+    async def renew(self) -> Renewal:
+        """Renew every lease this node holds, in one round trip, and say which ones were lost."""
+
+    async def locate(self, session_id: str) -> Lease | None:
+        """The live lease on ``session_id`` (its node and address), or ``None`` when nobody owns it."""
+
+    async def nodes(self) -> Sequence[NodeInfo]:
+        """Every node that joined and has not left, by name."""
+
+    async def claim_orphans(self, *, types: Sequence[str], limit: int) -> Sequence[Lease]:
+        """Take over at most ``limit`` sessions whose owner stopped renewing and that must run now.
+
+        Those are sessions with a reminder due, or of one of ``types`` (``resume_on_start``) and
+        ``running``. Several nodes calling this at once claim disjoint sets, at random among the
+        candidates, so that a dead node's sessions spread among the survivors.
+        """
 
 
 class Clock(Protocol):

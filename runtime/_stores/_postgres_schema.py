@@ -160,6 +160,8 @@ def _v2_cheaper_appends(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
     cur.execute("DROP INDEX sessions_by_activity")
     cur.execute("ALTER TABLE events DROP CONSTRAINT events_session_fkey")
     cur.execute("ALTER TABLE sessions SET (fillfactor = 80)")
+    # A node is alive while its last heartbeat is younger than its own lease time.
+    cur.execute("ALTER TABLE nodes ADD COLUMN lease_ttl double precision NOT NULL DEFAULT 10")
 
 
 MIGRATIONS: Sequence[Callable[[psycopg.Cursor[tuple[object, ...]]], None]] = (

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
 import anyio
 import attrs
 
-from .._exceptions import StoreError
+from .._exceptions import OwnedElsewhere, OwnershipLost, StoreError
 from .._ids import check_session_id
+from .._ownership import Lease, NodeInfo, Renewal
 from .._records import Reminder, SessionRecord, Snapshot, StoredEvent, StoredSession, StoreStats
 from .._status import Status
 from ._sqlite_wakeup import run_in_thread
@@ -201,6 +203,11 @@ class PostgresStore:
         self._state: Literal["new", "opening", "open", "closing", "closed"] = "new"
         self._writer: PgWriter | None = None
         self._pool: ConnectionPool[Any] | None = None
+        # Ownership (LeaseStore): this store's node, once joined, and the epochs of its leases.
+        self._node: str | None = None
+        self._address: str | None = None
+        self._lease_ttl = 10.0
+        self._fences: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where}, {self._state})"
@@ -433,12 +440,21 @@ class PostgresStore:
             SessionNotFound: the session is not in the index.
             VersionConflict: the log's length is not ``expected_version`` (another writer, perhaps
                 another process, appended).
+            OwnershipLost: the store joined as a node (:meth:`join`) and holds no lease on the
+                session, or its lease moved on to another node (checked in the same transaction).
             StoreError: the transaction failed (nothing of it was written) or the store is closed.
         """
+        fence: tuple[str, int] | None = None
+        node = self._node
+        if node is not None:
+            epoch = self._fences.get(session_id)
+            if epoch is None:
+                raise OwnershipLost(session_id, node, None)
+            fence = (node, epoch)
         result = await self._write(
             Kind.APPEND,
             session_id,
-            (expected_version, tuple(events), None if status is None else status.value, extras),
+            (expected_version, tuple(events), None if status is None else status.value, extras, fence),
         )
         assert result is not None
         return result
@@ -488,6 +504,132 @@ class PostgresStore:
     async def set_deadline(self, session_id: str, deadline: float | None) -> None:
         """Set when the reaper should next look at the session (``None``: never)."""
         await self._write(Kind.SET_DEADLINE, session_id, (deadline,))
+
+    # -- ownership (runtime.abc.LeaseStore) --------------------------------------------------
+
+    @property
+    def node(self) -> str | None:
+        """The node this store joined as, or ``None``."""
+        return self._node
+
+    def held(self) -> dict[str, int]:
+        """The sessions this node holds leases on, with their epochs (a copy)."""
+        return dict(self._fences)
+
+    def _need_node(self, action: str) -> str:
+        if self._node is None:
+            raise StoreError(None, action, "the store has not joined as a node: await store.join(name) first")
+        return self._node
+
+    async def join(self, node: str, *, address: str | None = None, lease_ttl: float = 10.0) -> None:
+        """Become node ``node``: from now on every append must be for a session this node leases.
+
+        Args:
+            node: the node's name, unique among the processes sharing the store.
+            address: where clients can reach the node (shown to other nodes, in ``OwnedElsewhere``).
+            lease_ttl: seconds a lease lasts without renewal.
+
+        .. versionadded:: 0.2
+        """
+        from . import _postgres_leases as leases
+
+        if not isinstance(node, str) or not node:
+            raise ValueError(f"a node's name must be a non-empty str, not {node!r}")
+        if not lease_ttl > 0:
+            raise ValueError(f"lease_ttl must be positive, not {lease_ttl!r}")
+        await self._read(None, "join as a node", lambda conn: leases.join(conn, node, address, lease_ttl))
+        self._node, self._address, self._lease_ttl = node, address, lease_ttl
+
+    async def leave(self) -> None:
+        """Release every lease of this node and remove it from the membership."""
+        from . import _postgres_leases as leases
+
+        node = self._need_node("leave")
+        await self._read(None, "leave", lambda conn: leases.leave(conn, node))
+        self._fences.clear()
+        self._node = None
+
+    async def acquire(self, session_id: str) -> Lease:
+        """Own ``session_id`` under a new epoch: free, released, expired, or already this node's.
+
+        Raises:
+            OwnedElsewhere: another live node holds the lease.
+        """
+        from . import _postgres_leases as leases
+
+        node = self._need_node("acquire a lease")
+        address, ttl = self._address, self._lease_ttl
+
+        def query(conn: psycopg.Connection[Any]) -> Lease | None:
+            lease = leases.acquire(conn, session_id, node, address, ttl)
+            if lease is None:
+                # Held by a live node; it may have gone meanwhile: then try once more.
+                owner = leases.owner_of(conn, session_id)
+                if owner is not None:
+                    return owner
+                lease = leases.acquire(conn, session_id, node, address, ttl)
+            return lease
+
+        lease = await self._read(session_id, "acquire a lease", query)
+        if lease is None or lease.node != node:
+            owner = lease.node if lease is not None else "another node"
+            raise OwnedElsewhere(session_id, owner, lease.address if lease is not None else None)
+        self._fences[session_id] = lease.epoch
+        return lease
+
+    async def release(self, session_id: str) -> None:
+        """Give up this node's lease on ``session_id`` (no error when it holds none)."""
+        from . import _postgres_leases as leases
+
+        node = self._need_node("release a lease")
+        epoch = self._fences.pop(session_id, None)
+        if epoch is not None:
+            await self._read(
+                session_id, "release a lease", lambda conn: leases.release(conn, session_id, node, epoch)
+            )
+
+    async def renew(self) -> Renewal:
+        """Renew all of this node's leases and its heartbeat in one statement; report the lost ones.
+
+        A lost lease stays known to the store (its appends are refused) until :meth:`release`.
+        """
+        from . import _postgres_leases as leases
+
+        node = self._need_node("renew leases")
+        held = dict(self._fences)
+        address, ttl = self._address, self._lease_ttl
+        return await self._read(
+            None, "renew leases", lambda conn: leases.renew(conn, node, address, ttl, held)
+        )
+
+    async def locate(self, session_id: str) -> Lease | None:
+        """The live lease on ``session_id``, or ``None`` when no node owns it."""
+        from . import _postgres_leases as leases
+
+        return await self._read(
+            session_id, "locate a session", lambda conn: leases.owner_of(conn, session_id)
+        )
+
+    async def nodes(self) -> Sequence[NodeInfo]:
+        """The nodes that joined and have not left, by name, with their liveness and lease counts."""
+        from . import _postgres_leases as leases
+
+        return await self._read(None, "list nodes", leases.nodes)
+
+    async def claim_orphans(self, *, types: Sequence[str], limit: int) -> Sequence[Lease]:
+        """Take over up to ``limit`` sessions of dead owners that must run now (see LeaseStore)."""
+        from . import _postgres_leases as leases
+
+        node = self._need_node("take over sessions")
+        address, ttl, wall = self._address, self._lease_ttl, time.time()
+        claimed = await self._read(
+            None,
+            "take over sessions",
+            lambda conn: leases.claim_orphans(conn, node, address, ttl, types, limit, wall),
+        )
+        for lease in claimed:
+            self._fences[lease.session_id] = lease.epoch
+        return claimed
 
     # -- reads -------------------------------------------------------------------------------
 
