@@ -1,0 +1,265 @@
+"""PostgresStore's leases (runtime.abc.LeaseStore): one owner per session, fencing, renewal, takeover.
+
+Each store joins as a node of its own, as separate processes would; the real-process tests of nodes
+live with the supervisor. Leases are expired by moving their expiry into the past with SQL rather than
+by waiting, so that nothing here depends on timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import anyio
+import psycopg
+import pytest
+
+from runtime import (
+    EventData,
+    OwnedElsewhere,
+    OwnershipLost,
+    PostgresStore,
+    Reminder,
+    SessionRecord,
+    Status,
+    VersionConflict,
+)
+from runtime.abc import LeaseStore
+from tests.pg import PgTarget
+
+pytestmark = pytest.mark.anyio
+
+
+def ev(n: int) -> EventData:
+    return EventData("Counted", 1, f'{{"n":{n}}}')
+
+
+@contextmanager
+def sql(pg: PgTarget) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    from psycopg import sql as q
+
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute(q.SQL("SET search_path TO {}").format(q.Identifier(pg.schema)))
+        yield conn
+
+
+def expire(pg: PgTarget, node: str) -> None:
+    """As if ``node`` had stopped renewing long ago: its leases and heartbeat are in the past."""
+    with sql(pg) as conn:
+        conn.execute("UPDATE leases SET expires = expires - 3600 WHERE node = %s", (node,))
+        conn.execute("UPDATE nodes SET heartbeat = heartbeat - 3600 WHERE name = %s", (node,))
+
+
+@asynccontextmanager
+async def node(pg: PgTarget, name: str, address: str | None = None) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(pg.dsn, schema=pg.schema)
+    await store.open()
+    try:
+        await store.join(name, address=address, lease_ttl=10.0)
+        yield store
+    finally:
+        await store.aclose()
+
+
+class TestLeases:
+    async def test_store_is_a_lease_store(self, pg: PgTarget) -> None:
+        """PostgresStore implements the LeaseStore protocol."""
+        async with node(pg, "a") as a:
+            assert isinstance(a, LeaseStore)
+
+    async def test_one_owner_and_where_it_is(self, pg: PgTarget) -> None:
+        """The first node to acquire owns the session; the other gets OwnedElsewhere with its address."""
+        async with node(pg, "a", "10.0.0.1:7000") as a, node(pg, "b") as b:
+            lease = await a.acquire("s")
+            assert (lease.node, lease.epoch) == ("a", 1)
+            with pytest.raises(OwnedElsewhere) as info:
+                await b.acquire("s")
+            assert (info.value.node, info.value.address) == ("a", "10.0.0.1:7000")
+            located = await b.locate("s")
+            assert located is not None
+            assert (located.node, located.address, located.epoch) == ("a", "10.0.0.1:7000", 1)
+            assert await b.locate("nobody") is None
+
+    async def test_release_lets_another_node_in_with_a_new_epoch(self, pg: PgTarget) -> None:
+        """A released lease is free at once; the next owner's epoch is higher."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            await a.acquire("s")
+            await a.release("s")
+            assert await a.locate("s") is None
+            lease = await b.acquire("s")
+            assert (lease.node, lease.epoch) == ("b", 2)
+
+    async def test_expired_lease_is_taken_over(self, pg: PgTarget) -> None:
+        """A lease not renewed in time goes to the next node that asks."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            await a.acquire("s")
+            expire(pg, "a")
+            assert await b.locate("s") is None
+            assert (await b.acquire("s")).epoch == 2
+
+    async def test_racing_nodes_get_one_owner(self, pg: PgTarget) -> None:
+        """Two nodes acquiring the same free session at once: exactly one owns it, 50 times over."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            for i in range(50):
+                won: list[str] = []
+                refused: list[str] = []
+
+                async def grab(
+                    store: PostgresStore, sid: str = f"s{i}", won: list[str] = won, refused: list[str] = refused
+                ) -> None:
+                    try:
+                        won.append((await store.acquire(sid)).node)
+                    except OwnedElsewhere as exc:
+                        refused.append(exc.node)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(grab, a)
+                    tg.start_soon(grab, b)
+                assert len(won) == 1
+                assert refused == won
+
+
+class TestFencing:
+    async def test_appends_carry_the_epoch(self, pg: PgTarget) -> None:
+        """Events record the epoch of the lease they were appended under."""
+        async with node(pg, "a") as a:
+            await a.create(SessionRecord("s", "Game"))
+            await a.acquire("s")
+            await a.append("s", 0, [ev(1)])
+            with sql(pg) as conn:
+                assert conn.execute("SELECT version, epoch FROM events").fetchall() == [(1, 1)]
+
+    async def test_append_without_a_lease_is_refused(self, pg: PgTarget) -> None:
+        """A joined store never writes a session it does not lease."""
+        async with node(pg, "a") as a:
+            await a.create(SessionRecord("s", "Game"))
+            with pytest.raises(OwnershipLost, match="holds no lease"):
+                await a.append("s", 0, [ev(1)])
+            assert list(await a.read("s")) == []
+
+    async def test_stale_owner_is_fenced_after_a_takeover(self, pg: PgTarget) -> None:
+        """After a takeover the old owner's append is refused in the transaction: no fork, no stale event."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            await a.create(SessionRecord("s", "Game"))
+            await a.acquire("s")
+            assert await a.append("s", 0, [ev(1)]) == 1
+            expire(pg, "a")  # a was paused: its lease ran out
+            await b.acquire("s")
+            assert await b.append("s", 1, [ev(2)]) == 2
+            with pytest.raises(OwnershipLost) as info:
+                await a.append("s", 2, [ev(99)])  # even at the right version
+            assert (info.value.node, info.value.epoch, info.value.owner) == ("a", 1, "b")
+            events = await b.read("s")
+            assert [e.data for e in events] == [ev(1).data, ev(2).data]
+            with sql(pg) as conn:
+                assert conn.execute("SELECT version, epoch FROM events ORDER BY version").fetchall() == [
+                    (1, 1),
+                    (2, 2),
+                ]
+
+    async def test_fencing_holds_inside_a_batch(self, pg: PgTarget) -> None:
+        """In one batch, the fenced append fails alone: the other sessions' appends are written."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            for sid in ("lost", "kept"):
+                await a.create(SessionRecord(sid, "Game"))
+                await a.acquire(sid)
+            expire(pg, "a")
+            await b.acquire("lost")
+            await a.renew()  # "kept" is a's again (nobody took it); "lost" is not
+            outcome: dict[str, object] = {}
+
+            async def put(sid: str) -> None:
+                try:
+                    outcome[sid] = await a.append(sid, 0, [ev(1)])
+                except OwnershipLost as exc:
+                    outcome[sid] = exc
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(put, "lost")
+                tg.start_soon(put, "kept")
+            assert outcome["kept"] == 1
+            assert isinstance(outcome["lost"], OwnershipLost)
+            assert list(await a.read("lost")) == []
+
+    async def test_version_conflict_still_applies_to_the_owner(self, pg: PgTarget) -> None:
+        """Fencing adds to the version check; it does not replace it."""
+        async with node(pg, "a") as a:
+            await a.create(SessionRecord("s", "Game"))
+            await a.acquire("s")
+            await a.append("s", 0, [ev(1)])
+            with pytest.raises(VersionConflict):
+                await a.append("s", 0, [ev(2)])
+
+
+class TestRenewal:
+    async def test_renew_keeps_leases_and_reports_the_lost(self, pg: PgTarget) -> None:
+        """One renewal extends every held lease and names those taken over meanwhile."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            for i in range(5):
+                await a.acquire(f"s{i}")
+            before = await a.locate("s0")
+            expire(pg, "a")
+            await b.acquire("s3")
+            renewal = await a.renew()
+            assert renewal.renewed == 4
+            assert [(lease.session_id, lease.epoch) for lease in renewal.lost] == [("s3", 1)]
+            after = await a.locate("s0")
+            assert before is not None
+            assert after is not None
+            assert after.expires >= before.expires - 1  # renewed out of the past
+            assert (after.node, after.epoch) == ("a", 1)
+
+    async def test_nodes_show_membership_and_liveness(self, pg: PgTarget) -> None:
+        """nodes() lists every joined node, its address, whether it is alive and its lease count."""
+        async with node(pg, "a", "h1:1") as a, node(pg, "b", "h2:2") as b:
+            await a.acquire("s1")
+            await a.acquire("s2")
+            await b.acquire("s3")
+            expire(pg, "b")
+            got = {n.name: (n.address, n.alive, n.leases) for n in await a.nodes()}
+            assert got == {"a": ("h1:1", True, 2), "b": ("h2:2", False, 0)}
+            await b.renew()
+            assert {n.name: n.alive for n in await a.nodes()} == {"a": True, "b": True}
+            await b.leave()
+            assert [n.name for n in await a.nodes()] == ["a"]
+            assert await a.locate("s3") is None
+
+
+class TestTakeover:
+    async def test_survivors_claim_what_must_run_and_spread_it(self, pg: PgTarget) -> None:
+        """Orphans with a due reminder or of a resumable running type are claimed once, by some survivor."""
+        async with node(pg, "dead") as dead, node(pg, "b") as b, node(pg, "c") as c:
+            for i in range(20):
+                sid = f"r{i}"  # resumable and running
+                await dead.create(SessionRecord(sid, "Room"))
+                await dead.acquire(sid)
+            await dead.create(SessionRecord("timer", "Chat"))
+            await dead.acquire("timer")
+            await dead.set_reminder(Reminder("timer", "tick", 0.0, "{}"))
+            await dead.create(SessionRecord("idle", "Chat"))  # neither: moves on its next message
+            await dead.acquire("idle")
+            await dead.create(SessionRecord("done", "Room", status=Status.COMPLETED))
+            await dead.acquire("done")
+            assert await b.claim_orphans(types=["Room"], limit=100) == []  # still alive
+            expire(pg, "dead")
+            claimed: dict[str, list[str]] = {"b": [], "c": []}
+
+            async def claim(name: str, store: PostgresStore) -> None:
+                while True:
+                    got = await store.claim_orphans(types=["Room"], limit=3)
+                    if not got:
+                        return
+                    claimed[name] += [lease.session_id for lease in got]
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claim, "b", b)
+                tg.start_soon(claim, "c", c)
+            everything = claimed["b"] + claimed["c"]
+            assert sorted(everything) == sorted([f"r{i}" for i in range(20)] + ["timer"])
+            assert len(set(everything)) == len(everything)
+            located = await b.locate("r0")
+            assert located is not None
+            assert located.node in ("b", "c")
+            assert located.epoch == 2
+            assert await b.locate("idle") is None
