@@ -106,7 +106,10 @@ class TestLeases:
                 refused: list[str] = []
 
                 async def grab(
-                    store: PostgresStore, sid: str = f"s{i}", won: list[str] = won, refused: list[str] = refused
+                    store: PostgresStore,
+                    sid: str = f"s{i}",
+                    won: list[str] = won,
+                    refused: list[str] = refused,
                 ) -> None:
                     try:
                         won.append((await store.acquire(sid)).node)
