@@ -50,6 +50,11 @@ from ._metrics import TreeMetrics as TreeMetrics
 from ._metrics import TypeMetrics as TypeMetrics
 from ._metrics_server import MetricsServer as MetricsServer
 from ._metrics_server import serve_metrics as serve_metrics
+from ._ownership import Lease as Lease
+from ._ownership import NodeInfo as NodeInfo
+from ._ownership import Ownership as Ownership
+from ._ownership import OwnershipStatistics as OwnershipStatistics
+from ._ownership import Renewal as Renewal
 from ._records import AppendExtras as AppendExtras
 from ._records import EventData as EventData
 from ._records import IdempotentReply as IdempotentReply
@@ -113,6 +118,11 @@ __all__ = [
     "MailboxFull",
     "MemoryStore",
     "MetricsServer",
+    "Lease",
+    "NodeInfo",
+    "Ownership",
+    "OwnershipStatistics",
+    "Renewal",
     "OwnedElsewhere",
     "OwnershipLost",
     "PostgresStore",

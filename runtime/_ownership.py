@@ -14,9 +14,20 @@ that implements them.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, final
+
 import attrs
 
-__all__ = ["Lease", "NodeInfo", "Renewal"]
+from ._exceptions import StoreError
+
+if TYPE_CHECKING:
+    from .abc import Clock, LeaseStore
+
+__all__ = ["Lease", "NodeInfo", "Ownership", "OwnershipStatistics", "Renewal"]
+
+logger = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -81,3 +92,179 @@ class Renewal:
     renewed: int
     lost: tuple[Lease, ...]
     expires: float
+
+
+@attrs.frozen(kw_only=True)
+class OwnershipStatistics:
+    """What a node's :class:`Ownership` has done since it joined (a snapshot).
+
+    Attributes:
+        node: the node's name.
+        leases_held: leases held right now.
+        acquired: leases acquired (first messages, activations, takeovers included).
+        released: leases given up (passivation, stop).
+        lost: leases that moved on to another node, or that this node stopped trusting because it
+            could not renew them for ``lease_ttl``.
+        takeovers: sessions of a dead node claimed by this one.
+        renewals: renewal rounds that reached the store (one statement each, whatever the number of
+            leases).
+        renewal_failures: renewal rounds that failed (the store was unreachable).
+        fencing_refusals: appends of this node the store refused because the lease had moved on.
+
+    .. versionadded:: 0.2
+    """
+
+    node: str
+    leases_held: int
+    acquired: int
+    released: int
+    lost: int
+    takeovers: int
+    renewals: int
+    renewal_failures: int
+    fencing_refusals: int
+
+
+@final
+class Ownership:
+    """One node's leases on one :class:`runtime.abc.LeaseStore`: acquired, renewed, released.
+
+    The host acquires a lease before it activates a session and releases it after the session
+    passivated or stopped. :meth:`run` renews every lease held, with one statement per tick (every
+    ``lease_ttl / 3`` seconds), and calls ``on_lost`` for each lease that moved on; when it cannot reach
+    the store for ``lease_ttl`` it stops trusting all of them (another node may own them by then) and
+    calls ``on_lost`` for each too, so that a node cut off from the store stops its copies within
+    ``lease_ttl`` (they could not have acknowledged anything meanwhile: their appends cannot commit).
+
+    Args:
+        store: the shared store.
+        node: this node's name.
+        address: where clients can reach this node.
+        lease_ttl: seconds a lease lasts without renewal.
+        clock: where the renewal loop reads time and sleeps.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        *,
+        node: str,
+        address: str | None = None,
+        lease_ttl: float = 10.0,
+        clock: Clock,
+    ) -> None:
+        if not lease_ttl > 0:
+            raise ValueError(f"lease_ttl must be positive, not {lease_ttl!r}")
+        self.store = store
+        self.node = node
+        self.address = address
+        self.lease_ttl = lease_ttl
+        self._clock = clock
+        self._held: dict[str, int] = {}
+        self._acquired = 0
+        self._released = 0
+        self._lost = 0
+        self._takeovers = 0
+        self._renewals = 0
+        self._renewal_failures = 0
+        self._refusals = 0
+
+    def __repr__(self) -> str:
+        return f"Ownership(node={self.node!r}, leases={len(self._held)})"
+
+    def statistics(self) -> OwnershipStatistics:
+        """The counters, as a frozen snapshot."""
+        return OwnershipStatistics(
+            node=self.node,
+            leases_held=len(self._held),
+            acquired=self._acquired,
+            released=self._released,
+            lost=self._lost,
+            takeovers=self._takeovers,
+            renewals=self._renewals,
+            renewal_failures=self._renewal_failures,
+            fencing_refusals=self._refusals,
+        )
+
+    def holds(self, session_id: str) -> bool:
+        """Whether this node holds (and still trusts) a lease on ``session_id``."""
+        return session_id in self._held
+
+    async def join(self) -> None:
+        """Announce this node to the store."""
+        await self.store.join(self.node, address=self.address, lease_ttl=self.lease_ttl)
+
+    async def leave(self) -> None:
+        """Release every lease and leave the membership."""
+        await self.store.leave()
+        self._released += len(self._held)
+        self._held.clear()
+
+    async def acquire(self, session_id: str) -> Lease:
+        """Own ``session_id`` (see :meth:`runtime.abc.LeaseStore.acquire`).
+
+        Raises:
+            OwnedElsewhere: another live node owns it.
+        """
+        lease = await self.store.acquire(session_id)
+        self._held[session_id] = lease.epoch
+        self._acquired += 1
+        return lease
+
+    async def release(self, session_id: str) -> None:
+        """Give up the lease on ``session_id``, if held."""
+        if self._held.pop(session_id, None) is not None:
+            self._released += 1
+        await self.store.release(session_id)
+
+    async def locate(self, session_id: str) -> Lease | None:
+        """The live lease on ``session_id``, or ``None`` when no node owns it."""
+        return await self.store.locate(session_id)
+
+    async def take_over(self, types: Sequence[str], limit: int) -> Sequence[Lease]:
+        """Claim up to ``limit`` sessions of dead nodes that must run now; the caller activates them."""
+        claimed = await self.store.claim_orphans(types=types, limit=limit)
+        for lease in claimed:
+            self._held[lease.session_id] = lease.epoch
+        self._acquired += len(claimed)
+        self._takeovers += len(claimed)
+        return claimed
+
+    def note_refusal(self, session_id: str) -> None:
+        """The store refused an append of ``session_id``: its lease moved on."""
+        self._refusals += 1
+        if self._held.pop(session_id, None) is not None:
+            self._lost += 1
+
+    async def renew_once(self, on_lost: Callable[[Lease], object], last_ok: float) -> float:
+        """One renewal round; returns when the last one that reached the store started."""
+        started = self._clock.now()
+        try:
+            renewal = await self.store.renew()
+        except StoreError:
+            self._renewal_failures += 1
+            logger.warning("node %r could not renew its %d leases", self.node, len(self._held), exc_info=True)
+            if started - last_ok >= self.lease_ttl and self._held:
+                # Not renewed for lease_ttl: another node may own any of them by now.
+                stale, self._held = self._held, {}
+                self._lost += len(stale)
+                for sid, epoch in stale.items():
+                    on_lost(Lease(sid, self.node, epoch, 0.0))
+            return last_ok
+        self._renewals += 1
+        for lease in renewal.lost:
+            if self._held.get(lease.session_id) == lease.epoch:
+                del self._held[lease.session_id]
+                self._lost += 1
+                on_lost(lease)
+        return started
+
+    async def run(self, on_lost: Callable[[Lease], object]) -> None:
+        """Renew the leases every ``lease_ttl / 3`` seconds until cancelled."""
+        interval = self.lease_ttl / 3
+        last_ok = self._clock.now()
+        while True:
+            await self._clock.sleep_until(self._clock.now() + interval)
+            last_ok = await self.renew_once(on_lost, last_ok)

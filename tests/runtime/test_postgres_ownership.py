@@ -7,7 +7,7 @@ by waiting, so that nothing here depends on timing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -17,15 +17,21 @@ import pytest
 
 from runtime import (
     EventData,
+    Lease,
+    NodeInfo,
     OwnedElsewhere,
+    Ownership,
     OwnershipLost,
     PostgresStore,
     Reminder,
+    Renewal,
     SessionRecord,
     Status,
+    StoreError,
     VersionConflict,
 )
 from runtime.abc import LeaseStore
+from runtime.testing import ManualClock
 from tests.pg import PgTarget
 
 pytestmark = pytest.mark.anyio
@@ -266,3 +272,101 @@ class TestTakeover:
             assert located.node in ("b", "c")
             assert located.epoch == 2
             assert await b.locate("idle") is None
+
+
+class FailingLeases:
+    """A lease store whose renewals fail from a given moment (the server became unreachable)."""
+
+    def __init__(self, inner: PostgresStore) -> None:
+        self.inner = inner
+        self.cut = False
+
+    async def join(self, node: str, *, address: str | None = None, lease_ttl: float = 10.0) -> None:
+        await self.inner.join(node, address=address, lease_ttl=lease_ttl)
+
+    async def leave(self) -> None:
+        await self.inner.leave()
+
+    async def acquire(self, session_id: str) -> Lease:
+        return await self.inner.acquire(session_id)
+
+    async def release(self, session_id: str) -> None:
+        await self.inner.release(session_id)
+
+    async def renew(self) -> Renewal:
+        if self.cut:
+            raise StoreError(None, "renew leases", "connection refused")
+        return await self.inner.renew()
+
+    async def locate(self, session_id: str) -> Lease | None:
+        return await self.inner.locate(session_id)
+
+    async def nodes(self) -> Sequence[NodeInfo]:
+        return await self.inner.nodes()
+
+    async def claim_orphans(self, *, types: Sequence[str], limit: int) -> Sequence[Lease]:
+        return await self.inner.claim_orphans(types=types, limit=limit)
+
+
+class TestOwnership:
+    async def test_renewal_loop_reports_a_takeover(self, pg: PgTarget) -> None:
+        """The loop renews every lease_ttl/3 and calls on_lost for a lease another node took."""
+        clock = ManualClock()
+        async with node(pg, "b") as b:
+            a_store = PostgresStore(pg.dsn, schema=pg.schema)
+            await a_store.open()
+            try:
+                a = Ownership(a_store, node="a", lease_ttl=9.0, clock=clock)
+                await a.join()
+                await a.acquire("s1")
+                await a.acquire("s2")
+                lost: list[tuple[str, int]] = []
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(a.run, lambda lease: lost.append((lease.session_id, lease.epoch)))
+                    await anyio.wait_all_tasks_blocked()
+                    expire(pg, "a")
+                    await b.acquire("s2")
+                    await advance_until(clock, 3.0, lambda: bool(lost))
+                    tg.cancel_scope.cancel()
+                assert lost == [("s2", 1)]
+                stats = a.statistics()
+                assert (stats.leases_held, stats.lost, stats.renewals) == (1, 1, 1)
+                assert a.holds("s1")
+                assert not a.holds("s2")
+            finally:
+                await a_store.aclose()
+
+    async def test_cut_off_node_drops_its_leases_after_lease_ttl(self, pg: PgTarget) -> None:
+        """A node that cannot renew for lease_ttl stops trusting every lease it holds."""
+        clock = ManualClock()
+        inner = PostgresStore(pg.dsn, schema=pg.schema)
+        await inner.open()
+        try:
+            leases = FailingLeases(inner)
+            own = Ownership(leases, node="a", lease_ttl=9.0, clock=clock)
+            await own.join()
+            await own.acquire("s1")
+            lost: list[str] = []
+            leases.cut = True
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(own.run, lambda lease: lost.append(lease.session_id))
+                await anyio.wait_all_tasks_blocked()
+                await advance_until(clock, 3.0, lambda: own.statistics().renewal_failures == 1)
+                await advance_until(clock, 3.0, lambda: own.statistics().renewal_failures == 2)
+                assert lost == []  # 6 s without renewal: within lease_ttl, the leases still hold
+                await advance_until(clock, 3.0, lambda: own.statistics().renewal_failures == 3)
+                tg.cancel_scope.cancel()
+            assert lost == ["s1"]
+            assert own.statistics().leases_held == 0
+        finally:
+            await inner.aclose()
+
+
+async def advance_until(clock: ManualClock, step: float, done: Callable[[], bool]) -> None:
+    """Advance one renewal interval, then wait until ``done()`` (the store answers from a thread)."""
+    await clock.advance(step)
+    for _ in range(1000):
+        if done():
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError("the renewal round did not finish")
