@@ -5,7 +5,12 @@
     sessionvisor --db sessions.db history game-42
     sessionvisor --db sessions.db --app mygame.sessions replay game-42 --to 10
     sessionvisor --db sessions.db stats
+    sessionvisor --dsn postgresql://app@127.0.0.1/app nodes
+    sessionvisor --dsn postgresql://app@127.0.0.1/app list --status running
     sessionvisor graph mygame.sessions:Game --png game.png
+
+``--dsn`` reads a ``PostgresStore`` (``--schema``, default ``sessionvisor``) instead of an SQLite file;
+then ``list`` shows which node owns each session, and ``nodes`` lists the nodes sharing the store.
 
 ``--app MODULE`` imports the modules that define your session classes and their ``@event`` types
 (repeat it for several). Sessions' states are rebuilt with :func:`runtime.replay`, exactly as a
@@ -37,6 +42,7 @@ from cattrs.preconf.json import make_converter
 # Until runtime exports it (issue 6).
 from runtime import (
     InvalidSessionId,
+    PostgresStore,
     SessionError,
     SessionRecord,
     SQLiteStore,
@@ -53,6 +59,7 @@ __all__ = ["main"]
 logger = logging.getLogger(__name__)
 
 _PROG = "sessionvisor"
+Store = SQLiteStore | PostgresStore
 _converter = make_converter()
 
 
@@ -103,6 +110,18 @@ def _parser() -> argparse.ArgumentParser:
         help="the store's SQLite file (default: sessions.db); it is never created",
     )
     parser.add_argument(
+        "--dsn",
+        metavar="DSN",
+        help="read a PostgresStore at this libpq DSN (e.g. postgresql://app@127.0.0.1:5432/app) "
+        "instead of --db; its schema is never created",
+    )
+    parser.add_argument(
+        "--schema",
+        default="sessionvisor",
+        metavar="NAME",
+        help="the PostgresStore's schema (with --dsn; default: sessionvisor)",
+    )
+    parser.add_argument(
         "--app",
         action="append",
         default=[],
@@ -142,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("stats", help="counts of sessions by status and type, of events and snapshots")
+
+    commands.add_parser("nodes", help="the nodes sharing a PostgresStore, alive or not (needs --dsn)")
 
     p = commands.add_parser("graph", help="a session class's transitions as Graphviz DOT")
     p.add_argument("target", metavar="MODULE:CLASS", help="e.g. mygame.sessions:Game")
@@ -315,10 +336,32 @@ def _check_database(path: str) -> None:
         raise CliError(f"{path!r} is not a sessionvisor store (it has no sessions table): check --db")
 
 
+def _check_schema(dsn: str, schema: str) -> None:
+    """Refuse a server that does not answer or a schema that holds no store, before opening one."""
+    try:
+        import psycopg
+    except ImportError:
+        raise CliError("--dsn needs psycopg: pip install 'sessionvisor[postgres]'") from None
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            row = conn.execute(
+                "SELECT to_regclass(format('%%I.schema_version', %s::text)) IS NOT NULL", (schema,)
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise CliError(
+            f"cannot reach PostgreSQL at --dsn ({_visible(str(exc).strip())}): check the DSN"
+        ) from exc
+    if not (row and row[0]):
+        raise CliError(
+            f"schema {schema!r} holds no sessionvisor store: pass --schema NAME of the store's schema "
+            "(the schema= given to PostgresStore; default sessionvisor)"
+        )
+
+
 # -- commands -----------------------------------------------------------------------------------
 
 
-async def _get(store: SQLiteStore, session_id: str) -> SessionRecord:
+async def _get(store: Store, session_id: str) -> SessionRecord:
     try:
         record = await store.get(session_id)
     except InvalidSessionId as exc:
@@ -328,7 +371,7 @@ async def _get(store: SQLiteStore, session_id: str) -> SessionRecord:
     return record
 
 
-async def _list(store: SQLiteStore, args: argparse.Namespace) -> None:
+async def _list(store: Store, args: argparse.Namespace) -> None:
     records = await store.list(
         status=None if args.status is None else Status(args.status),
         type=args.type,
@@ -353,6 +396,12 @@ async def _list(store: SQLiteStore, args: argparse.Namespace) -> None:
         # Why quarantined sessions FAILED, as the index keeps it (issue 13).
         header += ("REASON",)
         rows = [(*row, _reason(r)) for row, r in zip(rows, records, strict=True)]
+    if isinstance(store, PostgresStore):  # many nodes: who owns each session right now
+        owners = await store.owners([r.id for r in records])
+        header = (*header, "NODE")
+        rows = [
+            (*row, owners[r.id].node if r.id in owners else "-") for row, r in zip(rows, records, strict=True)
+        ]
     print(_table(header, rows))
 
 
@@ -365,8 +414,25 @@ def _reason(record: SessionRecord) -> str:
     return f"{record.error_type}: {record.status_reason}"
 
 
+async def _nodes(store: Store, args: argparse.Namespace) -> None:
+    if not isinstance(store, PostgresStore):
+        raise CliError("nodes needs a PostgresStore: pass --dsn DSN (an SQLite store has one process)")
+    rows = [
+        (
+            n.name,
+            n.address or "-",
+            "alive" if n.alive else "dead",
+            str(n.leases),
+            _time(n.heartbeat),
+            _time(n.started_at),
+        )
+        for n in await store.nodes()
+    ]
+    print(_table(("NODE", "ADDRESS", "STATE", "LEASES", "HEARTBEAT", "STARTED"), rows))
+
+
 async def _state(
-    store: SQLiteStore,
+    store: Store,
     record: SessionRecord,
     cls: type[_Session[Any]],
     *,
@@ -396,7 +462,7 @@ def _label_lines(session: _Session[Any], state: object) -> list[tuple[str, str]]
     return [("label", label), ("allowed events", ", ".join(allowed) or "none (final)")]
 
 
-async def _show(store: SQLiteStore, args: argparse.Namespace) -> None:
+async def _show(store: Store, args: argparse.Namespace) -> None:
     record = await _get(store, args.id)
     cls = _session_class(record, args.app)
     entry = [
@@ -433,7 +499,7 @@ async def _show(store: SQLiteStore, args: argparse.Namespace) -> None:
     print(_pretty_state(state))
 
 
-async def _history(store: SQLiteStore, args: argparse.Namespace) -> None:
+async def _history(store: Store, args: argparse.Namespace) -> None:
     record = await _get(store, args.id)
     for stored in await store.read(record.id, max(args.from_version, 1), args.to_version):
         try:
@@ -450,7 +516,7 @@ async def _history(store: SQLiteStore, args: argparse.Namespace) -> None:
         print(_visible_json(json.dumps(line, ensure_ascii=False, separators=(", ", ": "))))
 
 
-async def _replay(store: SQLiteStore, args: argparse.Namespace) -> None:
+async def _replay(store: Store, args: argparse.Namespace) -> None:
     record = await _get(store, args.id)
     cls = _session_class(record, args.app)
     to_version = args.to_version
@@ -475,7 +541,7 @@ async def _replay(store: SQLiteStore, args: argparse.Namespace) -> None:
     print(_pretty_state(state))
 
 
-async def _stats(store: SQLiteStore, args: argparse.Namespace) -> None:
+async def _stats(store: Store, args: argparse.Namespace) -> None:
     stats = await store.stats()
     print(
         _fields(
@@ -494,11 +560,18 @@ async def _stats(store: SQLiteStore, args: argparse.Namespace) -> None:
         print(_table(("TYPE", "SESSIONS"), [(k, str(v)) for k, v in sorted(stats.by_type.items())]))
 
 
-_COMMANDS = {"list": _list, "show": _show, "history": _history, "replay": _replay, "stats": _stats}
+_COMMANDS = {
+    "list": _list,
+    "show": _show,
+    "history": _history,
+    "replay": _replay,
+    "stats": _stats,
+    "nodes": _nodes,
+}
 
 
 async def _run(args: argparse.Namespace) -> None:
-    store = SQLiteStore(args.db)
+    store: Store = PostgresStore(args.dsn, schema=args.schema) if args.dsn else SQLiteStore(args.db)
     await store.open()
     try:
         await _COMMANDS[args.command](store, args)
@@ -555,7 +628,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "graph":
             _graph(args)
         else:
-            _check_database(args.db)
+            if args.dsn:
+                _check_schema(args.dsn, args.schema)
+            else:
+                _check_database(args.db)
             anyio.run(_run, args)
     except CliError as exc:
         print(f"{_PROG}: error: {_visible(str(exc))}", file=sys.stderr)

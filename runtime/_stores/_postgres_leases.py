@@ -17,7 +17,7 @@ from .._ownership import Lease, NodeInfo, Renewal
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["acquire", "claim_orphans", "join", "leave", "locate", "nodes", "owner_of", "release", "renew"]
+__all__ = ["acquire", "claim_orphans", "join", "leave", "nodes", "owner_of", "owners", "release", "renew"]
 
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 
@@ -114,7 +114,17 @@ def owner_of(conn: psycopg.Connection[Any], session_id: str) -> Lease | None:
     return Lease(session_id, node, int(epoch), float(expires), address)
 
 
-locate = owner_of
+def owners(conn: psycopg.Connection[Any], session_ids: list[str]) -> dict[str, Lease]:
+    rows = conn.execute(
+        f"SELECT l.session_id, l.node, l.epoch, l.expires, n.address FROM leases AS l "
+        f"LEFT JOIN nodes AS n ON n.name = l.node WHERE l.session_id = ANY(%s) "
+        f"AND l.node IS NOT NULL AND l.expires >= {_NOW}",
+        (session_ids,),
+    )
+    return {
+        sid: Lease(sid, node, int(epoch), float(expires), address)
+        for sid, node, epoch, expires, address in rows
+    }
 
 
 def release(conn: psycopg.Connection[Any], session_id: str, node: str, epoch: int) -> None:

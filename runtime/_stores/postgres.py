@@ -610,6 +610,13 @@ class PostgresStore:
             session_id, "locate a session", lambda conn: leases.owner_of(conn, session_id)
         )
 
+    async def owners(self, session_ids: Sequence[str]) -> dict[str, Lease]:
+        """The live leases on ``session_ids`` (one query), by session id; unowned ones are left out."""
+        from . import _postgres_leases as leases
+
+        ids = list(session_ids)
+        return await self._read(None, "locate sessions", lambda conn: leases.owners(conn, ids))
+
     async def nodes(self) -> Sequence[NodeInfo]:
         """The nodes that joined and have not left, by name, with their liveness and lease counts."""
         from . import _postgres_leases as leases
