@@ -18,6 +18,7 @@ from ._exceptions import ChildStartFailed as ChildStartFailed
 from ._exceptions import RestartIntensityExceeded as RestartIntensityExceeded
 from ._exceptions import SupervisorError as SupervisorError
 from ._exceptions import SupervisorNotRunning as SupervisorNotRunning
+from ._node import Node as Node
 from ._reaper import CleanupStats as CleanupStats
 from ._reaper import ReaperPolicy as ReaperPolicy
 from ._reaper import RemovalReason as RemovalReason
@@ -37,6 +38,7 @@ __all__: list[str] = [
     "Backoff",
     "CleanupStats",
     "MetricsConfig",
+    "Node",
     "ReaperPolicy",
     "RemovalReason",
     "ChildCounts",
