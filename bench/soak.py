@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     err_reader.start()
     hostile = Hostile(port, args.hostile, args.seed)
     hostile_thread = threading.Thread(target=hostile.run, daemon=True)
-    hostile_thread.start()
+    if args.hostile > 0:
+        hostile_thread.start()
 
     samples: list[dict[str, float]] = []
     began = time.monotonic()
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     hostile.stop.set()
-    hostile_thread.join(timeout=60)
+    if hostile_thread.is_alive():
+        hostile_thread.join(timeout=60)
     code = process.wait()
     rest.join(timeout=10)
     err_reader.join(timeout=10)

@@ -37,6 +37,10 @@ __all__ = [
 
 Answered = dict[str, object]
 
+MAX_QUESTION = 4000
+"""The longest question a conversation takes, in characters (a longer one is refused, not recorded)."""
+MAX_REVIEWER = 64
+
 # -- events ---------------------------------------------------------------------------------------
 
 
@@ -162,6 +166,8 @@ class Conversation(Session[ConversationState]):
         state = self.state
         match message:
             case Ask(text=text):
+                if (problem := _bad_text(text, MAX_QUESTION)) is not None:
+                    return {"status": "rejected", "field": "text", "message": f"a question {problem}"}
                 if state.thinking or state.pending is not None:
                     return {"status": "busy", "message": "the agent is still on the last question"}
                 await self.record(MessageAdded("user", text, time.time()))
@@ -172,12 +178,17 @@ class Conversation(Session[ConversationState]):
                     return self.needs_approval(state.pending)
                 return self.wait()
             case Review(approved=approved, reviewer=reviewer):
+                if not _is_bool(approved):  # attrs does not check types: a message may come from JSON
+                    return {"status": "rejected", "field": "approved", "message": "approved is true or false"}
+                if (problem := _bad_text(reviewer, MAX_REVIEWER)) is not None:
+                    return {"status": "rejected", "field": "reviewer", "message": f"a reviewer {problem}"}
                 if state.pending is None:
                     return {"status": "error", "message": "nothing is waiting for approval"}
                 await self.record(ApprovalGiven(approved, reviewer, time.time()))
                 self.send_after(0, Step())
                 return self.wait()
-        raise ValueError(f"conversation {self.id}: unexpected call {message!r}")
+        # An answer, not a crash: a caller's mistake must not spend the conversation's restarts.
+        return {"status": "error", "message": f"unexpected call {type(message).__name__}"}
 
     def wait(self) -> object:
         self.waiting.append(self.defer_reply())
@@ -225,3 +236,24 @@ class Conversation(Session[ConversationState]):
                 await self.record(MessageAdded("assistant", f"Sorry, I cannot: {reason}.", time.time()))
                 self.tell({"status": "gave_up", "reason": reason, "iterations": self.state.iterations})
                 await self.fail(reason)
+
+
+def _is_bool(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _bad_text(text: object, longest: int) -> str | None:
+    """What is wrong with ``text`` as a user's text (``None``: nothing): it is recorded as an event."""
+    if not isinstance(text, str):
+        return f"is text, not {type(text).__name__}"
+    if not text.strip():
+        return "is not empty"
+    if len(text) > longest:
+        return f"is {longest} characters at most, got {len(text)}"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "is valid Unicode (a lone surrogate is not)"
+    if "\x00" in text:
+        return "has no NUL character"
+    return None

@@ -57,7 +57,7 @@ class Seen:
 
 _ARITHMETIC = re.compile(r"(-?\d+(?:\.\d+)?)\s*([-+*/x])\s*(-?\d+(?:\.\d+)?)")
 _CONVERT = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]{3})\s+(?:to|in)\s+([a-z]{3})")
-_ORDER = re.compile(r"order\s+#?(\d+)")
+_ORDER = re.compile(r"order\s+#?(\d{1,12})\b")  # an order number, not a 5,000-digit int() to choke on
 _TICKER = re.compile(r"\b([A-Z]{2,5})\b")
 _CITY = re.compile(r"\bin\s+([A-Z][a-z]+)")
 

@@ -36,22 +36,57 @@ class Receiver:
             return list(self.events)
 
 
+MAX_BODY = 64 * 1024
+"""The largest body the receiver reads, in bytes (a lifecycle event is a few hundred)."""
+
+
 class _Handler(BaseHTTPRequestHandler):
+    """Keeps JSON objects POSTed to it; any other input is answered 4xx and dropped (issue 17)."""
+
     receiver: Receiver  # set on a subclass per server
+    timeout = 10  # seconds per read: a client that stalls is cut (the threads are the server's)
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
+        text = self.headers.get("Content-Length")
+        if text is None or not text.isdigit() or len(text) > 12:
+            self.refuse(411, "send a Content-Length: the body's size in bytes")
+            return
+        length = int(text)
+        if length > MAX_BODY:
+            self.refuse(413, f"a body is {MAX_BODY} bytes at most")
+            return
+        data = self.rfile.read(length)
+        if len(data) < length:
+            self.close_connection = True  # the client went away mid-body
+            return
         try:
-            body = json.loads(self.rfile.read(length))
-        except ValueError:
-            self.send_response(400)
-        else:
-            self.receiver.keep(body)
-            self.send_response(204)
+            body = json.loads(data, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError included
+            self.refuse(400, f"the body is not standard JSON: {str(exc)[:200]}")
+            return
+        if not isinstance(body, dict):
+            self.refuse(400, f"the body is a JSON object, not {type(body).__name__}")
+            return
+        self.receiver.keep(body)
+        self.send_response(204)
         self.end_headers()
+
+    def refuse(self, status: int, message: str) -> None:
+        data = f"{status}: {message}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+        self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # one line per request would drown the example's output
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not standard JSON")
 
 
 @asynccontextmanager

@@ -7,16 +7,19 @@ posts from worker threads in real time, which trio's MockClock would jump over.
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from anyio.from_thread import start_blocking_portal
 
-from examples.agent_server.conversation import Ask, AwaitAnswer, Conversation, Review
+from examples.agent_server.conversation import MAX_QUESTION, Ask, AwaitAnswer, Conversation, Review
 from examples.agent_server.model import Answer, AskApproval, CallTool, GiveUp, Seen, Toolbox, decide
+from examples.agent_server.receiver import Receiver, open_receiver
 from runtime import MemoryStore, SessionCrashed, SessionPaused, SessionRef, SessionStopped, Status
 from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
 from tests.examples.programs import REPO, run_example
@@ -144,6 +147,99 @@ def run_program(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.anyio
+class TestHostileInput:
+    """Whatever a user or a webhook sender sends is refused with a reason, never a crash (issue 17)."""
+
+    @pytest.fixture
+    async def sessions(self) -> AsyncIterator[SessionSupervisor]:
+        Quick.toolbox = Toolbox(latency=0)
+        async with SessionSupervisor(store=MemoryStore()) as sessions:
+            yield sessions
+
+    @pytest.mark.parametrize(
+        ("text", "problem"),
+        [
+            ("x" * (MAX_QUESTION + 1), f"is {MAX_QUESTION} characters at most, got {MAX_QUESTION + 1}"),
+            ("   ", "is not empty"),
+            (["what", "is"], "is text, not list"),
+            ("why\ud800", "is valid Unicode (a lone surrogate is not)"),
+            ("a\x00b", "has no NUL character"),
+        ],
+        ids=["long", "blank", "list", "surrogate", "nul"],
+    )
+    async def test_bad_questions_are_refused_unrecorded(
+        self, sessions: SessionSupervisor, text: object, problem: str
+    ) -> None:
+        ref = await sessions.start(Quick, "c")
+        answer = await call(ref, Ask(text))  # type: ignore[arg-type]
+        assert answer == {"status": "rejected", "field": "text", "message": f"a question {problem}"}
+        assert await sessions.store.read("c") == []
+        assert ref.status is Status.RUNNING
+        assert (await call(ref, Ask("What is 6 * 7?")))["answer"] == "6 * 7 = 42"
+
+    async def test_a_huge_order_number_is_not_an_order(self, sessions: SessionSupervisor) -> None:
+        """A 5,000-digit "order number" is no number to int(): the agent asks which order is meant."""
+        ref = await sessions.start(Quick, "c")
+        answer = await call(ref, Ask("refund order " + "9" * 3000))
+        assert answer["answer"] == "Which order should I refund? Tell me its number."
+
+    async def test_bad_reviews_and_unknown_calls_are_answered(self, sessions: SessionSupervisor) -> None:
+        ref = await sessions.start(Quick, "c")
+        assert (await call(ref, Review("yes", "ops")))["field"] == "approved"  # type: ignore[arg-type]
+        assert (await call(ref, Review(True, "x" * 100)))["field"] == "reviewer"
+        assert await call(ref, "hello") == {"status": "error", "message": "unexpected call str"}
+        assert ref.status is Status.RUNNING
+        assert (await sessions.stats()).restarts == 0
+
+
+class TestReceiver:
+    """The webhook receiver answers 4xx to what is not a JSON object of a sane size, and keeps nothing."""
+
+    @pytest.fixture
+    def receiver(self) -> Iterator[tuple[Receiver, int]]:
+        with start_blocking_portal("asyncio") as portal:
+            with portal.wrap_async_context_manager(open_receiver()) as receiver:
+                yield receiver, int(receiver.url.rsplit(":", 1)[1].split("/")[0])
+
+    @staticmethod
+    def post(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.putrequest("POST", "/hooks/sessions", skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders(body)
+            response = conn.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            conn.close()
+
+    @pytest.mark.parametrize(
+        ("body", "headers", "status", "says"),
+        [
+            (b"{}", {}, 411, "send a Content-Length"),
+            (b"{}", {"Content-Length": "-2"}, 411, "send a Content-Length"),
+            (b"{}", {"Content-Length": "9" * 5000}, 411, "send a Content-Length"),
+            (b"", {"Content-Length": str(10**9)}, 413, "65536 bytes at most"),
+            (b'{"n":NaN}', {"Content-Length": "9"}, 400, "NaN is not standard JSON"),
+            (b"[" * 5000, {"Content-Length": "5000"}, 400, "not standard JSON"),
+            (b"\xff\xfe", {"Content-Length": "2"}, 400, "not standard JSON"),
+            (b"[1]", {"Content-Length": "3"}, 400, "a JSON object, not list"),
+        ],
+        ids=["none", "negative", "huge-header", "too-large", "nan", "deep", "not-utf8", "list"],
+    )
+    def test_refused(
+        self, receiver: tuple[Receiver, int], body: bytes, headers: dict[str, str], status: int, says: str
+    ) -> None:
+        kept, port = receiver
+        got, text = self.post(port, body, headers)
+        assert (got, says in text) == (status, True), text
+        assert kept.received() == []
+        assert self.post(port, b'{"ok":1}', {"Content-Length": "8"})[0] == 204
+        assert kept.received() == [{"ok": 1}]
+
+
 class TestProgram:
     @pytest.mark.parametrize("backend", ["asyncio", "trio"])
     def test_runs_and_reports(self, tmp_path: Path, backend: str) -> None:
