@@ -76,8 +76,10 @@ def _scrape(url: str) -> dict[str, float]:
 class Hostile:
     """Hostile peers, on threads: counts what the server answered and what it did not."""
 
-    def __init__(self, port: int, rate: float, seed: int) -> None:
-        self.port, self.rate = port, rate
+    KINDS = ("line", "bytes", "trickle", "deaf")
+
+    def __init__(self, port: int, rate: float, seed: int, kinds: tuple[str, ...] = KINDS) -> None:
+        self.port, self.rate, self.kinds = port, rate, kinds
         self.rng = random.Random(seed)
         self.stop = threading.Event()
         self.counts = {"sent": 0, "answered": 0, "closed_by_server": 0, "failed_to_connect": 0}
@@ -90,7 +92,7 @@ class Hostile:
     def run(self) -> None:
         workers: list[threading.Thread] = []
         while not self.stop.wait(1 / self.rate):
-            kind = self.rng.choice(("line", "line", "bytes", "trickle", "deaf"))
+            kind = self.rng.choice(self.kinds)
             worker = threading.Thread(target=self.one, args=(kind, self.rng.random()), daemon=True)
             worker.start()
             workers.append(worker)
@@ -138,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chaos", type=float, default=0.02, help="the game's crash probability per move")
     parser.add_argument("--bots", type=int, default=16)
     parser.add_argument("--hostile", type=float, default=4, help="hostile connections per second")
+    parser.add_argument(
+        "--hostile-kinds",
+        default="line,line,bytes,trickle,deaf",
+        help="what the hostile peers do, drawn at random (repeat a kind to weigh it): line (a line "
+        "that once killed the server), bytes (random), trickle (a byte every 2 s), deaf (never reads)",
+    )
     parser.add_argument("--interval", type=float, default=60, help="seconds between samples (default 60)")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--out", help="also write the JSON to this file")
@@ -173,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[str] = []
     err_reader = threading.Thread(target=lambda: errors.extend(process.stderr or ()), daemon=True)
     err_reader.start()
-    hostile = Hostile(port, args.hostile, args.seed)
+    hostile = Hostile(port, args.hostile, args.seed, tuple(args.hostile_kinds.split(",")))
     hostile_thread = threading.Thread(target=hostile.run, daemon=True)
     if args.hostile > 0:
         hostile_thread.start()
@@ -234,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "chaos": args.chaos,
         "bots": args.bots,
         "hostile_per_s": args.hostile,
+        "hostile_kinds": args.hostile_kinds,
         "exit_status": code,
         "samples": samples,
         "growth_after_warmup": growth,
