@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging as _logging
 
-from ._actor import SessionCell as SessionCell
+from ._cell import SessionCell as SessionCell
+from ._counters import HostStats as HostStats
 from ._events import EventRegistry as EventRegistry
 from ._events import StatusChanged as StatusChanged
 from ._events import default_registry as default_registry
@@ -37,7 +38,6 @@ from ._exceptions import VersionConflict as VersionConflict
 from ._graph import state_graph as state_graph
 from ._history import HistoryConfig as HistoryConfig
 from ._history import TransitionRecord as TransitionRecord
-from ._host import HostStats as HostStats
 from ._host import SessionHost as SessionHost
 from ._ids import check_session_id as check_session_id
 from ._inspect import Health as Health
@@ -70,13 +70,13 @@ from ._replay import replay as replay
 from ._session import NoReply as NoReply
 from ._session import Reply as Reply
 from ._session import Session as Session
-from ._session import TimerHandle as TimerHandle
 from ._status import Status as Status
 from ._stores.memory import MemoryStore as MemoryStore
 from ._stores.postgres import PostgresStore as PostgresStore
 from ._stores.postgres import PostgresStoreStatistics as PostgresStoreStatistics
 from ._stores.sqlite import SQLiteStore as SQLiteStore
 from ._stores.sqlite import SQLiteStoreStatistics as SQLiteStoreStatistics
+from ._timers import TimerHandle as TimerHandle
 
 __all__ = [
     "AppendExtras",

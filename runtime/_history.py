@@ -10,13 +10,18 @@ import json
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ._status import Status
 
-__all__ = ["HistoryConfig", "TransitionRecord", "history_json"]
+if TYPE_CHECKING:
+    from ._cell import SessionCell
+    from ._mailbox import Envelope
+    from ._session import Session
+
+__all__ = ["HistoryConfig", "TransitionRecord", "history_json", "note_turn"]
 
 
 @attrs.frozen(kw_only=True)
@@ -65,8 +70,48 @@ class TransitionRecord:
 RawTransition = tuple[int, float, str, str, str, str, str | None, str | None, int, float, str | None]
 
 
-def new_buffer(config: HistoryConfig) -> deque[RawTransition]:
-    return deque(maxlen=config.max_transitions)
+def note_turn(
+    cell: SessionCell,
+    instance: Session[Any],
+    env: Envelope,
+    started: float,
+    duration: float,
+    status_before: Status,
+    version_before: int,
+    label_before: str | None,
+    error: Exception | None,
+) -> None:
+    """Keep a transition record of the message just handled (a plain tuple: it is per message).
+
+    Its fields are strings and numbers only, so that the garbage collector stops tracking it at
+    its first pass (a ring of 50 per session would otherwise be walked by every full collection).
+    """
+    history = cell.history
+    if history is None:
+        if cell.status is Status.PASSIVATED:
+            return  # it just passivated and let its history go: keep it that way
+        history = cell.history = deque(maxlen=cell.host.history.max_transitions)
+    label_after = None
+    if label_before is not None:
+        try:
+            label_after = instance.label(instance._state)
+        except Exception:
+            label_after = "?"
+    history.append(
+        (
+            cell.messages,
+            started,
+            env.kind._value_,
+            type(env.message).__name__,
+            status_before._value_,
+            cell.status._value_,
+            label_before,
+            label_after,
+            cell.version - version_before,
+            duration,
+            None if error is None else f"{type(error).__name__}: {error}",
+        )
+    )
 
 
 def records(raw: Iterable[RawTransition]) -> tuple[TransitionRecord, ...]:

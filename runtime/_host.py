@@ -15,25 +15,27 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVarTuple
 
 import anyio
-import attrs
 
-from ._actor import SessionCell
+from ._actor import run_actor
 from ._backend import Backend, current_backend
+from ._cell import SessionCell
 from ._clock import AnyioClock
+from ._counters import HostCounters, HostStats
 from ._deadlines import CallDeadlines
-from ._events import EventRegistry, StatusChanged, default_registry, register_runtime_events
+from ._events import EventRegistry, default_registry, register_runtime_events
 from ._exceptions import SessionError, SessionExists, SessionNotFound, SessionStopped, ShuttingDown
 from ._history import HistoryConfig, history_json, records
 from ._ids import check_session_id
-from ._inspect import HealthThresholds, Inspection, inspect_cell
+from ._inspect import HealthThresholds, Inspection, debug_dump, inspect_cell
 from ._lifecycle import LifecycleEvent, LifecycleHub, LifecycleSubscription
 from ._mailbox import Envelope, Kind
 from ._metrics import SessionMetrics
-from ._records import SessionRecord, StoreStats
+from ._records import SessionRecord
 from ._ref import SessionRef
 from ._replay import replay
 from ._session import Session
 from ._status import Status
+from ._status_writer import StatusWriter
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -47,22 +49,6 @@ logger = logging.getLogger(__name__)
 
 PosArgs = TypeVarTuple("PosArgs")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-
-@attrs.frozen
-class HostStats:
-    """What a host has done since it started, with its store's counts."""
-
-    active: int
-    known: int
-    starts: int
-    restarts: int
-    quarantined: int
-    dead_letters: int
-    snapshot_failures: int
-    events_recorded: int
-    recoveries: int
-    store: StoreStats
 
 
 class SessionHost:
@@ -121,6 +107,8 @@ class SessionHost:
         self.message_limit: int | None = None
         """End sessions as TIMED_OUT after this many handled messages (``None``: no limit)."""
         self.lifecycle_hub = LifecycleHub()
+        self.statuses = StatusWriter(self)
+        """The one writer of every session's status."""
         self.backend: Backend | None = None
         self.deadlines = CallDeadlines(anyio.current_time)
         """The call timeouts of this host's sessions (enforced by one watchdog task)."""
@@ -134,13 +122,8 @@ class SessionHost:
         self._running = 0
         self._all_stopped: anyio.Event | None = None
         self._recovery_limiter: anyio.CapacityLimiter | None = None
-        self._starts = 0
-        self._restarts = 0
-        self._quarantined = 0
-        self._dead_letters = 0
-        self._snapshot_failures = 0
-        self._events_recorded = 0
-        self._recoveries = 0
+        self.counters = HostCounters(self.metrics)
+        """What this host has done (``stats()``), fed by its sessions' actors."""
 
     # -- context management ---------------------------------------------------------------------
 
@@ -205,7 +188,7 @@ class SessionHost:
 
     def spawn_actor(self, cell: SessionCell, initial: Session[Any] | None) -> None:
         self._running += 1
-        self.spawn(cell.run, initial)
+        self.spawn(run_actor, cell, initial)
 
     def actor_ended(self, cell: SessionCell) -> None:
         """Called by each actor task as it ends (it runs with no wrapper: a frame per idle session)."""
@@ -283,18 +266,15 @@ class SessionHost:
         args = dict(args) if args else _EMPTY
         metadata = dict(metadata) if metadata else _EMPTY
         first = cls()
-        first._state = first.initial_state(args)  # bad args fail the start, before anything is kept
-        first._version = 0
+        state = first.initial_state(args)  # bad args fail the start, before anything is kept
         await self.store.create(SessionRecord(sid, type_name, Status.RUNNING, args, metadata))
         if sid in self._cells:  # the store accepted it, so only a racing load could have added it
             raise SessionExists(sid)
         cell = SessionCell(self, sid, cls, args, metadata, Status.RUNNING)
-        first._cell = cell
+        cell.journal.adopt(first, state, 0)
         self._cells[sid] = cell
-        self._starts += 1
-        cell.metrics.started()
         cell.activate(first)
-        self.note_status(cell, None, "started")
+        self.statuses.started(cell)
         return cell.ref
 
     async def get(self, session_id: str) -> SessionRef:
@@ -345,8 +325,7 @@ class SessionHost:
         status = record.status
         if status is Status.RUNNING:
             status = Status.PASSIVATED  # stored by an earlier process: activated on demand
-        cell = SessionCell(self, session_id, cls, record.args, record.metadata, status)
-        cell.version = record.version
+        cell = SessionCell(self, session_id, cls, record.args, record.metadata, status, record.version)
         cell.status_reason = record.status_reason  # why it FAILED, if the index was told (issue 13)
         # Ages count from the session's creation, even across processes (wall clock to ours).
         cell.started_at -= max(0.0, time.time() - record.created_at)
@@ -380,18 +359,8 @@ class SessionHost:
 
     async def stats(self) -> HostStats:
         """Counts of what this host did, with the store's counts."""
-        return HostStats(
-            active=self._running,
-            known=len(self._cells),
-            starts=self._starts,
-            restarts=self._restarts,
-            quarantined=self._quarantined,
-            dead_letters=self._dead_letters,
-            snapshot_failures=self._snapshot_failures,
-            events_recorded=self._events_recorded,
-            recoveries=self._recoveries,
-            store=await self.store.stats(),
-        )
+        store = await self.store.stats()
+        return self.counters.stats(active=self._running, known=len(self._cells), store=store)
 
     async def inspect(self, session_id: str) -> Inspection:
         """What the session is doing now, without activating it.
@@ -445,46 +414,7 @@ class SessionHost:
         Counts of the loaded sessions by status and type, a summary line per loaded session,
         this host's counters and the store's figures (its ``statistics()`` too, if it has one).
         """
-        now = self.now()
-        by_status: dict[str, int] = {}
-        by_type: dict[str, int] = {}
-        summaries = []
-        for cell in list(self._cells.values()):
-            type_name = cell.cls.type_name or cell.cls.__name__
-            by_status[cell.status.value] = by_status.get(cell.status.value, 0) + 1
-            by_type[type_name] = by_type.get(type_name, 0) + 1
-            summaries.append(
-                {
-                    "id": cell.id,
-                    "type": type_name,
-                    "status": cell.status.value,
-                    "active": cell.active,
-                    "version": cell.version,
-                    "mailbox": cell.mailbox_depth,
-                    "restarts": cell.restarts,
-                    "messages": cell.messages,
-                    "idle_for": round(now - cell.last_active, 3),
-                    "health": inspect_cell(cell, now, self.health).health.value,
-                }
-            )
-        stats = await self.stats()
-        store_stats = attrs.asdict(stats.store)
-        statistics = getattr(self.store, "statistics", None)
-        if callable(statistics):
-            figures = statistics()
-            store_stats["statistics"] = attrs.asdict(figures) if attrs.has(type(figures)) else repr(figures)
-        host = attrs.asdict(stats)
-        del host["store"]
-        return {
-            "sessions": {"by_status": by_status, "by_type": by_type, "loaded": len(summaries)},
-            "host": host,
-            "store": store_stats,
-            "lifecycle": {
-                "published": self.lifecycle_hub.published,
-                "dropped": self.lifecycle_hub.dropped,
-            },
-            "summaries": summaries,
-        }
+        return debug_dump(self.now(), list(self._cells.values()), self.health, await self.stats(), self)
 
     async def export_history(self, session_id: str) -> str:
         """The session's recent transitions as JSON text."""
@@ -545,19 +475,11 @@ class SessionHost:
         return await self._set_terminal_offline(cell, status, reason)
 
     async def _set_terminal_offline(self, cell: SessionCell, status: Status, reason: str) -> bool:
-        # Taken in memory first, before any await: from here on no message can activate it.
-        previous, previous_reason = cell.status, cell.status_reason
-        cell.status = status
         try:
-            data = self.events.encode(StatusChanged(status, reason))
-            cell.version = await self.store.append(cell.id, cell.version, [data], status=status)
+            await self.statuses.record(cell, status, reason)
         except Exception:
             logger.exception("session %r: could not record %s", cell.id, status.value)
-            cell.status, cell.status_reason = previous, previous_reason
             return False
-        cell.status = previous
-        cell.set_status(status, reason)
-        cell.metrics.expired(status.value)
         return True
 
     async def revive(self, session_id: str) -> SessionRef:
@@ -575,12 +497,7 @@ class SessionHost:
             if not cell.status.terminal:
                 return cell.ref
             raise SessionStopped(session_id, cell.status, "only abandoned or timed-out sessions revive")
-        data = self.events.encode(StatusChanged(Status.RUNNING, "revived"))
-        cell.version = await self.store.append(session_id, cell.version, [data], status=Status.RUNNING)
-        cell.error = None
-        cell.messages = 0
-        cell.last_active = self.now()
-        cell.set_status(Status.PASSIVATED, "revived")
+        await self.statuses.revive(cell)
         return cell.ref
 
     async def delete(self, session_id: str) -> None:
@@ -613,26 +530,7 @@ class SessionHost:
                 queued[name] = queued.get(name, 0) + cell.mailbox_depth
         return queued
 
-    # -- notes from the actors (counters now; metrics hook in here) -----------------------------
-
-    def note_crash(self, cell: SessionCell, exc: BaseException) -> None:
-        """A session's handler (or recovery) raised."""
-
-    def note_restart(self, cell: SessionCell, reason: str) -> None:
-        self._restarts += 1
-        cell.metrics.restarted(reason)
-
-    def note_quarantine(self, cell: SessionCell) -> None:
-        self._quarantined += 1
-
-    def note_recorded(self, cell: SessionCell, count: int, seconds: float) -> None:
-        self._events_recorded += count
-        cell.metrics.recorded(count, seconds)
-
-    def note_recovery(self, cell: SessionCell, outcome: str, events: int, seconds: float) -> None:
-        if outcome == "ok":
-            self._recoveries += 1
-        cell.metrics.recovered(outcome, seconds, events)
+    # -- hooks (a supervisor adds its policies here) ---------------------------------------------
 
     def note_status(self, cell: SessionCell, previous: Status | None, reason: object) -> None:
         """A session's status changed (``previous`` is ``None`` for a new session)."""
@@ -650,12 +548,3 @@ class SessionHost:
 
     def note_loaded(self, cell: SessionCell) -> None:
         """A stored session was loaded into this process (inactive until its first message)."""
-
-    def note_snapshot_failure(self, cell: SessionCell, stage: str) -> None:
-        self._snapshot_failures += 1
-        self.metrics.snapshot_failed(stage)
-
-    def dead_letter(self, cell: SessionCell, env: Envelope) -> None:
-        self._dead_letters += 1
-        cell.metrics.dead_letter()
-        logger.debug("dead letter for session %r: %r", cell.id, env)

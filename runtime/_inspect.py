@@ -11,9 +11,13 @@ from ._history import TransitionRecord, records
 from ._status import Status
 
 if TYPE_CHECKING:
-    from ._actor import SessionCell
+    from collections.abc import Sequence
 
-__all__ = ["Health", "HealthThresholds", "Inspection", "classify", "inspect_cell"]
+    from ._cell import SessionCell
+    from ._counters import HostStats
+    from ._host import SessionHost
+
+__all__ = ["Health", "HealthThresholds", "Inspection", "classify", "debug_dump", "inspect_cell"]
 
 
 class Health(enum.Enum):
@@ -91,7 +95,7 @@ def inspect_cell(
     possible: tuple[str, ...] = ()
     transitions = cell.cls.transitions
     if instance is not None:
-        state = instance._state
+        state = instance.state
     if transitions and (instance is not None or state is not None):
         label = (instance or cell.cls()).label(state)
         possible = tuple(sorted(e for (lb, e) in transitions if lb == label))
@@ -114,3 +118,44 @@ def inspect_cell(
         possible_transitions=possible,
         recent_transitions=records(cell.history or ()),
     )
+
+
+def debug_dump(
+    now: float, cells: Sequence[SessionCell], health: HealthThresholds, stats: HostStats, host: SessionHost
+) -> dict[str, Any]:
+    """``SessionHost.debug_dump``: the loaded sessions by status and type, one line each, the counts."""
+    by_status: dict[str, int] = {}
+    by_type: dict[str, int] = {}
+    summaries = []
+    for cell in cells:
+        type_name = cell.cls.type_name or cell.cls.__name__
+        by_status[cell.status.value] = by_status.get(cell.status.value, 0) + 1
+        by_type[type_name] = by_type.get(type_name, 0) + 1
+        summaries.append(
+            {
+                "id": cell.id,
+                "type": type_name,
+                "status": cell.status.value,
+                "active": cell.active,
+                "version": cell.version,
+                "mailbox": cell.mailbox_depth,
+                "restarts": cell.restarts,
+                "messages": cell.messages,
+                "idle_for": round(now - cell.last_active, 3),
+                "health": inspect_cell(cell, now, health).health.value,
+            }
+        )
+    store_stats = attrs.asdict(stats.store)
+    statistics = getattr(host.store, "statistics", None)
+    if callable(statistics):
+        figures = statistics()
+        store_stats["statistics"] = attrs.asdict(figures) if attrs.has(type(figures)) else repr(figures)
+    counts = attrs.asdict(stats)
+    del counts["store"]
+    return {
+        "sessions": {"by_status": by_status, "by_type": by_type, "loaded": len(summaries)},
+        "host": counts,
+        "store": store_stats,
+        "lifecycle": {"published": host.lifecycle_hub.published, "dropped": host.lifecycle_hub.dropped},
+        "summaries": summaries,
+    }

@@ -67,19 +67,24 @@ class Mailbox(Parking, Generic[T]):
     ``EndOfStream`` (get after close once drained).
     """
 
-    __slots__ = ("_closed", "_items", "_room", "size")
+    __slots__ = ("_closed", "_room", "queued", "size")
 
     def __init__(self, size: int, *, trio: bool | None = None) -> None:
         if size < 1:
             raise ValueError(f"mailbox size must be >= 1, got {size}")
         self.size = size
         Parking.__init__(self, trio)  # which backend parks the receiver (found at first park if None)
-        self._items: deque[T] | None = None
+        self.queued: deque[T] | None = None
+        """The queued items, oldest first; ``None`` while empty (an empty deque costs 760 bytes).
+
+        Read-only outside this class: the actor's loop tests it to take the next message without a
+        call (``len()`` through ``__len__`` cost as much as the rest of the check).
+        """
         self._closed = False
         self._room: deque[anyio.Event] | None = None  # senders waiting for room, oldest first
 
     def __len__(self) -> int:
-        items = self._items
+        items = self.queued
         return 0 if items is None else len(items)
 
     @property
@@ -89,11 +94,11 @@ class Mailbox(Parking, Generic[T]):
     def put_nowait(self, item: T) -> None:
         if self._closed:
             raise anyio.ClosedResourceError
-        items = self._items
+        items = self.queued
         if self._room or (items is not None and len(items) >= self.size):
             raise anyio.WouldBlock  # full, or senders wait for room before us (FIFO among them)
         if items is None:
-            items = self._items = deque()
+            items = self.queued = deque()
         items.append(item)
         if self._parked is not None:
             self._wake()
@@ -125,19 +130,31 @@ class Mailbox(Parking, Generic[T]):
         if self._closed:
             raise anyio.ClosedResourceError
         # Woken for a free slot, which put_nowait cannot take while we were waiting: it is ours.
-        items = self._items
+        items = self.queued
         if items is None:
-            items = self._items = deque()
+            items = self.queued = deque()
         items.append(item)
         if self._parked is not None:
             self._wake()
 
+    def poll(self) -> T | None:
+        """The next item, or ``None`` if the mailbox is empty (items are never ``None``)."""
+        items = self.queued
+        if not items:
+            return None
+        item = items.popleft()
+        if not items:
+            self.queued = None
+        if self._room:
+            self._pass_room()
+        return item
+
     def get_nowait(self) -> T:
-        items = self._items
+        items = self.queued
         if items:
             item = items.popleft()
             if not items:
-                self._items = None  # an empty deque costs 760 bytes: keep none while idle
+                self.queued = None  # an empty deque costs 760 bytes: keep none while idle
             if self._room:
                 self._pass_room()
             return item
@@ -148,11 +165,12 @@ class Mailbox(Parking, Generic[T]):
     async def get(self) -> T:
         """The next item, parking the receiver while the mailbox is empty."""
         while True:
-            try:
-                return self.get_nowait()
-            except anyio.WouldBlock:
-                pass
-            await self._park()  # outside the except: a parked receiver keeps no exception alive
+            item = self.poll()
+            if item is not None:
+                return item
+            if self._closed:
+                raise anyio.EndOfStream
+            await self.park()
 
     def close(self) -> None:
         """No more puts; the receiver drains what is queued, then gets ``EndOfStream``."""

@@ -18,7 +18,7 @@ __all__ = ["Parking"]
 
 
 class Parking:
-    """Base for objects with one waiter: ``await self._park()``, and ``self._wake()`` from elsewhere.
+    """Base for objects with one waiter: ``await self.park()``, and ``self._wake()`` from elsewhere.
 
     ``_trio`` says which backend parks (``None``: found at the first park); ``_parked`` is the
     waiter's future or task while it waits, else ``None``.
@@ -30,7 +30,7 @@ class Parking:
         self._trio = trio
         self._parked: Any = None
 
-    async def _park(self) -> None:
+    async def park(self) -> None:
         if self._trio is None:
             self._trio = sniffio.current_async_library() == "trio"
         if self._trio:

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
 
-import anyio
 import anyio.lowlevel
 
 from ._exceptions import SessionError
 from ._park import Parking
+from ._timers import TimerHandle
 
 if TYPE_CHECKING:
-    from ._actor import SessionCell
+    from ._cell import SessionCell
     from ._ref import SessionRef
 
-__all__ = ["NoReply", "Reply", "Session", "TimerHandle"]
+__all__ = ["NoReply", "Reply", "Session"]
 
 S = TypeVar("S")
 
@@ -86,39 +86,26 @@ class Reply(Parking):
             self._wake()
         return True
 
-    async def wait(self) -> None:
-        """Wait until the reply is sent or failed (the caller's side; one waiter)."""
+    def wait(self) -> Awaitable[None]:
+        """Wait until the reply is sent or failed (the caller's side; one waiter): ``await reply.wait()``."""
+        # Not ``async def``: the park is awaited directly, one coroutine less per call.
         if self.done:
-            await anyio.lowlevel.checkpoint()
-            return
-        await self._park()
+            return anyio.lowlevel.checkpoint()
+        return self.park()
+
+    def unwrap(self) -> object:
+        """The value sent, or raise the error failed with (once the reply is done)."""
+        error, self._error = self._error, None
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error  # no frame -> traceback -> frame cycle per failed call
+        return self._value
 
     def __repr__(self) -> str:
         state = "done" if self.done else "pending"
         return f"<Reply to a call on {self.session_id!r}, {state}>"
-
-
-@final
-class TimerHandle:
-    """A timer set with ``send_after``; ``cancel()`` stops it if it has not fired yet."""
-
-    __slots__ = ("_scope", "deadline", "message")
-
-    def __init__(self, deadline: float, message: object) -> None:
-        self.deadline = deadline
-        self.message = message
-        self._scope = anyio.CancelScope()
-
-    def cancel(self) -> None:
-        """Stop the timer. Harmless if it has fired or been cancelled already."""
-        self._scope.cancel()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._scope.cancel_called
-
-    def __repr__(self) -> str:
-        return f"<TimerHandle at {self.deadline:g} for {self.message!r}>"
 
 
 class Session(Generic[S]):
@@ -222,9 +209,9 @@ class Session(Generic[S]):
             StoreError: the store failed (nothing recorded, state unchanged). Letting either through
                 the handler answers the caller with it and does not crash the session.
         """
-        # Not ``async def``: the cell's coroutine is awaited directly, one coroutine (and one more
+        # Not ``async def``: the journal's coroutine is awaited directly, one coroutine (and one more
         # object for the garbage collector to walk) less per event.
-        return self._cell.record(self, events)
+        return self._cell.journal.record(self, events)
 
     def send_after(self, delay: float, message: object) -> TimerHandle:
         """Deliver ``message`` to ``handle_info`` after ``delay`` seconds (on the runtime's clock).

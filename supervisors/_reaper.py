@@ -150,6 +150,11 @@ class Reaper:
         self.policy = policy
         self.clock = clock
         self._wheel: DeadlineWheel[tuple[str, _Check]] = DeadlineWheel(1.0)
+        # Which checks each session has in the wheel already (bit flags), so that none is pushed
+        # twice. Kept here with the wheel, never on the session: a reaper made anew (the
+        # supervisor entered again, after a tree restarted it) starts with an empty wheel and no
+        # marks, so that every session is scheduled again.
+        self._marks: dict[str, int] = {}
         self._wake: anyio.Event | None = None
         self._next_wake = math.inf
         self._tokens = float(policy.max_starts_per_second or 0)
@@ -192,12 +197,10 @@ class Reaper:
                 self._push(cell.id, cell, _Check.RETENTION, cell.status_since + p.retention)
 
     def _push(self, session_id: str, cell: SessionCell | None, check: _Check, deadline: float) -> None:
-        # A cell's marks say which checks it has in the wheel already; an ended session that has
-        # left memory (retention) has no cell, and no duplicate to fear.
-        if cell is not None:
-            if cell.reaper_marks & check:
-                return  # already in the wheel: it re-checks (and re-pushes itself) when due
-            cell.reaper_marks |= check
+        marks = self._marks.get(session_id, 0)
+        if marks & check:
+            return  # already in the wheel: it re-checks (and re-pushes itself) when due
+        self._marks[session_id] = marks | check
         self._wheel.push(deadline, (session_id, check))
         if deadline < self._next_wake and self._wake is not None:
             self._wake.set()
@@ -272,9 +275,10 @@ class Reaper:
 
     async def _check(self, session_id: str, check: _Check, now: float) -> RemovalReason | None:
         host, p = self.host, self.policy
+        marks = self._marks.pop(session_id, 0) & ~check
+        if marks:
+            self._marks[session_id] = marks
         cell = host.cached(session_id)
-        if cell is not None:
-            cell.reaper_marks &= ~check
         status = None if cell is None else cell.status
 
         if check is _Check.IDLE:
@@ -416,7 +420,7 @@ class Reaper:
         total = 0
         for cell in self.host.cells():
             if cell.active:
-                total += _ACTIVE_BASE + 2 * cell.state_bytes
+                total += _ACTIVE_BASE + 2 * cell.journal.state_bytes
                 total += _PER_TRANSITION * len(cell.history or ())
                 total += _PER_MESSAGE * cell.mailbox_depth
         return total
@@ -434,7 +438,7 @@ class Reaper:
             cell = self.host.cached(session_id)
             if cell is None:
                 continue
-            size = _ACTIVE_BASE + 2 * cell.state_bytes + _PER_TRANSITION * len(cell.history or ())
+            size = _ACTIVE_BASE + 2 * cell.journal.state_bytes + _PER_TRANSITION * len(cell.history or ())
             if self.host.request_passivation(cell, cell.last_active):
                 excess -= size
                 evicted += 1

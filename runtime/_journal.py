@@ -1,0 +1,186 @@
+"""A session's journal: the recording path from ``record`` to the store, and its snapshots.
+
+Everything a session writes goes through its ``Journal``: the events a handler records, the status
+events the runtime records for it, and the snapshots that keep recoveries short. The journal is the
+only writer of the session's version (``SessionCell.version`` and the live instance's ``version``)
+and of the instance's state.
+
+Persist before apply, persist before reply: ``record`` encodes the events and checks them against
+the state machine, appends them with the expected version, and only once the store acknowledges
+applies them to the live instance. ``in_flight`` counts the appends sent to the store and not yet
+acknowledged (at most one today: a handler awaits each ``record``). It is where pipelined
+persistence (issue 14) keeps the appends it lets overlap, and what snapshots, passivation and stop
+must wait for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, final
+
+import anyio
+
+from ._events import StatusChanged, encode_state
+from ._exceptions import InvalidTransition, SessionError, StoreError
+from ._records import EventData, Snapshot
+
+if TYPE_CHECKING:
+    from ._cell import SessionCell
+    from ._session import Session
+    from ._status import Status
+
+__all__ = ["Journal"]
+
+logger = logging.getLogger(__name__)
+
+
+@final
+class Journal:
+    """What one session has written and is writing: versions, appends in flight, snapshots."""
+
+    __slots__ = ("cell", "in_flight", "record_error", "snapshot_version", "state_bytes")
+
+    def __init__(self, cell: SessionCell) -> None:
+        self.cell = cell
+        self.in_flight = 0
+        """Appends sent to the store and not acknowledged yet."""
+        self.record_error: BaseException | None = None
+        """The error the last failed append raised (the caller's, or the store's: not a crash)."""
+        self.snapshot_version = 0
+        """The version of the newest snapshot known to be saved."""
+        self.state_bytes = 0
+        """JSON size of the state, estimated (for memory limits)."""
+
+    # -- the state -------------------------------------------------------------------------------
+
+    def adopt(self, instance: Session[Any], state: object, version: int) -> None:
+        """Make ``state`` at ``version`` the live instance's (a fresh start or a recovery)."""
+        instance._state = state
+        instance._version = self.cell.version = version
+
+    def measure(self, state: object) -> None:
+        """Estimate the state's JSON size (only when a memory limit needs it)."""
+        try:
+            self.state_bytes = len(encode_state(state))
+        except Exception:
+            self.state_bytes = 0
+
+    # -- recording -------------------------------------------------------------------------------
+
+    async def record(self, instance: Session[Any], events: Sequence[object]) -> int:
+        """``Session.record``: append ``events`` atomically, then apply them; the new version."""
+        cell = self.cell
+        if instance is not cell.instance:
+            raise SessionError(
+                f"session {cell.id!r}: record() called by an incarnation that has ended (a task "
+                "outliving a crash or stop?); only the live session may record",
+                session_id=cell.id,
+            )
+        if self.in_flight:
+            raise SessionError(
+                f"session {cell.id!r}: record() is already in progress; record from the session's "
+                "handlers, one call at a time (await each record)",
+                session_id=cell.id,
+            )
+        if not events:
+            return instance._version
+        host = cell.host
+        registry = host.events
+        transitions = cell.cls.transitions
+        state = instance._state
+        encoded: list[EventData] = []
+        size = 0
+        for ev in events:
+            data = registry.encode(ev)
+            size += len(data.data)
+            if transitions:
+                label = instance.label(state)
+                if (label, data.type) not in transitions:
+                    allowed = tuple(sorted(e for (lb, e) in transitions if lb == label))
+                    err = InvalidTransition(cell.id, label, data.type, allowed)
+                    self.record_error = err
+                    raise err
+            state = instance.apply(state, ev)
+            encoded.append(data)
+        before = instance._version
+        began = perf_counter()
+        version = await self.append(before, encoded, None)
+        instance._state = state
+        instance._version = cell.version = version
+        self.state_bytes += size
+        host.counters.recorded(cell, len(encoded), perf_counter() - began)
+        every = cell.cls.snapshot_every
+        if every is not None and version // every != before // every:
+            self.snapshot_soon(instance)
+        return version
+
+    async def append(self, expected: int, events: list[EventData], status: Status | None) -> int:
+        """Append to the store after version ``expected``; the store's errors become ``StoreError``."""
+        cell = self.cell
+        self.in_flight += 1
+        try:
+            return await cell.host.store.append(cell.id, expected, events, status=status)
+        except StoreError as exc:
+            self.record_error = exc
+            raise
+        except Exception as exc:
+            err = StoreError(cell.id, "append", f"{type(exc).__name__}: {exc}")
+            self.record_error = err
+            raise err from exc
+        finally:
+            self.in_flight -= 1
+
+    async def append_status(self, status: Status, reason: object, result: object = None) -> None:
+        """Append a ``StatusChanged`` event (and set the index's status) after the live version.
+
+        Only the status writer calls this: it decides what the change means in memory.
+        """
+        cell = self.cell
+        instance = cell.instance
+        expected = cell.version if instance is None else instance._version
+        reason_text = None if reason is None else str(reason)
+        data = cell.host.events.encode(StatusChanged(status, reason_text, result))
+        version = await self.append(expected, [data], status)
+        if instance is not None:
+            instance._version = version
+        cell.version = version
+
+    # -- snapshots -------------------------------------------------------------------------------
+
+    def encode_snapshot(self, instance: Session[Any]) -> Snapshot | None:
+        cell = self.cell
+        try:
+            data = encode_state(instance._state)
+        except Exception as exc:
+            logger.warning("session %r: state cannot be encoded for a snapshot: %s", cell.id, exc)
+            cell.host.counters.snapshot_failure(cell, "encode")
+            return None
+        return Snapshot(cell.id, instance._version, cell.cls.state_version, data, time.time())
+
+    def snapshot_soon(self, instance: Session[Any]) -> None:
+        """Encode the state now and save it in the background: the reply does not wait for it."""
+        snap = self.encode_snapshot(instance)
+        if snap is not None:
+            self.cell.host.spawn(self.save_snapshot, snap)
+
+    async def snapshot_if_behind(self, instance: Session[Any]) -> None:
+        """Before the incarnation ends (passivation, shutdown): save a snapshot if the log is ahead."""
+        if instance._version > self.snapshot_version:
+            snap = self.encode_snapshot(instance)
+            if snap is not None:
+                await self.save_snapshot(snap)
+
+    async def save_snapshot(self, snap: Snapshot) -> None:
+        host = self.cell.host
+        # Shielded: a shutdown lets a snapshot that is being written finish (bounded by the drain
+        # timeout) rather than leave it to chance.
+        try:
+            with anyio.CancelScope(shield=True), anyio.fail_after(host.drain_timeout):
+                await host.store.save_snapshot(snap)
+            self.snapshot_version = max(self.snapshot_version, snap.version)
+        except Exception as exc:
+            logger.warning("session %r: snapshot at version %d failed: %s", self.cell.id, snap.version, exc)
+            host.counters.snapshot_failure(self.cell, "save")
