@@ -25,7 +25,14 @@ from ._ending import (
     stop_instance,
     terminate,
 )
-from ._exceptions import CorruptEventLog, RecoveryFailed, SessionCrashed, VersionConflict
+from ._exceptions import (
+    CorruptEventLog,
+    OwnershipLost,
+    RecoveryFailed,
+    SessionCrashed,
+    SessionError,
+    VersionConflict,
+)
 from ._history import note_turn
 from ._mailbox import CALL_CHAIN, Envelope, Kind
 from ._recovery import quarantine_corrupt, recover, restart_after
@@ -54,6 +61,14 @@ class _Reload(Exception):
     """This copy of the session is stale (another writer appended): reload it from the store."""
 
 
+class _Disowned(Exception):
+    """This node's lease on the session moved on: stop the copy, record nothing, keep no status."""
+
+    def __init__(self, error: SessionError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 async def run_actor(cell: SessionCell, initial: Session[Any] | None) -> None:
     """The actor task: recover, serve, and on a crash restart until the budget is spent.
 
@@ -61,7 +76,15 @@ async def run_actor(cell: SessionCell, initial: Session[Any] | None) -> None:
     """
     CALL_CHAIN.set((cell.id,))
     host = cell.host
+    ownership = host.ownership
     try:
+        if ownership is not None and not ownership.holds(cell.id):
+            # Many nodes: run only under this node's lease (start() took it for a new session).
+            try:
+                await ownership.acquire(cell.id)
+            except SessionError as exc:  # OwnedElsewhere, or the store cannot be reached
+                cell.handoff = exc  # every queued message is answered with it (end_task)
+                return
         while True:
             instance = cell.incarnate(initial)
             initial = None
@@ -89,6 +112,14 @@ async def run_actor(cell: SessionCell, initial: Session[Any] | None) -> None:
                     # This copy is stale: end it properly (on_stop, timers) before reloading.
                     await stop_instance(cell, instance, "reloaded")
                     continue
+                except _Disowned as lost:
+                    # Another node owns the session now: this copy ends, recording nothing (the
+                    # status is the new owner's to write); messages go to the owner.
+                    cell.handoff = lost.error
+                    cell.fail_deferred(lost.error)
+                    await stop_instance(cell, instance, "ownership lost")
+                    host.statuses.take(cell, Status.PASSIVATED, "ownership lost")
+                    return
                 except Passivated:
                     mailbox = cell.mailbox
                     if mailbox is None or not len(mailbox):
@@ -110,8 +141,21 @@ async def run_actor(cell: SessionCell, initial: Session[Any] | None) -> None:
         try:
             with anyio.CancelScope(shield=True):
                 await end_task(cell)
+                if ownership is not None:
+                    await _release(cell)
         finally:
             host.actor_ended(cell)
+
+
+async def _release(cell: SessionCell) -> None:
+    """The incarnations of this node are over: give the lease up, so any node may take the session."""
+    ownership = cell.host.ownership
+    assert ownership is not None
+    try:
+        with anyio.move_on_after(cell.host.drain_timeout):
+            await ownership.release(cell.id)
+    except SessionError:  # the lease then simply expires
+        logger.warning("session %r: its lease could not be released", cell.id, exc_info=True)
 
 
 async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | None:
@@ -199,7 +243,7 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
                 await instance.handle_info(env.message)
             else:
                 await _system(cell, instance, env)
-        except Passivated:
+        except (Passivated, _Disowned):
             raise
         except Exception as exc:
             error = exc
@@ -214,6 +258,10 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
                 if isinstance(exc, VersionConflict):
                     cell.fail_deferred(exc)
                     raise _Reload from exc
+                if isinstance(exc, OwnershipLost):
+                    if host.ownership is not None:
+                        host.ownership.note_refusal(cell.id)
+                    raise _Disowned(exc) from exc
                 continue
             logger.exception("session %r crashed handling %r", cell.id, env)
             if reply is not None:
@@ -256,6 +304,9 @@ async def _system(cell: SessionCell, instance: Session[Any], env: Envelope) -> N
         assert isinstance(decided_at, float)
         if cell.passivation_allowed(decided_at):
             await passivate(cell, instance)
+    elif kind is Kind.DISOWN:
+        assert isinstance(env.message, SessionError)
+        raise _Disowned(env.message)
     elif kind is Kind.EXPIRE:
         status, reason, idle_since = cast("tuple[Status, str, float | None]", env.message)
         if cell.status in (_RUNNING, Status.PAUSED) and (

@@ -45,6 +45,7 @@ class SessionCell:
         "cls",
         "deferred",
         "error",
+        "handoff",
         "history",
         "host",
         "id",
@@ -89,6 +90,8 @@ class SessionCell:
         self.status_reason: object = None
         self.status_since = now
         self.error: SessionError | None = None
+        self.handoff: SessionError | None = None
+        """Why this node may not run the session now (another node owns it), while inactive."""
         """A quarantine's error, handed (as a copy) to every message that finds the session FAILED."""
         self.version = version
         self.journal = Journal(self)
@@ -188,6 +191,11 @@ class SessionCell:
 
     def refusal(self) -> SessionError:
         """The error for a message this session will not process, given where it is."""
+        handoff = self.handoff
+        if handoff is not None:  # another node owns it: OwnedElsewhere, OwnershipLost
+            err = copy.copy(handoff)
+            err.__traceback__ = None
+            return err
         if self.error is not None:
             err = copy.copy(self.error)
             err.__traceback__ = None
@@ -214,7 +222,26 @@ class SessionCell:
         backend = self.host.backend
         self.mailbox = Mailbox(self.cls.mailbox_size, trio=backend is not None and backend.is_trio)
         self.active = True
+        self.handoff = None
         self.host.spawn_actor(self, initial)
+
+    def disown(self, error: SessionError) -> None:
+        """This node lost the session's lease: the actor stops its copy, recording nothing more.
+
+        Queued after the messages already in the mailbox (whose appends the store refuses once the
+        lease has moved on); its callers, and those of every later message, get ``error``.
+        """
+        self.handoff = error
+        mailbox = self.mailbox
+        if mailbox is None:
+            return
+        env = Envelope(Kind.DISOWN, error, None, ())
+        try:
+            mailbox.put_nowait(env)
+        except anyio.WouldBlock:
+            self.host.spawn(_put_later, mailbox, env)
+        except anyio.ClosedResourceError:
+            pass
 
     # -- replies ----------------------------------------------------------------------------------
 
@@ -271,3 +298,11 @@ class SessionCell:
         if timers is None:
             timers = self.timers = Timers(self)
         return timers.start(instance, delay, message)
+
+
+async def _put_later(mailbox: Mailbox[Envelope], env: Envelope) -> None:
+    """Queue ``env`` once the full mailbox has room (nothing, if it closes first)."""
+    try:
+        await mailbox.put(env)
+    except anyio.ClosedResourceError:
+        pass

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, final
 
 import attrs
 
+from ._ownership import NodeInfo, OwnershipStatistics
 from ._records import StoreStats
 
 if TYPE_CHECKING:
@@ -33,6 +34,16 @@ class HostStats:
     events_recorded: int
     recoveries: int
     store: StoreStats
+    node: OwnershipStatistics | None = None
+    """This node's leases, takeovers and fencing refusals (``None`` without a node).
+
+    .. versionadded:: 0.2
+    """
+    nodes: tuple[NodeInfo, ...] = ()
+    """Every node sharing the store, alive or not (empty without a node).
+
+    .. versionadded:: 0.2
+    """
 
 
 @final
@@ -89,7 +100,15 @@ class HostCounters:
         cell.metrics.dead_letter()
         logger.debug("dead letter for session %r: %r", cell.id, env)
 
-    def stats(self, *, active: int, known: int, store: StoreStats) -> HostStats:
+    def stats(
+        self,
+        *,
+        active: int,
+        known: int,
+        store: StoreStats,
+        node: OwnershipStatistics | None = None,
+        nodes: tuple[NodeInfo, ...] = (),
+    ) -> HostStats:
         return HostStats(
             active=active,
             known=known,
@@ -101,4 +120,6 @@ class HostCounters:
             events_recorded=self.events_recorded,
             recoveries=self.recoveries,
             store=store,
+            node=node,
+            nodes=nodes,
         )

@@ -23,13 +23,21 @@ from ._clock import AnyioClock
 from ._counters import HostCounters, HostStats
 from ._deadlines import CallDeadlines
 from ._events import EventRegistry, default_registry, register_runtime_events
-from ._exceptions import SessionError, SessionExists, SessionNotFound, SessionStopped, ShuttingDown
+from ._exceptions import (
+    OwnershipLost,
+    SessionError,
+    SessionExists,
+    SessionNotFound,
+    SessionStopped,
+    ShuttingDown,
+)
 from ._history import HistoryConfig, history_json, records
 from ._ids import check_session_id
 from ._inspect import HealthThresholds, Inspection, debug_dump, inspect_cell
 from ._lifecycle import LifecycleEvent, LifecycleHub, LifecycleSubscription
 from ._mailbox import Envelope, Kind
 from ._metrics import SessionMetrics
+from ._ownership import Lease, Ownership
 from ._records import SessionRecord
 from ._ref import SessionRef
 from ._replay import replay
@@ -66,6 +74,8 @@ class SessionHost:
         health: when ``inspect`` calls a session stale, stuck or error-prone.
         registry: the Prometheus registry for this host's metrics (default: a new one of its own,
             so that two hosts in one process never clash).
+        ownership: this node's leases on a store shared by several processes: a session is
+            activated only under a lease, and stops with ``OwnershipLost`` when the lease moves on.
 
     .. versionadded:: 0.1
     """
@@ -83,14 +93,19 @@ class SessionHost:
         history: HistoryConfig | None = None,
         health: HealthThresholds | None = None,
         registry: CollectorRegistry | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self.store = store
+        self.ownership = ownership
+        """This node's leases when several processes share the store (DESIGN.md, "Many nodes")."""
         self.metrics = SessionMetrics(registry)
         self.registry: CollectorRegistry = self.metrics.registry
         """This host's own Prometheus registry (serve it with ``runtime.serve_metrics``)."""
         self.metrics.observe_sessions(self._count_sessions)
         self.metrics.observe_mailboxes(self._count_queued)
         self.metrics.observe_store(store)
+        if ownership is not None:
+            self.metrics.observe_ownership(ownership.statistics)
         self.health = health or HealthThresholds()
         self.history = history or HistoryConfig()
         self.restarts = restarts
@@ -136,11 +151,21 @@ class SessionHost:
         # clock bound to this loop, or the clock injected in its place.
         self.now = backend.now if isinstance(self.clock, AnyioClock) else self.clock.now
         await self.store.open()
+        ownership = self.ownership
+        if ownership is not None:
+            try:
+                await ownership.join()
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self.store.aclose()
+                raise
         self._recovery_limiter = anyio.CapacityLimiter(self._max_recoveries)
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
         tg.start_soon(self.deadlines.run)
+        if ownership is not None:
+            tg.start_soon(ownership.run, self.lease_lost)
         self.closing = False
         return self
 
@@ -159,7 +184,14 @@ class SessionHost:
         finally:
             self._tg = None
             with anyio.CancelScope(shield=True):
-                await self.store.aclose()
+                try:
+                    if self.ownership is not None:
+                        with anyio.move_on_after(self.drain_timeout):
+                            await self.ownership.leave()
+                except SessionError:
+                    logger.warning("node %r could not leave the store cleanly", self.ownership, exc_info=True)
+                finally:
+                    await self.store.aclose()
         return suppress
 
     async def _drain(self) -> None:
@@ -267,7 +299,16 @@ class SessionHost:
         metadata = dict(metadata) if metadata else _EMPTY
         first = cls()
         state = first.initial_state(args)  # bad args fail the start, before anything is kept
-        await self.store.create(SessionRecord(sid, type_name, Status.RUNNING, args, metadata))
+        ownership = self.ownership
+        if ownership is not None:
+            await ownership.acquire(sid)  # OwnedElsewhere: another node has it (started it, perhaps)
+        try:
+            await self.store.create(SessionRecord(sid, type_name, Status.RUNNING, args, metadata))
+        except BaseException:
+            if ownership is not None:
+                with anyio.CancelScope(shield=True):
+                    await ownership.release(sid)
+            raise
         if sid in self._cells:  # the store accepted it, so only a racing load could have added it
             raise SessionExists(sid)
         cell = SessionCell(self, sid, cls, args, metadata, Status.RUNNING)
@@ -358,9 +399,61 @@ class SessionHost:
         return await self.store.list(status=status, type=type, metadata=metadata, limit=limit, offset=offset)
 
     async def stats(self) -> HostStats:
-        """Counts of what this host did, with the store's counts."""
+        """Counts of what this host did, with the store's counts (and the nodes sharing it)."""
         store = await self.store.stats()
-        return self.counters.stats(active=self._running, known=len(self._cells), store=store)
+        ownership = self.ownership
+        if ownership is None:
+            return self.counters.stats(active=self._running, known=len(self._cells), store=store)
+        nodes = tuple(await ownership.store.nodes())
+        return self.counters.stats(
+            active=self._running,
+            known=len(self._cells),
+            store=store,
+            node=ownership.statistics(),
+            nodes=nodes,
+        )
+
+    def known_types(self) -> Mapping[str, type[Session[Any]]]:
+        """The session classes this host can run, by type name (a read-only view)."""
+        return MappingProxyType(self._types)
+
+    async def activate(self, session_id: str) -> SessionRef:
+        """Run a stored session now, without a message (a takeover, a resumption).
+
+        Raises:
+            SessionNotFound: no such session.
+            SessionStopped: it has ended.
+
+        .. versionadded:: 0.2
+        """
+        cell = await self.cell(session_id)
+        if cell.status is Status.PASSIVATED:
+            self.statuses.take(cell, Status.RUNNING, "activated")
+        elif cell.status.terminal:
+            raise cell.refusal()
+        if not cell.active:
+            cell.activate()
+        return cell.ref
+
+    async def locate(self, session_id: str) -> Lease | None:
+        """Where ``session_id`` lives: the live lease on it (node, address), or ``None`` when no node
+        owns it (it is then activated wherever its next message arrives).
+
+        Without a node (one process, no leases) it is always ``None``.
+
+        .. versionadded:: 0.2
+        """
+        if self.ownership is None:
+            return None
+        return await self.ownership.locate(session_id)
+
+    def lease_lost(self, lease: Lease) -> None:
+        """The lease on ``lease.session_id`` moved on: stop this node's copy (its callers get
+        ``OwnershipLost``); called by the renewal loop."""
+        cell = self._cells.get(lease.session_id)
+        if cell is None or not cell.active:
+            return
+        cell.disown(OwnershipLost(lease.session_id, lease.node, lease.epoch))
 
     async def inspect(self, session_id: str) -> Inspection:
         """What the session is doing now, without activating it.

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 
 from ._events import StatusChanged, encode_state
-from ._exceptions import InvalidTransition, SessionError, StoreError
+from ._exceptions import InvalidTransition, OwnershipLost, SessionError, StoreError
 from ._records import EventData, Snapshot
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class Journal:
         self.in_flight += 1
         try:
             return await cell.host.store.append(cell.id, expected, events, status=status)
-        except StoreError as exc:
+        except (StoreError, OwnershipLost) as exc:  # OwnershipLost: another node owns it now
             self.record_error = exc
             raise
         except Exception as exc:

@@ -31,6 +31,8 @@ class Kind(enum.Enum):
     RESUME = "resume"
     PASSIVATE = "passivate"
     EXPIRE = "expire"
+    DISOWN = "disown"
+    """This node's lease on the session moved on: stop the copy without recording anything."""
 
 
 @final

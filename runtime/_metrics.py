@@ -77,6 +77,19 @@ _STORE_GAUGES = (
     ("queued", "sessionvisor_store_queued_operations", "Operations waiting for the store's writer now."),
     ("idle_readers", "sessionvisor_store_idle_readers", "Idle reader connections kept open."),
 )
+_NODE_COUNTERS = (
+    ("acquired", "sessionvisor_leases_acquired", "Session leases this node acquired (takeovers included)."),
+    ("released", "sessionvisor_leases_released", "Session leases this node gave up (passivation, stop)."),
+    ("lost", "sessionvisor_leases_lost", "Session leases that moved on to another node."),
+    ("takeovers", "sessionvisor_lease_takeovers", "Sessions of dead nodes this node took over."),
+    ("fencing_refusals", "sessionvisor_fencing_refusals", "Appends the store refused: the lease moved on."),
+    (
+        "renewal_failures",
+        "sessionvisor_lease_renewal_failures",
+        "Lease renewals that could not reach the store.",
+    ),
+)
+_NODE_GAUGES = (("leases_held", "sessionvisor_leases_held", "Session leases this node holds now."),)
 _STORE_BATCH = "sessionvisor_store_batch_size"
 _SESSIONS = "sessionvisor_sessions"
 _MAILBOXES = "sessionvisor_mailbox_messages"
@@ -451,6 +464,7 @@ class _ScrapeCollector:
         self.sessions: Callable[[], Mapping[tuple[str, str], int]] | None = None
         self.mailboxes: Callable[[], Mapping[str, int]] | None = None
         self.store_statistics: Callable[[], object] | None = None
+        self.ownership_statistics: Callable[[], object] | None = None
 
     def describe(self) -> list[Metric]:
         families: list[Metric] = [
@@ -461,11 +475,13 @@ class _ScrapeCollector:
         ]
         families += [CounterMetricFamily(name, "") for _, name, _ in _STORE_COUNTERS]
         families += [GaugeMetricFamily(name, "") for _, name, _ in _STORE_GAUGES]
+        families += [CounterMetricFamily(name, "") for _, name, _ in _NODE_COUNTERS]
+        families += [GaugeMetricFamily(name, "") for _, name, _ in _NODE_GAUGES]
         return families
 
     def collect(self) -> Iterator[Metric]:
         yield self._messages()
-        for family in (self._sessions, self._mailboxes, self._store):
+        for family in (self._sessions, self._mailboxes, self._store, self._node):
             try:
                 yield from family()
             except Exception:
@@ -500,6 +516,19 @@ class _ScrapeCollector:
         for type_name, n in sorted(self.mailboxes().items()):
             family.add_metric([type_name], n)
         yield family
+
+    def _node(self) -> Iterator[Metric]:
+        if self.ownership_statistics is None:
+            return
+        stats = self.ownership_statistics()
+        for field, name, doc in _NODE_COUNTERS:
+            value = _number(getattr(stats, field, None))
+            if value is not None:
+                yield CounterMetricFamily(name, doc, value=value)
+        for field, name, doc in _NODE_GAUGES:
+            value = _number(getattr(stats, field, None))
+            if value is not None:
+                yield GaugeMetricFamily(name, doc, value=value)
 
     def _store(self) -> Iterator[Metric]:
         if self.store_statistics is None:
@@ -610,6 +639,13 @@ class SessionMetrics:
         """
         statistics = getattr(store, "statistics", None)
         self._scrape.store_statistics = statistics if callable(statistics) else None
+
+    def observe_ownership(self, statistics: Callable[[], object]) -> None:
+        """Expose a node's lease counts (``Ownership.statistics()``) at each scrape.
+
+        .. versionadded:: 0.2
+        """
+        self._scrape.ownership_statistics = statistics
 
     def rejected(self, reason: str) -> None:
         """A start or message was refused: "too_many_sessions", "rate_limited", "mailbox_full",

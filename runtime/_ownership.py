@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, final
 
 import attrs
 
+from ._clock import AnyioClock
 from ._exceptions import StoreError
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class Ownership:
         node: this node's name.
         address: where clients can reach this node.
         lease_ttl: seconds a lease lasts without renewal.
-        clock: where the renewal loop reads time and sleeps.
+        clock: where the renewal loop reads time and sleeps (default: anyio's clock).
 
     .. versionadded:: 0.2
     """
@@ -153,7 +154,7 @@ class Ownership:
         node: str,
         address: str | None = None,
         lease_ttl: float = 10.0,
-        clock: Clock,
+        clock: Clock | None = None,
     ) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be positive, not {lease_ttl!r}")
@@ -161,7 +162,7 @@ class Ownership:
         self.node = node
         self.address = address
         self.lease_ttl = lease_ttl
-        self._clock = clock
+        self._clock: Clock = clock if clock is not None else AnyioClock()
         self._held: dict[str, int] = {}
         self._acquired = 0
         self._released = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, Self
@@ -14,14 +15,17 @@ from runtime import (
     HealthThresholds,
     HistoryConfig,
     MemoryStore,
+    Ownership,
     RateLimited,
     Session,
+    SessionError,
     SessionHost,
     Status,
     TooManySessions,
 )
-from runtime.abc import Clock, EventStore
+from runtime.abc import Clock, EventStore, LeaseStore
 
+from ._node import Node
 from ._reaper import CleanupStats, Reaper, ReaperPolicy, RemovalReason
 from ._restart import RestartPolicy
 
@@ -32,7 +36,11 @@ if TYPE_CHECKING:
 
 __all__ = ["SessionSupervisor"]
 
+logger = logging.getLogger(__name__)
+
 _TERMINAL = [s for s in Status if s.terminal]
+_TAKEOVERS_PER_ROUND = 100
+"""Sessions of dead nodes one node claims per round: the survivors share the rest over the next rounds."""
 
 
 class SessionSupervisor(SessionHost):
@@ -56,6 +64,8 @@ class SessionSupervisor(SessionHost):
         events: the event registry (default: the one ``@event`` fills).
         drain_timeout: how long shutdown lets queued messages finish.
         max_concurrent_recoveries: how many sessions may replay their logs at once.
+        node: this process as one node among several sharing ``store`` (a ``PostgresStore``):
+            sessions run under leases with fencing epochs (DESIGN.md, "Many nodes").
 
     .. versionadded:: 0.1
     """
@@ -74,7 +84,18 @@ class SessionSupervisor(SessionHost):
         events: EventRegistry | None = None,
         drain_timeout: float = 5.0,
         max_concurrent_recoveries: int = 50,
+        node: Node | None = None,
     ) -> None:
+        self.node = node
+        ownership: Ownership | None = None
+        if node is not None:
+            leases: object = store
+            if not isinstance(leases, LeaseStore):
+                raise TypeError(
+                    f"node={node!r} needs a store that several processes share, such as "
+                    f"PostgresStore(dsn); {store!r} is not one"
+                )
+            ownership = Ownership(leases, node=node.name, address=node.address, lease_ttl=node.lease_ttl)
         self.restart_policy = restarts or RestartPolicy()
         self.reaper_policy = reaper or ReaperPolicy()
         super().__init__(
@@ -88,6 +109,7 @@ class SessionSupervisor(SessionHost):
             history=history,
             health=health,
             registry=registry,
+            ownership=ownership,
         )
         policy = self.reaper_policy
         self.message_limit = policy.max_messages
@@ -107,7 +129,36 @@ class SessionSupervisor(SessionHost):
             await self.__aexit__(None, None, None)
             raise
         self.spawn(self.reaper.run)
+        if self.ownership is not None:
+            self.spawn(self._take_over, self.ownership)
         return self
+
+    async def _take_over(self, ownership: Ownership) -> None:
+        """Every ``lease_ttl / 3``: run here a share of the sessions of dead nodes that must run now
+        (a reminder due, or ``resume_on_start``); the others move on their next message."""
+        interval = ownership.lease_ttl / 3
+        while True:
+            await self.clock.sleep_until(self.clock.now() + interval)
+            resumable = [
+                name for name, cls in self.known_types().items() if getattr(cls, "resume_on_start", False)
+            ]
+            try:
+                claimed = await ownership.take_over(resumable, limit=_TAKEOVERS_PER_ROUND)
+            except SessionError:
+                logger.warning(
+                    "node %r could not look for sessions to take over", ownership.node, exc_info=True
+                )
+                continue
+            for lease in claimed:
+                try:
+                    await self.activate(lease.session_id)
+                except SessionError:
+                    logger.warning(
+                        "node %r could not run session %r it took over",
+                        ownership.node,
+                        lease.session_id,
+                        exc_info=True,
+                    )
 
     async def _schedule_stored_retention(self) -> None:
         """Ended sessions of earlier processes still get deleted when their retention is up."""

@@ -1,0 +1,176 @@
+"""Several SessionSupervisors sharing one PostgresStore as nodes, in one process (issue 15).
+
+Each supervisor has a PostgresStore of its own, joined as its own node, exactly as separate processes
+would; tests/supervisors/test_nodes_processes.py does the same with real processes, SIGKILL and
+SIGSTOP. Leases are expired by moving them into the past with SQL, never by waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import anyio
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from runtime import MemoryStore, OwnedElsewhere, OwnershipLost, PostgresStore, Status
+from supervisors import Node, SessionSupervisor
+from tests.apps.counter import Add, Counter, Get
+from tests.pg import PgTarget
+
+pytestmark = pytest.mark.anyio
+
+TTL = 600.0
+"""Long: no renewal or takeover round runs by itself during a test; the tests expire leases with SQL."""
+
+
+@contextmanager
+def sql(pg: PgTarget) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    from psycopg import sql as q
+
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute(q.SQL("SET search_path TO {}").format(q.Identifier(pg.schema)))
+        yield conn
+
+
+def expire(pg: PgTarget, node: str) -> None:
+    with sql(pg) as conn:
+        conn.execute("UPDATE leases SET expires = expires - 3600 WHERE node = %s", (node,))
+        conn.execute("UPDATE nodes SET heartbeat = heartbeat - 3600 WHERE name = %s", (node,))
+
+
+@asynccontextmanager
+async def node(pg: PgTarget, name: str) -> AsyncIterator[SessionSupervisor]:
+    store = PostgresStore(pg.dsn, schema=pg.schema)
+    async with SessionSupervisor(
+        store=store,
+        node=Node(name, address=f"{name}.example:7000", lease_ttl=TTL),
+        session_types=[Counter],
+        registry=CollectorRegistry(),
+    ) as sessions:
+        yield sessions
+
+
+def log(pg: PgTarget, sid: str) -> list[tuple[int, int]]:
+    """(version, epoch) of every event of ``sid``."""
+    with sql(pg) as conn:
+        return conn.execute(
+            "SELECT e.version, e.epoch FROM events AS e JOIN sessions AS s ON s.key = e.session "
+            "WHERE s.id = %s ORDER BY e.version",
+            (sid,),
+        ).fetchall()
+
+
+class TestOwnership:
+    async def test_node_needs_a_shared_store(self) -> None:
+        """node= with a store of one process is refused at once, saying what to use."""
+        with pytest.raises(TypeError, match="PostgresStore"):
+            SessionSupervisor(store=MemoryStore(), node=Node("a"))
+
+    async def test_message_to_another_nodes_session(self, pg: PgTarget) -> None:
+        """The owner serves it; the other node answers OwnedElsewhere with the owner's address."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            ref = await a.start(Counter, "s")
+            assert await ref.call(Add(2)) == 2
+            with pytest.raises(OwnedElsewhere) as info:
+                await (await b.get("s")).call(Add(1))
+            assert (info.value.node, info.value.address) == ("a", "a.example:7000")
+            located = await b.locate("s")
+            assert located is not None
+            assert located.node == "a"
+            assert await ref.call(Get()) == 2
+        assert log(pg, "s") == [(1, 1)]
+
+    async def test_racing_starts_get_one_owner(self, pg: PgTarget) -> None:
+        """Two nodes starting the same session at once, 20 times: one owns it, the other is told where."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            for i in range(20):
+                outcome: dict[str, object] = {}
+
+                async def start(
+                    name: str,
+                    sessions: SessionSupervisor,
+                    sid: str = f"r{i}",
+                    outcome: dict[str, object] = outcome,
+                ) -> None:
+                    try:
+                        ref = await sessions.start(Counter, sid)
+                        outcome[name] = await ref.call(Add(1))
+                    except OwnedElsewhere as exc:
+                        outcome[name] = exc.node
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(start, "a", a)
+                    tg.start_soon(start, "b", b)
+                assert sorted(map(str, outcome.values())) in (["1", "a"], ["1", "b"])
+
+    async def test_shutdown_releases_and_another_node_carries_on(self, pg: PgTarget) -> None:
+        """A node leaving releases its leases: the next message elsewhere continues from the log."""
+        async with node(pg, "b") as b:
+            async with node(pg, "a") as a:
+                ref = await a.start(Counter, "s")
+                await ref.call(Add(5))
+            assert await b.locate("s") is None
+            assert await (await b.get("s")).call(Add(1)) == 6
+            located = await b.locate("s")
+            assert located is not None
+            assert located.node == "b"
+        assert log(pg, "s") == [(1, 1), (2, 2)]
+
+
+class TestFencing:
+    async def test_stale_copy_stops_with_ownership_lost(self, pg: PgTarget) -> None:
+        """After a takeover, the old owner's next append is refused: its caller gets OwnershipLost."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            in_a = await a.start(Counter, "s")
+            assert await in_a.call(Add(1)) == 1
+            expire(pg, "a")  # a was paused past its lease
+            in_b = await b.get("s")
+            assert await in_b.call(Add(10)) == 11
+            with pytest.raises(OwnershipLost) as info:
+                await in_a.call(Add(100))
+            assert (info.value.node, info.value.epoch, info.value.owner) == ("a", 1, "b")
+            # The stale copy is gone; a's next message is told where the session lives.
+            with pytest.raises(OwnedElsewhere):
+                await in_a.call(Add(1000))
+            assert await in_b.call(Get()) == 11
+            stats = await a.stats()
+            assert stats.node is not None
+            assert (stats.node.fencing_refusals, stats.node.leases_held) == (1, 0)
+        assert log(pg, "s") == [(1, 1), (2, 2)]
+
+    async def test_renewal_stops_a_copy_whose_lease_moved_on(self, pg: PgTarget) -> None:
+        """The renewal round finds the lost lease and stops the copy before it takes another message."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            in_a = await a.start(Counter, "s")
+            await in_a.call(Add(1))
+            expire(pg, "a")
+            await (await b.get("s")).call(Add(10))
+            assert a.ownership is not None
+            await a.ownership.renew_once(a.lease_lost, a.clock.now())
+            for _ in range(3000):  # the copy stops in its own task
+                if in_a.status is Status.PASSIVATED:
+                    break
+                await anyio.sleep(0.01)
+            assert in_a.status is Status.PASSIVATED
+            with pytest.raises(OwnedElsewhere):
+                await in_a.call(Get())
+        assert log(pg, "s") == [(1, 1), (2, 2)]
+
+
+class TestVisibility:
+    async def test_stats_and_metrics_show_nodes_and_leases(self, pg: PgTarget) -> None:
+        """stats() lists the nodes and this node's leases; the registry exposes them."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            await (await a.start(Counter, "s1")).call(Add(1))
+            await (await a.start(Counter, "s2")).call(Add(1))
+            await (await b.start(Counter, "s3")).call(Add(1))
+            stats = await a.stats()
+            assert stats.node is not None
+            assert (stats.node.node, stats.node.leases_held, stats.node.acquired) == ("a", 2, 2)
+            assert {(n.name, n.alive, n.leases) for n in stats.nodes} == {("a", True, 2), ("b", True, 1)}
+            assert a.registry.get_sample_value("sessionvisor_leases_held") == 2
+            assert a.registry.get_sample_value("sessionvisor_leases_acquired_total") == 2
