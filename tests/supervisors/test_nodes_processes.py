@@ -1,0 +1,300 @@
+"""Nodes as real processes on one PostgreSQL store: races, SIGKILL, SIGSTOP, a cut connection (issue 15).
+
+Each node is ``python -m tests.apps.node_app``, driven by JSON lines on its stdin. Real time: the
+leases are short (a few seconds) and the assertions leave the machine's load some room.
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.pg import PgTarget
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+TTL = 3.0
+
+
+class NodeProcess:
+    """One node process and the replies it printed, by request number."""
+
+    def __init__(self, dsn: str, schema: str, name: str, ttl: float = TTL) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.apps.node_app",
+                "--dsn",
+                dsn,
+                "--schema",
+                schema,
+                "--node",
+                name,
+                "--lease-ttl",
+                str(ttl),
+            ],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._cond = threading.Condition()
+        self._ready = False
+        self._next = 0
+        threading.Thread(target=self._read, daemon=True).start()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._ready or self.proc.poll() is not None, timeout=60):
+                raise AssertionError(f"node {name} did not start")
+        assert self._ready, f"node {name} exited with {self.proc.returncode}"
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            message = json.loads(line)
+            with self._cond:
+                if "ready" in message:
+                    self._ready = True
+                else:
+                    self._replies[message["req"]] = message
+                self._cond.notify_all()
+
+    def send(self, op: str, **fields: object) -> int:
+        self._next += 1
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"req": self._next, "op": op, **fields}) + "\n")
+        self.proc.stdin.flush()
+        return self._next
+
+    def wait(self, req: int, timeout: float = 30.0) -> dict[str, Any] | None:
+        with self._cond:
+            self._cond.wait_for(lambda: req in self._replies, timeout=timeout)
+            return self._replies.get(req)
+
+    def request(self, op: str, timeout: float = 30.0, **fields: object) -> dict[str, Any]:
+        reply = self.wait(self.send(op, **fields), timeout)
+        assert reply is not None, f"node {self.name}: no answer to {op} {fields}"
+        return reply
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a stopped node cannot die of SIGKILL
+            self.proc.kill()
+        self.proc.wait(10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def nodes(pg: PgTarget) -> Iterator[list[NodeProcess]]:
+    started: list[NodeProcess] = []
+    yield started
+    for node in started:
+        node.close()
+
+
+def log(pg: PgTarget, sid: str) -> list[tuple[int, int, int]]:
+    """(version, epoch, n) of every event of ``sid``."""
+    with psycopg.connect(pg.dsn) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg.schema)))
+        rows = conn.execute(
+            "SELECT e.version, e.epoch, e.data FROM events AS e JOIN sessions AS s ON s.key = e.session "
+            "WHERE s.id = %s ORDER BY e.version",
+            (sid,),
+        ).fetchall()
+    return [(version, epoch, json.loads(data)["n"]) for version, epoch, data in rows]
+
+
+def check_log(pg: PgTarget, sid: str, acknowledged: list[int]) -> list[tuple[int, int, int]]:
+    """One linear log, epochs never going back, holding every acknowledged total as a prefix sum."""
+    events = log(pg, sid)
+    assert [v for v, _, _ in events] == list(range(1, len(events) + 1))
+    epochs = [e for _, e, _ in events]
+    assert epochs == sorted(epochs), f"an older owner wrote after a newer one: {epochs}"
+    totals, total = set(), 0
+    for _, _, n in events:
+        total += n
+        totals.add(total)
+    missing = [t for t in acknowledged if t not in totals]
+    assert not missing, f"acknowledged totals not in the log: {missing}"
+    return events
+
+
+def test_racing_first_messages_get_one_owner(pg: PgTarget, nodes: list[NodeProcess]) -> None:
+    """Two nodes get the first message for the same new session at once, 200 times: one owns it."""
+    a, b = NodeProcess(pg.dsn, pg.schema, "a"), NodeProcess(pg.dsn, pg.schema, "b")
+    nodes += [a, b]
+    for i in range(200):
+        sid = f"race-{i}"
+        ra, rb = a.send("add", id=sid, n=1), b.send("add", id=sid, n=1)
+        replies = {"a": a.wait(ra), "b": b.wait(rb)}
+        won = [name for name, r in replies.items() if r is not None and "ok" in r]
+        assert len(won) == 1, (sid, replies)
+        lost = replies["b" if won == ["a"] else "a"]
+        assert lost is not None
+        assert (lost["error"], lost["node"]) == ("OwnedElsewhere", won[0]), (sid, replies)
+    assert a.request("locate", id="race-0")["ok"] in ("a", "b")
+
+
+def test_sigkill_failover_keeps_every_acknowledged_event(pg: PgTarget, nodes: list[NodeProcess]) -> None:
+    """Three nodes; SIGKILL the owner under load: its sessions answer on the others within lease_ttl + 1 s."""
+    a, b, c = (NodeProcess(pg.dsn, pg.schema, name) for name in "abc")
+    nodes += [a, b, c]
+    sessions = [f"f{i}" for i in range(6)]
+    acked: dict[str, list[int]] = {sid: [] for sid in sessions}
+    for sid in sessions:
+        acked[sid].append(a.request("add", id=sid, n=1)["ok"])
+    # Load in flight at the moment of the kill: requests sent, never answered.
+    for sid in sessions:
+        a.send("add", id=sid, n=1)
+    a.signal(signal.SIGKILL)
+    killed = time.monotonic()
+    served: dict[str, float] = {}
+    survivors = [b, c]
+    while len(served) < len(sessions) and time.monotonic() - killed < TTL + 10:
+        for k, sid in enumerate(sessions):
+            if sid in served:
+                continue
+            reply = survivors[k % 2].request("add", id=sid, n=1)
+            if "ok" in reply:
+                served[sid] = time.monotonic() - killed
+                acked[sid].append(reply["ok"])
+            else:
+                assert reply == {**reply, "error": "OwnedElsewhere", "node": "a"}
+        time.sleep(0.05)
+    assert sorted(served) == sorted(sessions)
+    slowest = max(served.values())
+    assert slowest <= TTL + 1.0, f"sessions served again {slowest:.2f}s after the kill (lease_ttl {TTL})"
+    for sid in sessions:
+        events = check_log(pg, sid, acked[sid])
+        assert {epoch for _, epoch, _ in events} <= {1, 2}
+
+
+def test_sigstop_fencing_refuses_the_stale_copy(pg: PgTarget, nodes: list[NodeProcess]) -> None:
+    """SIGSTOP the owner past its lease, another node takes over and records, SIGCONT: no fork."""
+    a, b = NodeProcess(pg.dsn, pg.schema, "a"), NodeProcess(pg.dsn, pg.schema, "b")
+    nodes += [a, b]
+    acked = [a.request("add", id="s", n=1)["ok"], a.request("add", id="s", n=1)["ok"]]
+    a.signal(signal.SIGSTOP)
+    try:
+        time.sleep(TTL + 0.5)
+        reply = b.request("add", id="s", n=10)
+        assert "ok" in reply, reply
+        acked.append(reply["ok"])
+    finally:
+        a.signal(signal.SIGCONT)
+    stale = a.request("add", id="s", n=100)  # the stale copy is still in a's memory
+    assert stale["error"] in ("OwnershipLost", "OwnedElsewhere"), stale
+    events = check_log(pg, "s", acked)
+    assert [(v, e, n) for v, e, n in events] == [(1, 1, 1), (2, 1, 1), (3, 2, 10)]
+    assert 100 not in [n for _, _, n in events]
+    counts = a.request("stats")["ok"]
+    assert counts["held"] == 0
+    assert counts["lost"] + counts["refused"] >= 1
+
+
+class Relay:
+    """A TCP relay to PostgreSQL that can stop passing bytes: a node's network cut, and healed."""
+
+    def __init__(self, port: int) -> None:
+        self._target = ("127.0.0.1", port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.cut = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        self._listener.setblocking(False)
+        sel.register(self._listener, selectors.EVENT_READ)
+        peers: dict[socket.socket, socket.socket] = {}
+        try:
+            self._relay(sel, peers)
+        finally:
+            for sock in peers:
+                sock.close()
+            self._listener.close()
+            sel.close()
+
+    def _relay(self, sel: selectors.BaseSelector, peers: dict[socket.socket, socket.socket]) -> None:
+        while not self._stop.is_set():
+            for key, _ in sel.select(0.05):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if sock is self._listener:
+                    client, _ = self._listener.accept()
+                    server = socket.create_connection(self._target)
+                    peers[client], peers[server] = server, client
+                    sel.register(client, selectors.EVENT_READ)
+                    sel.register(server, selectors.EVENT_READ)
+                    continue
+                if self.cut.is_set():
+                    continue  # bytes wait in the kernel, as on a dead link
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    other = peers.pop(sock)
+                    peers.pop(other, None)
+                    for s in (sock, other):
+                        sel.unregister(s)
+                        s.close()
+                    continue
+                peers[sock].sendall(data)
+            if self.cut.is_set():
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_node_cut_from_postgres_acknowledges_nothing(pg: PgTarget, nodes: list[NodeProcess]) -> None:
+    """A node whose link to PostgreSQL dies acknowledges nothing more; after healing, nothing stale lands."""
+    port = int(psycopg.conninfo.conninfo_to_dict(pg.dsn).get("port") or 5432)
+    relay = Relay(port)
+    try:
+        a = NodeProcess(
+            psycopg.conninfo.make_conninfo(pg.dsn, host="127.0.0.1", port=relay.port), pg.schema, "a"
+        )
+        b = NodeProcess(pg.dsn, pg.schema, "b")
+        nodes += [a, b]
+        acked = [a.request("add", id="s", n=1)["ok"]]
+        relay.cut.set()
+        pending = a.send("add", id="s", n=100)
+        assert a.wait(pending, timeout=TTL) is None, "acknowledged an event it could not have stored"
+        time.sleep(1.5)  # past lease_ttl since the cut: b may take the session over
+        reply = b.request("add", id="s", n=10)
+        assert "ok" in reply, reply
+        acked.append(reply["ok"])
+        relay.cut.clear()
+        late = a.wait(pending, timeout=30)
+        assert late is not None
+        assert "error" in late, f"the cut node acknowledged after the takeover: {late}"
+        events = check_log(pg, "s", acked)
+        assert [(v, e, n) for v, e, n in events] == [(1, 1, 1), (2, 2, 10)]
+    finally:
+        relay.close()
