@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry
 from runtime import EventRegistry, HealthThresholds, HistoryConfig, MemoryStore, Session, SQLiteStore
 from runtime.abc import Clock, EventStore
 
+from ._node import Node
 from ._reaper import ReaperPolicy
 from ._restart import Backoff, RestartPolicy
 from ._sessions import SessionSupervisor
@@ -164,6 +165,7 @@ class Config:
         events: EventRegistry | None = None,
         drain_timeout: float | None = None,
         max_concurrent_recoveries: int | None = None,
+        node: Node | None = None,
     ) -> SessionSupervisor:
         """A ``SessionSupervisor`` as configured; each keyword given overrides the file.
 
@@ -174,6 +176,7 @@ class Config:
             reaper, restarts, history, drain_timeout, max_concurrent_recoveries: as
                 ``SessionSupervisor`` takes them, instead of the configured ones.
             health, registry, clock, events: passed to ``SessionSupervisor`` (not in files).
+            node: this process as one node among several sharing ``store`` (not in files).
         """
         return SessionSupervisor(
             store=store if store is not None else self.store.build(default_path),
@@ -191,6 +194,7 @@ class Config:
                 if max_concurrent_recoveries is None
                 else max_concurrent_recoveries
             ),
+            node=node,
         )
 
 

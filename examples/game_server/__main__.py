@@ -29,11 +29,12 @@ import attrs
 from anyio.abc import SocketAttribute
 
 # serve_metrics is not exported from runtime yet (another engineer is finishing it).
-from runtime import HostStats, SQLiteStore, Status, serve_metrics
+from runtime import HostStats, PostgresStore, SQLiteStore, Status, serve_metrics
 from runtime.abc import EventStore
 from supervisors import (
     Backoff,
     Config,
+    Node,
     ReaperPolicy,
     RestartPolicy,
     SessionSupervisor,
@@ -73,6 +74,9 @@ class Options:
     progress: float
     doze: float
     walk_out: float
+    dsn: str | None = None
+    schema: str = "sessionvisor_game"
+    node: str | None = None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -98,7 +102,23 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--walk-out", type=float, default=0.05, help="chance a table quits a game midway")
     parser.add_argument("--seed", type=int, help="seed for the bots' and the chaos' choices")
     parser.add_argument("--progress", type=float, default=2.0, help="seconds between progress lines")
+    parser.add_argument(
+        "--dsn",
+        help="keep the rooms in PostgreSQL at this DSN (a PostgresStore) instead of SQLite, e.g. "
+        "postgresql://postgres@127.0.0.1:5432/test",
+    )
+    parser.add_argument(
+        "--schema", default="sessionvisor_game", help="the PostgresStore's schema (with --dsn)"
+    )
+    parser.add_argument(
+        "--node",
+        help="run as this node among several sharing --dsn: rooms another node owns are redirected there",
+    )
     ns = parser.parse_args(argv)
+    if ns.node is not None and ns.dsn is None:
+        parser.error("--node needs --dsn: nodes share a PostgreSQL store")
+    if ns.dsn is not None and ns.db is not None:
+        parser.error("--db and --dsn name two stores: give one")
     if not 0 <= ns.chaos < 1:
         parser.error("--chaos is a probability: 0 <= P < 1")
     if ns.bots < 0 or not 2 <= ns.size <= 6 or ns.rounds < 1 or ns.turn_seconds <= 0:
@@ -121,6 +141,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         progress=ns.progress,
         doze=ns.doze,
         walk_out=ns.walk_out,
+        dsn=ns.dsn,
+        schema=ns.schema,
+        node=ns.node,
     )
 
 
@@ -186,15 +209,19 @@ async def main(options: Options, config: Config) -> int:
     rng = random.Random(options.seed)
     chaos = Chaos(options.chaos, random.Random(rng.random()))
     room_cls = room_class(chaos)
-    store, path = open_store(options.db, config, DEFAULT_DB)
-    if not await store_opens(path, config):
-        return 2
-    sessions = config.session_supervisor(session_types=[room_cls], store=store)
+    store: EventStore
+    if options.dsn is not None:
+        store, path = PostgresStore(options.dsn, schema=options.schema), None
+        where = f"PostgreSQL (schema {options.schema})" + (f", node {options.node}" if options.node else "")
+    else:
+        store, path = open_store(options.db, config, DEFAULT_DB)
+        if not await store_opens(path, config):
+            return 2
+        where = path or "in memory"
     tally = Tally()
     bots: Bots | None = None
     print(
-        f"sessionvisor game server on {options.backend}; store {path or 'in memory'}; run {run_id}; "
-        f"chaos {options.chaos:g}"
+        f"sessionvisor game server on {options.backend}; store {where}; run {run_id}; chaos {options.chaos:g}"
     )
     try:
         listener = await anyio.create_tcp_listener(local_host=options.host, local_port=options.port)
@@ -202,6 +229,9 @@ async def main(options: Options, config: Config) -> int:
         print(f"error: cannot listen on {options.host}:{options.port}: {exc}", file=sys.stderr)
         return 2
     game_port = listener.extra(SocketAttribute.local_port)
+    # A node tells clients of rooms it does not own where to go: its own address, as they reach it.
+    node = None if options.node is None else Node(options.node, address=f"{options.host}:{game_port}")
+    sessions = config.session_supervisor(session_types=[room_cls], store=store, node=node)
     async with sessions:
         server = GameServer(
             sessions,
@@ -268,7 +298,11 @@ async def main(options: Options, config: Config) -> int:
     if bots is None:
         print(f"ran {played:.1f} s: {server.stats.moves} moves acknowledged")
         return 0
-    audit_store: EventStore = SQLiteStore(path) if path is not None else store
+    audit_store: EventStore = store
+    if path is not None:
+        audit_store = SQLiteStore(path)
+    elif options.dsn is not None:  # the supervisor closed its store: a new one reads the logs
+        audit_store = PostgresStore(options.dsn, schema=options.schema)
     await audit_store.open()
     try:
         audit = await count_stored_moves(audit_store, run_id, bots.stats.acked, server.stats.uncertain)

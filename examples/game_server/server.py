@@ -30,6 +30,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from runtime import (
     CallTimeout,
     InvalidTransition,
+    OwnedElsewhere,
+    OwnershipLost,
     RateLimited,
     SessionCrashed,
     SessionError,
@@ -527,6 +529,23 @@ class GameServer:
                 return {"ok": False, "error": "busy", "message": str(exc)}
             case InvalidTransition():
                 return {"ok": False, "error": "invalid", "message": str(exc)}
+            case OwnedElsewhere(node=node, address=address):
+                # Several nodes: the room lives on another one; the client reconnects there.
+                return {
+                    "ok": False,
+                    "error": "redirect",
+                    "node": node,
+                    "address": address,
+                    "message": f"room {room} is played on node {node}: connect to {address} and send again",
+                }
+            case OwnershipLost(owner=owner):
+                return {
+                    "ok": False,
+                    "error": "redirect",
+                    "node": owner,
+                    "address": None,
+                    "message": f"room {room} moved to another node: send the request again to learn where",
+                }
         logger.warning("room %s: %s", room, exc)
         return {"ok": False, "error": "error", "message": str(exc)}
 
