@@ -17,13 +17,14 @@ from __future__ import annotations
 import errno
 import logging
 import re
+import socket
 from collections.abc import Mapping
 from time import perf_counter
 from typing import TypeGuard
 
 import anyio
 import attrs
-from anyio.abc import Listener, SocketAttribute, SocketListener, SocketStream
+from anyio.abc import ByteStream, Listener, SocketAttribute, SocketListener, SocketStream
 from anyio.streams.stapled import MultiListener
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -46,6 +47,7 @@ from supervisors import SessionSupervisor
 
 from .game import Join, Leave, Look, Move, Room, Wait
 from .protocol import MAX_LINE, JsonLines, LineTimeout, Message, ProtocolError, encode
+from .sockets import accept
 
 __all__ = ["GameMetrics", "GameServer", "Limits", "ServerStats"]
 
@@ -241,18 +243,17 @@ class GameServer:
             for one in listeners:
                 if not isinstance(one, SocketListener):
                     raise TypeError(f"GameServer serves socket listeners, got {one!r}")
-                tg.start_soon(self._accept_loop, one, tg)
+                # Its socket, not its accept(): connections become RawSocketStreams (sockets.py says why).
+                tg.start_soon(self._accept_loop, one.extra(SocketAttribute.raw_socket), tg)
 
-    async def _accept_loop(self, listener: SocketListener, tg: anyio.abc.TaskGroup) -> None:
+    async def _accept_loop(self, listening: socket.socket, tg: anyio.abc.TaskGroup) -> None:
         first, longest = _ACCEPT_BACKOFF
         delay = first
         while True:
             try:
-                stream = await listener.accept()
-            except (OSError, anyio.BrokenResourceError) as raised:
-                # anyio's trio backend wraps the OSError in BrokenResourceError, asyncio's does not.
-                exc = raised if isinstance(raised, OSError) else raised.__cause__
-                if not isinstance(exc, OSError) or exc.errno not in _ACCEPT_SKIP | _ACCEPT_CAPACITY:
+                stream = await accept(listening)
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_SKIP | _ACCEPT_CAPACITY:
                     raise
                 if exc.errno in _ACCEPT_SKIP:
                     continue
@@ -276,7 +277,7 @@ class GameServer:
                 self.stats.open += 1  # counted here, so that a burst of accepts cannot overshoot
                 tg.start_soon(self.handle, stream)
 
-    async def _refuse(self, stream: SocketStream) -> None:
+    async def _refuse(self, stream: ByteStream) -> None:
         full = {
             "ok": False,
             "error": "server_full",
@@ -292,7 +293,7 @@ class GameServer:
 
     # -- one connection ---------------------------------------------------------------------------
 
-    async def handle(self, stream: SocketStream) -> None:
+    async def handle(self, stream: ByteStream) -> None:
         """Serve one connection; whatever happens in it ends here (logged), never in the server.
 
         Counts as one of ``stats.open`` (``serve`` counts it before starting this).
@@ -583,7 +584,7 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def _address(stream: SocketStream) -> object:
+def _address(stream: ByteStream) -> object:
     try:
         return stream.extra(SocketAttribute.remote_address)
     except (anyio.TypedAttributeLookupError, OSError):
