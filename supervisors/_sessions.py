@@ -122,7 +122,7 @@ class SessionSupervisor(SessionHost):
 
     async def __aenter__(self) -> Self:
         await super().__aenter__()
-        self.reaper = Reaper(self, self.reaper_policy, self.clock)
+        self.reaper.reset()
         try:
             await self._schedule_stored_retention()
         except BaseException:
