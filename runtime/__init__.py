@@ -77,6 +77,7 @@ from ._stores.postgres import PostgresStoreStatistics as PostgresStoreStatistics
 from ._stores.sqlite import SQLiteStore as SQLiteStore
 from ._stores.sqlite import SQLiteStoreStatistics as SQLiteStoreStatistics
 from ._timers import TimerHandle as TimerHandle
+from ._window import RestartWindow as RestartWindow
 
 __all__ = [
     "AppendExtras",
@@ -93,6 +94,7 @@ __all__ = [
     "NoReply",
     "Reminder",
     "Replayed",
+    "RestartWindow",
     "Reply",
     "Session",
     "SessionHost",
