@@ -344,7 +344,7 @@ class TestReaperItself:
         async with supervisor(clock, idle_timeout=10, max_age=1000) as sessions:
             for i in range(3):
                 await sessions.start(Counter, f"s{i}")
-            clock._now += 11  # move time without waking the reaper: reap() by hand
+            clock.jump(11)  # move time without waking the reaper: reap() by hand
             stats = await sessions.reap()
             assert stats.removed == {RemovalReason.IDLE: 3}
             assert stats.due == 3
@@ -384,7 +384,7 @@ class TestReaperItself:
                 await sessions.start(Counter, f"s{i}")
                 if i == 9:
                     await clock.advance(50)
-            clock._now += 51
+            clock.jump(51)
             stats = await sessions.reap()
             assert (stats.due, stats.total) == (10, 10)
 
