@@ -50,6 +50,7 @@ from ._metrics import TreeMetrics as TreeMetrics
 from ._metrics import TypeMetrics as TypeMetrics
 from ._metrics_server import MetricsServer as MetricsServer
 from ._metrics_server import serve_metrics as serve_metrics
+from ._options import HostOptions as HostOptions
 from ._ownership import Lease as Lease
 from ._ownership import NodeInfo as NodeInfo
 from ._ownership import Ownership as Ownership
@@ -77,6 +78,7 @@ from ._stores.postgres import PostgresStoreStatistics as PostgresStoreStatistics
 from ._stores.sqlite import SQLiteStore as SQLiteStore
 from ._stores.sqlite import SQLiteStoreStatistics as SQLiteStoreStatistics
 from ._timers import TimerHandle as TimerHandle
+from ._window import RestartWindow as RestartWindow
 
 __all__ = [
     "AppendExtras",
@@ -85,6 +87,7 @@ __all__ = [
     "Health",
     "HealthThresholds",
     "HistoryConfig",
+    "HostOptions",
     "HostStats",
     "IdempotentReply",
     "Inspection",
@@ -93,6 +96,7 @@ __all__ = [
     "NoReply",
     "Reminder",
     "Replayed",
+    "RestartWindow",
     "Reply",
     "Session",
     "SessionHost",

@@ -89,7 +89,7 @@ async def run_actor(cell: SessionCell, initial: Session[Any] | None) -> None:
             instance = cell.incarnate(initial)
             initial = None
             try:
-                if instance._version < 0:
+                if instance.version < 0:  # not recovered yet
                     await recover(cell, instance)
             except (CorruptEventLog, RecoveryFailed) as exc:
                 await quarantine_corrupt(cell, exc)
@@ -220,7 +220,7 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
         started = perf_counter()
         status_before = cell.status
         version_before = cell.version
-        label_before = instance.label(instance._state) if labelled else None
+        label_before = instance.label(instance.state) if labelled else None
         error: Exception | None = None
         try:
             if kind is _CALL:

@@ -25,6 +25,7 @@ from ._mailbox import Envelope, Kind, Mailbox
 from ._session import Reply, Session
 from ._status import Status
 from ._timers import TimerHandle, Timers
+from ._window import RestartWindow
 
 if TYPE_CHECKING:
     from ._host import SessionHost
@@ -57,7 +58,7 @@ class SessionCell:
         "metadata",
         "metrics",
         "reply",
-        "restart_times",
+        "restart_window",
         "restarts",
         "started_at",
         "status",
@@ -106,7 +107,8 @@ class SessionCell:
         self.history: deque[RawTransition] | None = None
         self.stop_reason: str | None = None
         self.restarts = 0
-        self.restart_times: list[float] | None = None
+        self.restart_window: RestartWindow | None = None
+        """The session's recent crashes (made by the restart strategy at its first crash)."""
         self.messages = 0
         self.turn_started: float | None = None
         """When the turn in progress began (runtime clock), for the 'stuck' health check."""

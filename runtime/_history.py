@@ -94,7 +94,7 @@ def note_turn(
     label_after = None
     if label_before is not None:
         try:
-            label_after = instance.label(instance._state)
+            label_after = instance.label(instance.state)
         except Exception:
             label_after = "?"
     history.append(

@@ -22,7 +22,7 @@ from ._cell import SessionCell
 from ._clock import AnyioClock
 from ._counters import HostCounters, HostStats
 from ._deadlines import CallDeadlines
-from ._events import EventRegistry, default_registry, register_runtime_events
+from ._events import register_runtime_events
 from ._exceptions import (
     OwnershipLost,
     SessionError,
@@ -31,12 +31,13 @@ from ._exceptions import (
     SessionStopped,
     ShuttingDown,
 )
-from ._history import HistoryConfig, history_json, records
+from ._history import history_json, records
 from ._ids import check_session_id
-from ._inspect import HealthThresholds, Inspection, debug_dump, inspect_cell
+from ._inspect import Inspection, debug_dump, inspect_cell
 from ._lifecycle import LifecycleEvent, LifecycleHub, LifecycleSubscription
 from ._mailbox import Envelope, Kind
 from ._metrics import SessionMetrics
+from ._options import HostOptions
 from ._ownership import Lease, Ownership
 from ._records import SessionRecord
 from ._ref import SessionRef
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from prometheus_client import CollectorRegistry
 
-    from .abc import Clock, EventStore, RestartStrategy
+    from .abc import Clock, EventStore
 
 __all__ = ["HostStats", "SessionHost"]
 
@@ -64,14 +65,8 @@ class SessionHost:
 
     Args:
         store: where events, snapshots and the session index live (opened and closed by the host).
-        restarts: decides, per crash, whether and when a session restarts.
+        options: how it runs its sessions (restart strategy, clock, timeouts, limits).
         session_types: the ``Session`` classes that stored sessions may have, by ``type_name``.
-        clock: where timers and backoff read time (default: anyio's clock).
-        events: the event registry (default: the one ``@event`` fills).
-        drain_timeout: how long leaving the ``async with`` lets queued messages finish.
-        max_concurrent_recoveries: how many sessions may replay their logs at once.
-        history: how many recent transitions each session keeps (for ``inspect``).
-        health: when ``inspect`` calls a session stale, stuck or error-prone.
         registry: the Prometheus registry for this host's metrics (default: a new one of its own,
             so that two hosts in one process never clash).
         ownership: this node's leases on a store shared by several processes: a session is
@@ -84,18 +79,13 @@ class SessionHost:
         self,
         *,
         store: EventStore,
-        restarts: RestartStrategy,
+        options: HostOptions,
         session_types: Iterable[type[Session[Any]]] = (),
-        clock: Clock | None = None,
-        events: EventRegistry | None = None,
-        drain_timeout: float = 5.0,
-        max_concurrent_recoveries: int = 50,
-        history: HistoryConfig | None = None,
-        health: HealthThresholds | None = None,
         registry: CollectorRegistry | None = None,
         ownership: Ownership | None = None,
     ) -> None:
         self.store = store
+        self.options = options
         self.ownership = ownership
         """This node's leases when several processes share the store (DESIGN.md, "Many nodes")."""
         self.metrics = SessionMetrics(registry)
@@ -106,21 +96,19 @@ class SessionHost:
         self.metrics.observe_store(store)
         if ownership is not None:
             self.metrics.observe_ownership(ownership.statistics)
-        self.health = health or HealthThresholds()
-        self.history = history or HistoryConfig()
-        self.restarts = restarts
-        self.clock: Clock = clock or AnyioClock()
-        self.events = events or default_registry
+        # The options read on the way of every message, bound once (read-only: see ``options``).
+        self.health = options.health
+        self.history = options.history
+        self.restarts = options.restarts
+        self.clock: Clock = options.clock
+        self.events = options.events
         register_runtime_events(self.events)  # a registry of one's own needs them too
-        self.drain_timeout = drain_timeout
+        self.drain_timeout = options.drain_timeout
+        self.self_sends_count = options.self_sends_count
+        self.measure_states = options.measure_states
+        self.message_limit = options.message_limit
         self.closing = False
-        self.self_sends_count = False
-        """Whether a session's messages to itself (timers, self-casts) count as activity."""
-        self.measure_states = False
-        """Measure each recovered state's JSON size (``SessionCell.state_bytes``), for limits."""
         self._ended: anyio.Event | None = None
-        self.message_limit: int | None = None
-        """End sessions as TIMED_OUT after this many handled messages (``None``: no limit)."""
         self.lifecycle_hub = LifecycleHub()
         self.statuses = StatusWriter(self)
         """The one writer of every session's status."""
@@ -128,7 +116,6 @@ class SessionHost:
         self.deadlines = CallDeadlines(anyio.current_time)
         """The call timeouts of this host's sessions (enforced by one watchdog task)."""
         self.now: Callable[[], float] = self.clock.now
-        self._max_recoveries = max_concurrent_recoveries
         self._types: dict[str, type[Session[Any]]] = {}
         for cls in session_types:
             self.register_type(cls)
@@ -159,7 +146,7 @@ class SessionHost:
                 with anyio.CancelScope(shield=True):
                     await self.store.aclose()
                 raise
-        self._recovery_limiter = anyio.CapacityLimiter(self._max_recoveries)
+        self._recovery_limiter = anyio.CapacityLimiter(self.options.max_concurrent_recoveries)
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg

@@ -78,7 +78,10 @@ def classify(cell: SessionCell, now: float, thresholds: HealthThresholds) -> Hea
     turn = cell.turn_started
     if turn is not None and cell.mailbox_depth and now - turn > thresholds.stuck_after:
         return Health.STUCK
-    recent = [t for t in cell.restart_times or () if now - t <= thresholds.error_prone_within]
+    window = cell.restart_window
+    recent = [
+        t for t in (window.times if window is not None else ()) if now - t <= thresholds.error_prone_within
+    ]
     if len(recent) >= thresholds.error_prone_restarts:
         return Health.ERROR_PRONE
     if not cell.status.terminal and now - cell.last_active > thresholds.stale_after:

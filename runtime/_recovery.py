@@ -58,10 +58,10 @@ async def restart_after(cell: SessionCell, crash: BaseException, in_recovery: bo
     host = cell.host
     clock = host.clock
     now = clock.now()
-    recent = cell.restart_times
-    if recent is None:
-        recent = cell.restart_times = []
-    delay = host.restarts.restart_delay(recent, now)
+    window = cell.restart_window
+    if window is None:
+        window = cell.restart_window = host.restarts.window()
+    delay = host.restarts.restart_delay(window, now)
     if delay is None:
         await _quarantine_exhausted(cell, crash, in_recovery)
         return False
@@ -69,7 +69,6 @@ async def restart_after(cell: SessionCell, crash: BaseException, in_recovery: bo
     host.counters.restarted(cell, type(crash).__name__)
     if delay > 0:
         await clock.sleep_until(now + delay)
-    recent.append(clock.now())
     return True
 
 

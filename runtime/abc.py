@@ -24,7 +24,7 @@ Every method may raise ``StoreError`` (or a subclass) for a failure of the store
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._ownership import Lease, NodeInfo, Renewal
 from ._records import (
@@ -39,6 +39,9 @@ from ._records import (
     StoreStats,
 )
 from ._status import Status
+
+if TYPE_CHECKING:
+    from ._window import RestartWindow
 
 __all__ = [
     "Lease",
@@ -267,12 +270,14 @@ class Clock(Protocol):
 class RestartStrategy(Protocol):
     """Decides whether, and after how long, a crashed session is restarted."""
 
-    def restart_delay(self, recent: list[float], now: float) -> float | None:
-        """Seconds to wait before restarting, or ``None`` to quarantine the session as ``FAILED``.
+    def window(self) -> RestartWindow:
+        """A new, empty window of crash times, kept by the session from its first crash on."""
+
+    def restart_delay(self, window: RestartWindow, now: float) -> float | None:
+        """Record a crash at ``now`` in ``window``; seconds to wait before restarting, or ``None``
+        to quarantine the session as ``FAILED``.
 
         Args:
-            recent: the times (``Clock.now()``) of this session's earlier restarts, oldest first.
-                The list belongs to the session and is kept for the strategy, which may drop the
-                times it no longer needs; the runtime appends ``now`` when it restarts the session.
-            now: the time of this crash.
+            window: the session's own window (from ``window()``), with its earlier crashes.
+            now: the time of this crash (``Clock.now()``).
         """

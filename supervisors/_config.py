@@ -357,7 +357,7 @@ _REAPER: dict[str, Check] = {
 }
 _RESTARTS: dict[str, Check] = {
     "max_restarts": _at_least(_integer, 0),
-    "within": _at_least(_number, 0),
+    "within": _POSITIVE_NUMBER,
 }
 _BACKOFF: dict[str, Check] = {
     "initial": _at_least(_number, 0),

@@ -171,6 +171,18 @@ class Reaper:
 
     # -- scheduling -----------------------------------------------------------------------------
 
+    def reset(self) -> None:
+        """Start over from the sessions loaded now (the supervisor is entered, again or first).
+
+        The wheel of an earlier run is gone with its task: every loaded session is scheduled anew.
+        """
+        self._wheel = DeadlineWheel(1.0)
+        self._marks.clear()
+        self._wake = None
+        self._next_wake = math.inf
+        for cell in self.host.cells():
+            self.schedule(cell.id)
+
     def schedule(self, session_id: str) -> None:
         """Push the checks the session's current status calls for (once each)."""
         cell = self.host.cached(session_id)

@@ -6,12 +6,19 @@ import random
 
 import attrs
 
+from runtime import RestartWindow
+
 __all__ = ["Backoff", "RestartPolicy"]
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+
+
+def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value}")
 
 
 @attrs.frozen(kw_only=True)
@@ -45,22 +52,24 @@ class RestartPolicy:
 
     More than ``max_restarts`` crashes within a sliding ``within`` seconds spends the session's
     budget: it is quarantined, and only it (its siblings never notice). Each restart waits
-    ``backoff``. Implements :class:`runtime.abc.RestartStrategy`.
+    ``backoff``. The window is the one supervisor trees use (:class:`runtime.RestartWindow`: a
+    crash exactly ``within`` seconds after an earlier one still counts with it), and ``within``
+    must be positive. Implements :class:`runtime.abc.RestartStrategy`.
 
     .. versionadded:: 0.1
     """
 
     max_restarts: int = attrs.field(default=5, validator=attrs.validators.ge(0))
-    within: float = attrs.field(default=60.0, validator=_non_negative)
+    within: float = attrs.field(default=60.0, validator=_positive)
     backoff: Backoff = attrs.field(factory=Backoff)
     rng: random.Random | None = attrs.field(default=None, eq=False, repr=False)
 
-    def restart_delay(self, recent: list[float], now: float) -> float | None:
-        cutoff = now - self.within
-        stale = 0
-        while stale < len(recent) and recent[stale] <= cutoff:
-            stale += 1
-        del recent[:stale]
-        if len(recent) >= self.max_restarts:
+    def window(self) -> RestartWindow:
+        """A new, empty window for one session's crashes."""
+        return RestartWindow(self.max_restarts, self.within)
+
+    def restart_delay(self, window: RestartWindow, now: float) -> float | None:
+        """Record a crash at ``now``: the backoff before the restart, or ``None`` to quarantine."""
+        if not window.record(now):
             return None
-        return self.backoff.delay(len(recent), self.rng)
+        return self.backoff.delay(window.count(now) - 1, self.rng)

@@ -14,6 +14,7 @@ from runtime import (
     EventRegistry,
     HealthThresholds,
     HistoryConfig,
+    HostOptions,
     MemoryStore,
     Ownership,
     RateLimited,
@@ -97,24 +98,26 @@ class SessionSupervisor(SessionHost):
                 )
             ownership = Ownership(leases, node=node.name, address=node.address, lease_ttl=node.lease_ttl)
         self.restart_policy = restarts or RestartPolicy()
-        self.reaper_policy = reaper or ReaperPolicy()
-        super().__init__(
-            store=store if store is not None else MemoryStore(),
+        self.reaper_policy = policy = reaper or ReaperPolicy()
+        options = HostOptions(
             restarts=self.restart_policy,
-            session_types=session_types,
             clock=clock,
             events=events,
             drain_timeout=drain_timeout,
             max_concurrent_recoveries=max_concurrent_recoveries,
-            history=history,
-            health=health,
+            history=history or HistoryConfig(),
+            health=health or HealthThresholds(),
+            message_limit=policy.max_messages,
+            measure_states=policy.max_memory_bytes is not None,
+            self_sends_count=policy.idle_counts_self_sends,
+        )
+        super().__init__(
+            store=store if store is not None else MemoryStore(),
+            options=options,
+            session_types=session_types,
             registry=registry,
             ownership=ownership,
         )
-        policy = self.reaper_policy
-        self.message_limit = policy.max_messages
-        self.measure_states = policy.max_memory_bytes is not None
-        self.self_sends_count = policy.idle_counts_self_sends
         self.reaper = Reaper(self, policy, self.clock)
 
     def __repr__(self) -> str:
@@ -122,7 +125,7 @@ class SessionSupervisor(SessionHost):
 
     async def __aenter__(self) -> Self:
         await super().__aenter__()
-        self.reaper = Reaper(self, self.reaper_policy, self.clock)
+        self.reaper.reset()
         try:
             await self._schedule_stored_retention()
         except BaseException:

@@ -36,6 +36,8 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
+from runtime import RestartWindow
+
 from ._exceptions import (
     ChildExists,
     ChildNotFound,
@@ -44,7 +46,6 @@ from ._exceptions import (
     RestartIntensityExceeded,
     SupervisorNotRunning,
 )
-from ._intensity import RestartIntensity
 from ._spec import ChildCounts, ChildInfo, ChildSpec, Restart, Strategy
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class _Tree:
         self.name = supervisor.name
         self.metrics = supervisor.metrics
         self.strategy = supervisor.strategy
-        self.intensity = RestartIntensity(supervisor.max_restarts, supervisor.within)
+        self.intensity = RestartWindow(supervisor.max_restarts, supervisor.within)
         self.children = [_Child(spec, self.name) for spec in supervisor.specs]
         self.phase = _Phase.STARTING
         self.lock = anyio.Lock(fast_acquire=True)
@@ -465,7 +466,7 @@ class Supervisor(anyio.AsyncContextManagerMixin):
             if spec.id in seen:
                 raise ValueError(f"two children share the id {spec.id!r}: child ids must be unique")
             seen.add(spec.id)
-        RestartIntensity(max_restarts, within)  # validates both, before anything runs
+        RestartWindow(max_restarts, within)  # validates both, before anything runs
         self.name = name if name is not None else f"supervisor-{next(_names)}"
         self.specs = specs
         self.strategy = strategy

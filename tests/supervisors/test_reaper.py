@@ -344,7 +344,7 @@ class TestReaperItself:
         async with supervisor(clock, idle_timeout=10, max_age=1000) as sessions:
             for i in range(3):
                 await sessions.start(Counter, f"s{i}")
-            clock._now += 11  # move time without waking the reaper: reap() by hand
+            clock.jump(11)  # move time without waking the reaper: reap() by hand
             stats = await sessions.reap()
             assert stats.removed == {RemovalReason.IDLE: 3}
             assert stats.due == 3
@@ -384,7 +384,7 @@ class TestReaperItself:
                 await sessions.start(Counter, f"s{i}")
                 if i == 9:
                     await clock.advance(50)
-            clock._now += 51
+            clock.jump(51)
             stats = await sessions.reap()
             assert (stats.due, stats.total) == (10, 10)
 
@@ -414,3 +414,56 @@ class TestLifecycleSubscribers:
                 await c.stop()
                 await anyio.wait_all_tasks_blocked()
         assert seen == [("c", Status.RUNNING), ("c", Status.STOPPED)]
+
+
+class TestReentry:
+    """The reaper's bookkeeping is its own: a supervisor entered again reaps its sessions again."""
+
+    async def test_entered_again(self, clock: ManualClock) -> None:
+        """Enter, call, exit, enter again, call: the idle session is still passivated on time."""
+        sessions = supervisor(clock, idle_timeout=10)
+        async with sessions:
+            c = await sessions.start(Counter, "c")
+            await c.call(Add(1))
+        async with sessions:
+            assert await c.call(Get()) == 1
+            await clock.advance(11)
+            await anyio.wait_all_tasks_blocked()
+            assert status_of(c) is Status.PASSIVATED
+            assert sessions.reaper.totals[RemovalReason.IDLE] == 1
+
+    async def test_under_a_tree_restart(self, clock: ManualClock) -> None:
+        """ONE_FOR_ALL restarts the session supervisor with a worker; its sessions are reaped after."""
+        from anyio.abc import TaskStatus
+
+        from supervisors import ChildSpec, Strategy, Supervisor
+
+        sessions = supervisor(clock, idle_timeout=10)
+        crash = anyio.Event()
+        runs: list[int] = []
+
+        async def worker(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            runs.append(len(runs))
+            task_status.started()
+            if len(runs) == 1:
+                await crash.wait()
+                raise RuntimeError("worker bug")
+            await anyio.sleep_forever()
+
+        tree = Supervisor(
+            [ChildSpec("sessions", sessions), ChildSpec("worker", worker)], strategy=Strategy.ONE_FOR_ALL
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(tree.run)
+            c = await sessions.start(Counter, "c")
+            await c.call(Add(1))
+            crash.set()
+            await anyio.wait_all_tasks_blocked()
+            assert runs == [0, 1]
+            assert [i.restarts for i in tree.which_children()] == [1, 1]
+            assert await c.call(Get()) == 1
+            await clock.advance(111)
+            await anyio.wait_all_tasks_blocked()
+            assert status_of(c) is Status.PASSIVATED
+            assert sessions.reaper.totals[RemovalReason.IDLE] == 1
+            tg.cancel_scope.cancel()

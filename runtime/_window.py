@@ -1,9 +1,7 @@
-"""Restart intensity: how many restarts a supervisor allows within a sliding time window.
+"""The sliding window of restarts that trees (restart intensity) and sessions (their budget) share.
 
-Pure and synchronous: the caller passes the time in, so the window is tested with plain numbers, and the
-supervisor feeds it ``anyio.current_time()`` (which trio's ``MockClock`` drives in tests).
-
-.. versionadded:: 0.1
+Pure and synchronous: the caller passes the time in, so the window is tested with plain numbers; a
+supervisor tree feeds it ``anyio.current_time()``, a session its host's clock.
 """
 
 from __future__ import annotations
@@ -11,11 +9,11 @@ from __future__ import annotations
 from collections import deque
 from typing import final
 
-__all__ = ["RestartIntensity"]
+__all__ = ["RestartWindow"]
 
 
 @final
-class RestartIntensity:
+class RestartWindow:
     """A sliding window of restart times, as in OTP's ``supervisor`` (``intensity`` / ``period``).
 
     A restart at time ``now`` counts together with every earlier one at or after ``now - within``
@@ -31,6 +29,8 @@ class RestartIntensity:
 
     Raises:
         ValueError: ``max_restarts`` is negative or ``within`` is not positive.
+
+    .. versionadded:: 0.2
     """
 
     __slots__ = ("_max_restarts", "_times", "_within")
@@ -79,6 +79,11 @@ class RestartIntensity:
         """
         threshold = now - self._within
         return sum(1 for t in self._times if threshold <= t <= now)
+
+    @property
+    def times(self) -> tuple[float, ...]:
+        """The restart times kept, oldest first (at most ``max_restarts + 1``)."""
+        return tuple(self._times)
 
     def reset(self) -> None:
         """Forget every recorded restart."""

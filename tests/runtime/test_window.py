@@ -1,4 +1,4 @@
-"""The restart-intensity window, tested synchronously with plain numbers."""
+"""The restart window (trees' intensity, sessions' budget), tested synchronously with plain numbers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisors._intensity import RestartIntensity
+from runtime import RestartWindow as RestartIntensity
 
 
 def _record_all(intensity: RestartIntensity, times: list[float]) -> list[bool]:
