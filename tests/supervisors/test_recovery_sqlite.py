@@ -9,6 +9,7 @@ whichever way the schema refers to sessions (by id, or by an integer key into th
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -971,6 +972,21 @@ class TestStoreFailures:
             view = await sessions.inspect("s")
             assert (view.status, view.restarts) == (Status.RUNNING, 0)
         assert versions(path, "s") == [1, 2, 3]
+
+    async def test_deleted_database_acknowledges_nothing_more(self, tmp_path: Path) -> None:
+        """The file (and -wal, -shm) deleted under running sessions: every later call gets StoreError."""
+        path = tmp_path / "s.db"
+        async with SessionSupervisor(store=SQLiteStore(path), restarts=NO_BACKOFF) as sessions:
+            refs = [await sessions.start(Ledger, f"s{n}") for n in range(3)]
+            for ref in refs:
+                assert await ref.call(Put(added(1))) == (1, fold(added(1)))
+            for suffix in ("", "-wal", "-shm"):
+                os.unlink(f"{path}{suffix}")
+            for n in range(2, 12):
+                for ref in refs:
+                    with pytest.raises(StoreError, match=r"s\.db' was deleted"):
+                        await ref.call(Put(added(n)))
+            assert [await ref.call(Read()) for ref in refs] == [(1, fold(added(1)))] * 3
 
     async def test_failed_commit_in_sqlite_is_rolled_back(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
