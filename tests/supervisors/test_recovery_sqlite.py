@@ -948,6 +948,48 @@ class TestTwoWriters:
             # a starts, b starts, a's stale copy stops, a's reloaded copy starts
             assert [what for what, _ in journal] == ["start", "start", "stop", "start"]
 
+    async def test_recovery_races_the_other_writers_snapshots(self, tmp_path: Path) -> None:
+        """One supervisor records and snapshots at every event while another recovers the same
+        sessions, 200 times: recovery reads one view of the file, so no healthy session FAILs.
+
+        Read apart, the index and then the snapshot, recovery saw the other writer's newer
+        snapshot "beyond the last event" and quarantined healthy sessions (issue 17, 2 in 10).
+        """
+        path = tmp_path / "s.db"
+        hot = ledger_class(1)  # a snapshot with every event
+        ids = ["s0", "s1"]
+        async with (
+            SessionSupervisor(store=SQLiteStore(path), session_types=[hot]) as a,
+            SessionSupervisor(store=SQLiteStore(path), session_types=[hot], restarts=UNLIMITED) as b,
+        ):
+            for sid in ids:
+                await (await a.start(hot, sid)).call(Put(added(1)))
+            writing = True
+
+            async def write(sid: str) -> None:
+                ref, n = a.ref(sid), 1
+                while writing:
+                    n += 1
+                    await ref.call(Put(added(n)))
+
+            seen = dict.fromkeys(ids, 0)
+            async with anyio.create_task_group() as tg:
+                for sid in ids:
+                    tg.start_soon(write, sid)
+                for _ in range(200):
+                    for sid in ids:
+                        copy = await b.get(sid)
+                        with pytest.raises(SessionCrashed):
+                            await copy.call(Crash())  # its next message waits for a new recovery
+                        version, state = await copy.call(Read(), timeout=30)
+                        assert version >= seen[sid]
+                        assert state == fold(added(*range(1, version + 1)))
+                        seen[sid] = version
+                writing = False
+            assert (await b.stats()).quarantined == 0
+            assert list(await a.store.list(status=Status.FAILED)) == []
+            assert min(seen.values()) > 1  # the other writer did write meanwhile
+
 
 # -- 6. store failures --------------------------------------------------------------------------------
 
