@@ -276,19 +276,19 @@ class TestFileGoneOrForeign:
             for n in range(50):
                 await store.create(SessionRecord(f"s{n}", "Game"))
             stats: list[str] = []
-            real_stat = _sqlite_writer.os.stat
+            real_stat = os.stat
 
             def counting_stat(target: Any, *args: Any, **kwargs: Any) -> Any:
                 stats.append(str(target))
                 return real_stat(target, *args, **kwargs)
 
-            monkeypatch.setattr(_sqlite_writer.os, "stat", counting_stat)
+            monkeypatch.setattr(os, "stat", counting_stat)  # the writer's stat is os.stat
             before = store.statistics().commits
             async with anyio.create_task_group() as tg:
                 for n in range(50):
                     tg.start_soon(store.append, f"s{n}", 0, [ev(1), ev(2)])
             commits = store.statistics().commits - before
-            assert stats == [str(path)] * (2 * commits)
+            assert stats.count(str(path)) == 2 * commits
             assert commits < 50
         finally:
             await store.aclose()

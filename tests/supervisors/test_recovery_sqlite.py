@@ -981,7 +981,7 @@ class TestTwoWriters:
                         copy = await b.get(sid)
                         with pytest.raises(SessionCrashed):
                             await copy.call(Crash())  # its next message waits for a new recovery
-                        version, state = await copy.call(Read(), timeout=30)
+                        version, state = cast("tuple[int, Tally]", await copy.call(Read(), timeout=30))
                         assert version >= seen[sid]
                         assert state == fold(added(*range(1, version + 1)))
                         seen[sid] = version
