@@ -63,6 +63,14 @@ async def wait_deleted(sessions: SessionSupervisor, session_id: str, *, seconds:
         await anyio.to_thread.run_sync(time.sleep, 0.01)
 
 
+async def wait_failed_exports(sessions: SessionSupervisor, count: int, *, seconds: float = 20.0) -> None:
+    """Wait, in real time (as ``wait_deleted``), until the reaper has seen ``count`` exports fail."""
+    deadline = time.monotonic() + seconds
+    while sessions.reaper.export_failures < count:
+        assert time.monotonic() < deadline, f"no {count} failed exports within {seconds}s"
+        await anyio.to_thread.run_sync(time.sleep, 0.01)
+
+
 class TestPassivation:
     async def test_idle_session_is_passivated_and_comes_back(self, clock: ManualClock) -> None:
         """After idle_timeout: snapshot, task stopped, PASSIVATED; the next call brings it back."""
@@ -305,9 +313,8 @@ class TestEndedSessions:
             await ref.call(Add(3))
             await ref.stop("done")
             await clock.advance(101)
-            stats = await sessions.reap()
-            await anyio.wait_all_tasks_blocked()
-            assert sessions.reaper.export_failures == 1, stats
+            await wait_failed_exports(sessions, 1)
+            assert sessions.reaper.export_failures == 1
             assert [e.version for e in await sessions.store.read("kept")] == [1, 2]
             export.unlink()
             await clock.advance(reaper_module._EXPORT_RETRY + 1)
