@@ -22,6 +22,7 @@ from ._node import Node as Node
 from ._reaper import CleanupStats as CleanupStats
 from ._reaper import ReaperPolicy as ReaperPolicy
 from ._reaper import RemovalReason as RemovalReason
+from ._reaper import export_file_name as export_file_name
 from ._restart import Backoff as Backoff
 from ._restart import RestartPolicy as RestartPolicy
 from ._sessions import SessionSupervisor as SessionSupervisor
@@ -61,6 +62,7 @@ __all__: list[str] = [
     "SupervisorNotRunning",
     "WebhookNotifier",
     "WebhookStatistics",
+    "export_file_name",
     "load_config",
     "parse_config",
 ]

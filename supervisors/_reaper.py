@@ -9,6 +9,7 @@ the reaper nothing at all.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import logging
 import math
@@ -35,6 +36,38 @@ __all__ = ["CleanupStats", "ReaperPolicy", "RemovalReason"]
 
 logger = logging.getLogger(__name__)
 
+_EXPORT_RETRY = 60.0
+"""Seconds before a failed export (and so the deletion it guards) is tried again."""
+_READABLE_PREFIX = 64
+
+
+def export_file_name(session_id: str) -> str:
+    """The file a session's log is exported to before retention deletes it: one per id.
+
+    A readable part (the id with everything but letters, digits, ``-``, ``_`` and ``.`` replaced
+    by ``_``, at most 64 characters) and the first 16 hex digits of the id's SHA-256: ``a/b``,
+    ``a_b`` and ``a?b`` once all became ``a_b.jsonl`` and overwrote each other (issue 17). The
+    digest keeps names apart on case-insensitive file systems too, and bounds their length. The id
+    itself is in every line of the file.
+
+    .. versionadded:: 0.2
+    """
+    readable = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in session_id)
+    readable = readable[:_READABLE_PREFIX].lstrip(".") or "_"
+    digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:16]
+    return f"{readable}-{digest}.jsonl"
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (Windows has no directory handles to fsync)."""
+    if os.name == "nt":  # pragma: no cover
+        return
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and not (isinstance(value, int | float) and value > 0):
@@ -55,7 +88,8 @@ class ReaperPolicy:
         paused_ttl: end a session paused for this long as ``ABANDONED``.
         terminal_ttl: drop an ended session from memory this long after it ended (it stays stored).
         retention: delete an ended session's log and snapshots this long after it ended.
-        export_dir: before deleting, write the session's log here (JSON lines, one file each).
+        export_dir: before deleting, write the session's log here (JSON lines, one file each,
+            named by :func:`export_file_name`); a log whose export fails is kept, and tried again.
         max_sessions: how many sessions may be active (have a task) at once.
         on_limit: at ``max_sessions``, "reject" new starts (``TooManySessions``) or "evict_idle"
             (passivate the least recently used idle session to make room).
@@ -167,6 +201,7 @@ class Reaper:
         ) or policy.max_memory_bytes is not None
         self.passes = 0
         self.crashes = 0
+        self.export_failures = 0
         self.totals: Counter[RemovalReason] = Counter()
 
     # -- scheduling -----------------------------------------------------------------------------
@@ -350,11 +385,31 @@ class Reaper:
         if record is None or not record.status.terminal:
             return None
         if p.export_dir is not None:
-            await self._export(session_id)
+            try:
+                await self._export(session_id)
+            except OSError:
+                # Never delete a log whose export did not reach the disk: keep it, try again later.
+                logger.exception(
+                    "reaper: exporting session %r to %s failed; its log is kept and the export "
+                    "retried in %gs",
+                    session_id,
+                    p.export_dir,
+                    _EXPORT_RETRY,
+                )
+                self.push_retention(session_id, now + _EXPORT_RETRY)
+                self.export_failures += 1
+                return None
         await host.delete(session_id)
         return RemovalReason.RETENTION
 
     async def _export(self, session_id: str) -> None:
+        """Write the session's log to its own file in ``export_dir``, durably, before deletion.
+
+        The file's name comes from :func:`export_file_name` (two ids never share a file) and each
+        line carries the id itself. The lines go to a temporary file that is fsynced, renamed over
+        the name, and the directory fsynced: once this returns the export survives a power loss,
+        and if it raises (disk full, no permission) the log must not be deleted.
+        """
         events = await self.host.store.read(session_id)
         record = await self.host.store.get(session_id)
         assert self.policy.export_dir is not None
@@ -374,13 +429,18 @@ class Reaper:
             for e in events
         ]
 
+        name = export_file_name(session_id)
+
         def write() -> None:
             folder.mkdir(parents=True, exist_ok=True)
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in session_id)
-            target = folder / f"{safe}.jsonl"
-            tmp = target.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            target = folder / name
+            tmp = folder / f"{name}.tmp"
+            with open(tmp, "w", encoding="utf-8") as file:
+                file.writelines(line + "\n" for line in lines)
+                file.flush()
+                os.fsync(file.fileno())
             os.replace(tmp, target)
+            _fsync_directory(folder)  # the rename itself, so that the name survives a power loss
 
         await anyio.to_thread.run_sync(write)
 

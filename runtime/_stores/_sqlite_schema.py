@@ -10,6 +10,7 @@ refused too instead of being written into.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "connect_reader",
     "connect_writer",
+    "file_identity",
     "migrate",
 ]
 
@@ -246,14 +248,48 @@ def _connect(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def file_identity(path: str | Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file at ``path`` now, or ``None`` when there is none."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _refuse_empty(path: str | Path) -> None:
+    """A file that exists but is empty is not a store; only a path with no file makes a new one.
+
+    SQLite would take a 0-byte file for a new database and write a store into it: a file truncated
+    by accident (or a store deleted and recreated by something else) would silently read as an
+    empty store (issue 17).
+    """
+    try:
+        size = os.stat(path).st_size
+    except OSError:  # no file (a new store), or SQLite says why not in a moment
+        return
+    if size == 0 and os.path.isfile(path):
+        raise StoreError(
+            None,
+            "open the database",
+            f"{str(path)!r} is an empty file (0 bytes), not a sessionvisor store; a new store is made "
+            "only where no file exists: delete the empty file, or point the store at its own path",
+        )
+
+
 def connect_writer(path: str | Path, synchronous: str) -> sqlite3.Connection:
     """Open the one writing connection: WAL, the given ``synchronous`` level, schema migrated.
 
+    The file must be a sessionvisor store, or not exist yet (then it is created); an existing
+    empty or non-database file is refused and left as it is.
+
     Raises:
-        StoreError: the file cannot be opened, put in WAL mode or migrated.
+        StoreError: the file is empty or not a database, or cannot be opened, put in WAL mode or
+            migrated.
     """
     if synchronous not in ("FULL", "NORMAL"):  # checked by the store too; never format other text
         raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+    _refuse_empty(path)
     try:
         conn = _connect(path)
     except sqlite3.Error as exc:
@@ -276,6 +312,16 @@ def connect_writer(path: str | Path, synchronous: str) -> sqlite3.Connection:
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES:d}")
         conn.execute(f"PRAGMA cache_size = {-WRITER_CACHE_KIB:d}")
         migrate(conn, path)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if "not a database" in str(exc):
+            raise StoreError(
+                None,
+                "open the database",
+                f"{str(path)!r} is not an SQLite database ({exc}); it was left as it is: point the "
+                "store at its own file",
+            ) from exc
+        raise StoreError(None, "open the database", f"{str(path)!r}: {exc}") from exc
     except sqlite3.Error as exc:
         conn.close()
         raise StoreError(None, "open the database", f"{str(path)!r}: {exc}") from exc

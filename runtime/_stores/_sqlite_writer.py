@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -137,9 +138,14 @@ def _bucket(size: int) -> int:
 class Writer:
     """Owns the writing connection and the thread that uses it; see the module docstring."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str | Path) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: str | Path, identity: tuple[int, int] | None = None
+    ) -> None:
         self._conn = conn
         self._path = path
+        self._identity = identity
+        self.file_lost: str | None = None
+        """Why the file behind the connection is no longer at its path, once the writer saw it."""
         self._queue: SimpleQueue[Op | None] = SimpleQueue()
         self._lock = threading.Lock()
         self._closing = False
@@ -264,6 +270,9 @@ class Writer:
         bucket = _bucket(size)
         self._batch_sizes[bucket] = self._batch_sizes.get(bucket, 0) + 1
         try:
+            if self.file_lost is not None:
+                raise _FileLost(self.file_lost)
+            self._check_file()  # before: nothing is written into a file that has gone
             try:
                 self._transaction(batch, isolate=False)
             except _OP_ERRORS:
@@ -272,6 +281,13 @@ class Writer:
                 # in its own savepoint, so that only the guilty one fails.
                 self._isolated_retries += 1
                 self._transaction(batch, isolate=True)
+            self._check_file()  # and after: nothing is acknowledged that went with it
+        except _FileLost as exc:
+            self._rollback()
+            self._failed_commits += 1
+            for op in batch:
+                op.result = None
+                op.error = StoreError(op.session_id, op.kind.value, str(exc))
         except Exception as exc:
             self._rollback()
             self._failed_commits += 1
@@ -300,6 +316,40 @@ class Writer:
                     self._appends += 1
                     self._events += len(op.args[1])
         wake_all(batch)
+
+    def _check_file(self) -> None:
+        """Raise ``_FileLost`` if the path no longer leads to the file the connection has open.
+
+        Twice per transaction, before its BEGIN and after its COMMIT (before anyone is told it
+        is durable): a ``stat`` of the path against the (device, inode) seen at open. A database
+        deleted or replaced under a running store would otherwise take acknowledged writes into a
+        file that nobody can open again (issue 17: 16,945 calls were acknowledged that way), or
+        leave frames of the old file in the write-ahead log next to the new one.
+        """
+        if self._identity is None:
+            return
+        try:
+            found = os.stat(self._path)
+        except FileNotFoundError:
+            why = "was deleted"
+        else:
+            if (found.st_dev, found.st_ino) == self._identity:
+                return
+            why = "was replaced by another file"
+        self.file_lost = (
+            f"the database file {str(self._path)!r} {why} while the store had it open: what it "
+            "writes now would be lost with the old file, so it writes nothing more; close this "
+            "store and open the file again (restore it first if it was deleted)"
+        )
+        logger.critical("SQLite store %s: %s", self._path, self.file_lost)
+        # The write-ahead log at the path is still ours: empty it into the file we have open, so
+        # that its frames are not replayed onto whatever file now has the name (SQLite does not
+        # tie a WAL to its database's inode).
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            logger.exception("SQLite store %s: could not empty the write-ahead log", self._path)
+        raise _FileLost(self.file_lost)
 
     def _rollback(self) -> None:
         self._heads.clear()
@@ -509,6 +559,10 @@ def _write_extras(conn: sqlite3.Connection, key: int, extras: AppendExtras) -> N
             "WHERE key = ?",
             (extras.handled, extras.deadline, key),
         )
+
+
+class _FileLost(Exception):
+    """The store's file is no longer at its path (see ``Writer._check_file``)."""
 
 
 def commit(conn: sqlite3.Connection) -> None:

@@ -26,7 +26,7 @@ from .._exceptions import CorruptEventLog, StoreError
 from .._ids import check_session_id
 from .._records import Reminder, SessionRecord, Snapshot, StoredEvent, StoredSession, StoreStats
 from .._status import Status
-from ._sqlite_schema import connect_reader, connect_writer
+from ._sqlite_schema import connect_reader, connect_writer, file_identity
 from ._sqlite_wakeup import run_in_thread
 from ._sqlite_writer import Kind, Op, Writer
 
@@ -231,6 +231,12 @@ def _events(session_id: str, rows: Iterable[tuple[Any, ...]]) -> list[StoredEven
     return out
 
 
+def _open_writer(path: str, synchronous: str) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
+    """The writer's connection and the identity of the file it opened (see ``Writer``)."""
+    conn = connect_writer(path, synchronous)
+    return conn, file_identity(path)
+
+
 @final
 class _Readers:
     """A pool of read-only connections, each used by one worker thread at a time."""
@@ -365,12 +371,12 @@ class SQLiteStore:
             raise StoreError(None, "open the database", f"{self!r} was opened before; make a new SQLiteStore")
         self._state = "opening"
         try:
-            conn = await run_in_thread(connect_writer, self._path, self._synchronous)
+            conn, identity = await run_in_thread(_open_writer, self._path, self._synchronous)
         except BaseException:
             self._state = "closed"
             self._readers.close()
             raise
-        self._writer = Writer(conn, self._path)
+        self._writer = Writer(conn, self._path, identity)
         self._writer.start()
         self._state = "open"
         logger.debug("opened %r", self)
@@ -517,6 +523,10 @@ class SQLiteStore:
         if self._state != "open":
             why = "not open: await store.open() first" if self._state == "new" else "closed"
             raise StoreError(session_id, action, f"the SQLite store is {why}")
+        writer = self._writer
+        if writer is not None and writer.file_lost is not None:
+            # What the readers would see is a file nobody else can open any more.
+            raise StoreError(session_id, action, writer.file_lost)
         return await run_in_thread(self._readers.run, session_id, action, fn)
 
     async def read(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sqlite3
 import threading
@@ -216,6 +217,118 @@ class TestFile:
             assert [e.version for e in await again.read("s")] == [1, 2, 3, 4, 5]
         finally:
             await again.aclose()
+
+
+def remove_database(path: Path) -> None:
+    """Delete the store's file and its -wal and -shm, as an operator (or a cleanup job) might."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+class TestFileGoneOrForeign:
+    """The file under a store is the one it opened, and a store opens only a store (issue 17)."""
+
+    @pytest.mark.parametrize("how", ["deleted", "replaced"])
+    async def test_appends_fail_once_the_file_is_gone(self, tmp_path: Path, how: str) -> None:
+        """Deleted or replaced under a running store: the next commit is refused, and all after it."""
+        path = tmp_path / "s.db"
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            await store.create(SessionRecord("s", "Game"))
+            assert await store.append("s", 0, [ev(1)]) == 1
+            if how == "deleted":
+                remove_database(path)
+            else:
+                other = SQLiteStore(tmp_path / "other.db")
+                await other.open()
+                await other.aclose()
+                (tmp_path / "other.db").replace(path)
+            with pytest.raises(StoreError, match=rf"s\.db' was {how}") as info:
+                await store.append("s", 1, [ev(2)])
+            assert "open the file again" in str(info.value)
+            for attempt in (
+                store.append("s", 1, [ev(2)]),
+                store.create(SessionRecord("t", "Game")),
+                store.set_status("s", Status.PAUSED),
+                store.get("s"),
+                store.read("s"),
+            ):
+                with pytest.raises(StoreError, match=how):
+                    await attempt
+            stats = store.statistics()
+            assert (stats.appends, stats.failed_commits) == (1, 4)  # the writes; reads fail before
+        finally:
+            await store.aclose()
+        again = SQLiteStore(path)
+        await again.open()
+        try:
+            assert await again.get("s") is None  # nothing was acknowledged into the lost file
+        finally:
+            await again.aclose()
+
+    async def test_checked_once_per_commit(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The check is two stats of the path per transaction, however many appends it holds."""
+        path = tmp_path / "s.db"
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            for n in range(50):
+                await store.create(SessionRecord(f"s{n}", "Game"))
+            stats: list[str] = []
+            real_stat = os.stat
+
+            def counting_stat(target: Any, *args: Any, **kwargs: Any) -> Any:
+                stats.append(str(target))
+                return real_stat(target, *args, **kwargs)
+
+            monkeypatch.setattr(os, "stat", counting_stat)  # the writer's stat is os.stat
+            before = store.statistics().commits
+            async with anyio.create_task_group() as tg:
+                for n in range(50):
+                    tg.start_soon(store.append, f"s{n}", 0, [ev(1), ev(2)])
+            commits = store.statistics().commits - before
+            assert stats.count(str(path)) == 2 * commits
+            assert commits < 50
+        finally:
+            await store.aclose()
+
+    async def test_empty_file_is_refused_and_left_alone(self, tmp_path: Path) -> None:
+        """A 0-byte file is not taken for a new store: StoreError, the file stays empty."""
+        path = tmp_path / "s.db"
+        path.touch()
+        store = SQLiteStore(path)
+        with pytest.raises(StoreError, match=r"s\.db' is an empty file \(0 bytes\)") as info:
+            await store.open()
+        assert "delete the empty file" in str(info.value)
+        assert path.read_bytes() == b""
+        assert sorted(os.listdir(tmp_path)) == ["s.db"]
+
+    @pytest.mark.parametrize(
+        "content",
+        [b"not a database at all\n" * 50, b"SQLite format 3\x00" + b"\xff" * 4080, bytes(range(256)) * 16],
+        ids=["text", "bad header", "binary"],
+    )
+    async def test_garbage_file_is_refused_and_left_alone(self, tmp_path: Path, content: bytes) -> None:
+        """A file that is not an SQLite database: StoreError, its bytes untouched."""
+        path = tmp_path / "s.db"
+        path.write_bytes(content)
+        with pytest.raises(StoreError, match=r"s\.db'"):
+            await SQLiteStore(path).open()
+        assert path.read_bytes() == content
+
+    async def test_missing_file_is_a_new_store(self, tmp_path: Path) -> None:
+        """Where no file exists, open() makes a new store (and a deleted store's path is new again)."""
+        path = tmp_path / "s.db"
+        for _ in range(2):
+            store = SQLiteStore(path)
+            await store.open()
+            try:
+                assert list(await store.list()) == []
+                await store.create(SessionRecord("s", "Game"))
+            finally:
+                await store.aclose()
+            remove_database(path)
 
 
 class TestGroupCommit:

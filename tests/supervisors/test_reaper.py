@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,7 +23,8 @@ from runtime import (
     TooManySessions,
 )
 from runtime.testing import ManualClock
-from supervisors import ReaperPolicy, RemovalReason, SessionSupervisor
+from supervisors import ReaperPolicy, RemovalReason, SessionSupervisor, export_file_name
+from supervisors import _reaper as reaper_module
 from tests.apps.counter import Add, After, Counter, Defer, Get, Release, WaitFor
 
 pytestmark = pytest.mark.anyio
@@ -45,6 +49,26 @@ def status_of(ref: SessionRef) -> Status | None:
 
 def supervisor(clock: ManualClock, **policy: object) -> SessionSupervisor:
     return SessionSupervisor(clock=clock, reaper=ReaperPolicy(**policy))  # type: ignore[arg-type]
+
+
+async def wait_deleted(sessions: SessionSupervisor, session_id: str, *, seconds: float = 20.0) -> None:
+    """Wait, in real time, until the reaper's export (a worker thread) and the deletion are done.
+
+    Polled with real sleeps: under trio's autojumping MockClock, ``anyio.sleep`` would let a
+    thousand virtual polls pass in a few milliseconds while the thread is still writing (issue 13).
+    """
+    deadline = time.monotonic() + seconds
+    while await sessions.store.get(session_id) is not None:
+        assert time.monotonic() < deadline, f"{session_id!r} was not deleted within {seconds}s"
+        await anyio.to_thread.run_sync(time.sleep, 0.01)
+
+
+async def wait_failed_exports(sessions: SessionSupervisor, count: int, *, seconds: float = 20.0) -> None:
+    """Wait, in real time (as ``wait_deleted``), until the reaper has seen ``count`` exports fail."""
+    deadline = time.monotonic() + seconds
+    while sessions.reaper.export_failures < count:
+        assert time.monotonic() < deadline, f"no {count} failed exports within {seconds}s"
+        await anyio.to_thread.run_sync(time.sleep, 0.01)
 
 
 class TestPassivation:
@@ -254,16 +278,98 @@ class TestEndedSessions:
             await c.call(Add(4))
             await c.stop("done")
             await clock.advance(101)
-            for _ in range(1000):  # the export is written in a worker thread
-                if await sessions.store.get("weird/id") is None:
-                    break
-                await anyio.sleep(0.01)
-            assert await sessions.store.get("weird/id") is None
-            lines = (export / "weird_id.jsonl").read_text().splitlines()
+            await wait_deleted(sessions, "weird/id")
+            assert os.listdir(export) == [export_file_name("weird/id")]
+            lines = (export / export_file_name("weird/id")).read_text().splitlines()
             rows = [json.loads(line) for line in lines]
             assert [r["version"] for r in rows] == [1, 2]
             assert rows[0]["data"] == {"n": 4}
             assert rows[1]["data"]["status"] == "stopped"
+
+    async def test_exports_of_similar_ids_do_not_collide(self, clock: ManualClock, tmp_path: Path) -> None:
+        """Ids a file name would fold together each get their own export, holding their own id."""
+        export = tmp_path / "export"
+        ids = ["a/b", "a_b", "a?b", "A_B", "a\\b", "..", "\u00e9t\u00e9"]
+        async with supervisor(clock, retention=100, export_dir=str(export)) as sessions:
+            for n, sid in enumerate(ids, start=1):
+                ref = await sessions.start(Counter, sid)
+                await ref.call(Add(n))
+                await ref.stop("done")
+            await clock.advance(101)
+            for sid in ids:
+                await wait_deleted(sessions, sid)
+        assert sorted(os.listdir(export)) == sorted(export_file_name(sid) for sid in ids)
+        for n, sid in enumerate(ids, start=1):
+            rows = [json.loads(line) for line in (export / export_file_name(sid)).read_text().splitlines()]
+            assert {r["session_id"] for r in rows} == {sid}
+            assert rows[0]["data"] == {"n": n}
+
+    async def test_failed_export_keeps_the_log_and_retries(self, clock: ManualClock, tmp_path: Path) -> None:
+        """An export that cannot be written deletes nothing; it is tried again later."""
+        export = tmp_path / "export"
+        export.write_text("a file where the directory should be")
+        async with supervisor(clock, retention=100, export_dir=str(export)) as sessions:
+            ref = await sessions.start(Counter, "kept")
+            await ref.call(Add(3))
+            await ref.stop("done")
+            await clock.advance(101)
+            await wait_failed_exports(sessions, 1)
+            assert sessions.reaper.export_failures == 1
+            assert [e.version for e in await sessions.store.read("kept")] == [1, 2]
+            export.unlink()
+            await clock.advance(reaper_module._EXPORT_RETRY + 1)
+            await wait_deleted(sessions, "kept")
+        assert os.listdir(export) == [export_file_name("kept")]
+
+    async def test_export_reaches_the_disk_before_the_log_goes(
+        self, clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The file is fsynced, renamed into place and its directory fsynced, then the log deleted."""
+        export = tmp_path / "export"
+        steps: list[str] = []
+        real_fsync, real_replace = os.fsync, os.replace
+
+        def fsync(fd: int) -> None:
+            steps.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+            real_fsync(fd)
+
+        def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+            steps.append("rename")
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "fsync", fsync)  # the reaper's are os.fsync and os.replace
+        monkeypatch.setattr(os, "replace", replace)
+        async with supervisor(clock, retention=100, export_dir=str(export)) as sessions:
+            real_delete = sessions.store.delete
+
+            async def delete(session_id: str) -> None:
+                steps.append("delete")
+                await real_delete(session_id)
+
+            monkeypatch.setattr(sessions.store, "delete", delete)
+            ref = await sessions.start(Counter, "s")
+            await ref.stop("done")
+            await clock.advance(101)
+            await wait_deleted(sessions, "s")
+        assert steps == ["fsync file", "rename", "fsync dir", "delete"]
+
+
+class TestExportFileName:
+    def test_names_are_distinct_and_tame(self) -> None:
+        """Different ids, different names: readable, bounded, never hidden or a path."""
+        ids = ["a/b", "a_b", "a?b", "A_B", "a_B", "..", ".hidden", "x" * 256, "/" * 10, "\u00e9t\u00e9"]
+        names = [export_file_name(sid) for sid in ids]
+        assert len(set(names)) == len(ids)
+        assert len({n.lower() for n in names}) == len(ids)  # case-insensitive file systems too
+        for name in names:
+            assert name.endswith(".jsonl")
+            assert not name.startswith(".")
+            assert "/" not in name
+            assert "\\" not in name
+            assert len(name.encode()) <= 100
+            assert name.isascii()
+        assert export_file_name("game-42").startswith("game-42-")
+        assert export_file_name("a/b") == export_file_name("a/b")
 
     async def test_retention_of_sessions_ended_by_an_earlier_process(self, clock: ManualClock) -> None:
         store = MemoryStore()

@@ -9,6 +9,7 @@ whichever way the schema refers to sessions (by id, or by an integer key into th
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -947,6 +948,44 @@ class TestTwoWriters:
             # a starts, b starts, a's stale copy stops, a's reloaded copy starts
             assert [what for what, _ in journal] == ["start", "start", "stop", "start"]
 
+    async def test_recovery_races_the_other_writers_snapshots(self, tmp_path: Path) -> None:
+        """One supervisor records and snapshots at every event while another recovers the same
+        sessions, 200 times: recovery reads one view of the file, so no healthy session FAILs.
+
+        Read apart, the index and then the snapshot, recovery saw the other writer's newer
+        snapshot "beyond the last event" and quarantined healthy sessions (issue 17, 2 in 10).
+        """
+        path = tmp_path / "s.db"
+        hot = ledger_class(1)  # a snapshot with every event
+        ids = ["s0", "s1"]
+        async with (
+            SessionSupervisor(store=SQLiteStore(path), session_types=[hot]) as a,
+            SessionSupervisor(store=SQLiteStore(path), session_types=[hot], restarts=UNLIMITED) as b,
+        ):
+            for sid in ids:
+                await (await a.start(hot, sid)).call(Put(added(1)))
+            seen = dict.fromkeys(ids, 1)
+
+            async def recover(sid: str) -> None:
+                copy = await b.get(sid)
+                with pytest.raises(SessionCrashed):
+                    await copy.call(Crash())  # its next message waits for a new recovery
+                version, state = cast("tuple[int, Tally]", await copy.call(Read(), timeout=60))
+                assert version >= seen[sid]
+                assert state == fold(added(*range(1, version + 1)))
+                seen[sid] = version
+
+            for n in range(2, 202):  # each round: an append and a snapshot in a, a recovery in b
+                async with anyio.create_task_group() as tg:
+                    for sid in ids:
+                        tg.start_soon(a.ref(sid).call, Put(added(n)))
+                        tg.start_soon(recover, sid)
+            for sid in ids:
+                await recover(sid)
+            assert seen == dict.fromkeys(ids, 201)
+            assert (await b.stats()).quarantined == 0
+            assert list(await a.store.list(status=Status.FAILED)) == []
+
 
 # -- 6. store failures --------------------------------------------------------------------------------
 
@@ -971,6 +1010,21 @@ class TestStoreFailures:
             view = await sessions.inspect("s")
             assert (view.status, view.restarts) == (Status.RUNNING, 0)
         assert versions(path, "s") == [1, 2, 3]
+
+    async def test_deleted_database_acknowledges_nothing_more(self, tmp_path: Path) -> None:
+        """The file (and -wal, -shm) deleted under running sessions: every later call gets StoreError."""
+        path = tmp_path / "s.db"
+        async with SessionSupervisor(store=SQLiteStore(path), restarts=NO_BACKOFF) as sessions:
+            refs = [await sessions.start(Ledger, f"s{n}") for n in range(3)]
+            for ref in refs:
+                assert await ref.call(Put(added(1))) == (1, fold(added(1)))
+            for suffix in ("", "-wal", "-shm"):
+                os.unlink(f"{path}{suffix}")
+            for n in range(2, 12):
+                for ref in refs:
+                    with pytest.raises(StoreError, match=r"s\.db' was deleted"):
+                        await ref.call(Put(added(n)))
+            assert [await ref.call(Read()) for ref in refs] == [(1, fold(added(1)))] * 3
 
     async def test_failed_commit_in_sqlite_is_rolled_back(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
