@@ -31,8 +31,10 @@ from ._exceptions import SessionNotFound as SessionNotFound
 from ._exceptions import SessionPaused as SessionPaused
 from ._exceptions import SessionStopped as SessionStopped
 from ._exceptions import ShuttingDown as ShuttingDown
+from ._exceptions import SnapshotRefused as SnapshotRefused
 from ._exceptions import StoreError as StoreError
 from ._exceptions import TooManySessions as TooManySessions
+from ._exceptions import UnencodableValue as UnencodableValue
 from ._exceptions import UnknownEventType as UnknownEventType
 from ._exceptions import VersionConflict as VersionConflict
 from ._graph import state_graph as state_graph
@@ -144,6 +146,7 @@ __all__ = [
     "SQLiteStoreStatistics",
     "SessionStopped",
     "ShuttingDown",
+    "SnapshotRefused",
     "Snapshot",
     "Status",
     "StoreError",
@@ -151,6 +154,7 @@ __all__ = [
     "StoredEvent",
     "StoredSession",
     "TooManySessions",
+    "UnencodableValue",
     "UnknownEventType",
     "VersionConflict",
 ]

@@ -2,25 +2,34 @@
 
 Events are attrs classes registered by name and schema version. They are stored as JSON text produced
 by a cattrs converter: never pickle, so a log can be read by any process, any version, any language.
+
+What is written is standard JSON that every supported parser reads back exactly: NaN, infinities and
+integers outside ``[-2**63, 2**64)`` are refused with :class:`UnencodableValue`, which names where
+the value is (issue 17). :func:`check_value` is the same check for other callers.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar, cast, dataclass_transform, overload
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar, cast, dataclass_transform, overload
 
 import attrs
 import cattrs
 from cattrs.preconf.json import make_converter
 
-from ._exceptions import UnknownEventType
+from ._exceptions import UnencodableValue, UnknownEventType
 from ._records import EventData
 from ._status import Status
 
 __all__ = [
+    "MAX_EXACT_INT",
+    "MIN_EXACT_INT",
     "EventRegistry",
     "StatusChanged",
+    "check_value",
     "decode_state",
     "default_registry",
     "encode_state",
@@ -32,7 +41,7 @@ T = TypeVar("T")
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 _converter = make_converter()
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 
 if _c_make_encoder is not None:
@@ -48,7 +57,7 @@ if _c_make_encoder is not None:
         ",",
         False,  # sort_keys
         False,  # skipkeys
-        True,  # allow_nan, as json.dumps
+        False,  # allow_nan: standard JSON only (NaN and Infinity are refused, see _exact_json)
     )
 
     def _dumps(value: Any) -> str:
@@ -58,6 +67,104 @@ else:  # pragma: no cover - CPython always has the C encoder
 
     def _dumps(value: Any) -> str:
         return _encoder.encode(value)
+
+
+# The integers JSON gives back exactly whichever parser reads it: orjson reads integers outside
+# [-2**63, 2**64) as (rounded) floats, the stdlib reads any integer exactly; both read this range.
+MIN_EXACT_INT: Final = -(2**63)
+MAX_EXACT_INT: Final = 2**64 - 1
+
+# An integer outside that range has at least 19 digits, so JSON text without a run of 19 digits holds
+# none (a float is written with at most 17 significant digits). A match is only a hint (a string, or
+# a small float's leading zeros, can have one too): the walk of check_value decides.
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+_NOT_FINITE = "NaN and infinities are not JSON (store None, or a string, instead)"
+_BIG_INT = (
+    "integers outside [-2**63, 2**64) do not survive every JSON parser (orjson reads them as "
+    "rounded floats); store it as a string"
+)
+
+
+def _exact_json(plain: Any, original: object, path: str) -> str:
+    """``plain`` (the codec's unstructured ``original``) as JSON text that reads back exactly.
+
+    Raises:
+        UnencodableValue: naming the first value under ``path`` that would not.
+    """
+    try:
+        text = _dumps(plain)
+    except (ValueError, TypeError) as exc:  # NaN or infinity (allow_nan=False), or not JSON at all
+        check_value(original, path)
+        raise UnencodableValue(path, original, f"{type(exc).__name__}: {exc}") from exc
+    if _LONG_DIGITS.search(text) is not None:
+        check_value(original, path)
+    return text
+
+
+def check_value(value: object, path: str = "value") -> None:
+    """Check that ``value`` can be stored as JSON and read back exactly, by any supported parser.
+
+    ``value`` is anything the codec takes (attrs classes, dicts, lists, tuples, sets, Enums,
+    datetimes, primitives). Dict keys are not checked: JSON keeps them as strings.
+
+    Args:
+        value: what is about to be written (an event, a state, a reply...).
+        path: how to name ``value`` in the error (``"reply"``, ``"Scored"``...).
+
+    Raises:
+        UnencodableValue: at the first NaN or infinity, integer outside ``[-2**63, 2**64)`` or object
+            the codec cannot turn into JSON, with its path (``"Scored.points"``).
+
+    .. versionadded:: 0.2
+    """
+    found = _first_unencodable(value, path, raw=False)
+    if found is not None:
+        raise UnencodableValue(*found)
+
+
+def _first_unencodable(value: object, path: str, *, raw: bool) -> tuple[str, object, str] | None:
+    """The first part of ``value`` JSON would not give back exactly: (path, value, reason).
+
+    ``raw``: ``value`` is what the converter left as it is (under a field typed ``object``, say), so
+    it must be JSON already: an attrs instance or an Enum there is not encoded.
+    """
+    if value is None or isinstance(value, (str, bool)):
+        return None
+    if isinstance(value, int):
+        return None if MIN_EXACT_INT <= value <= MAX_EXACT_INT else (path, value, _BIG_INT)
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value, _NOT_FINITE)
+    cls = type(value)
+    if isinstance(value, Mapping):
+        items: Any = ((f"{path}[{key!r}]", item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", item) for i, item in enumerate(value))
+    elif isinstance(value, (set, frozenset)):
+        items = ((f"{path}{{{item!r}}}", item) for item in value)
+    elif raw:
+        return path, value, f"{cls.__qualname__} is not JSON here (the field holding it is not typed as it)"
+    elif attrs.has(cls):
+        plain = _converter.unstructure(value)
+        for field in attrs.fields(cls):
+            item = getattr(value, field.name)
+            # The converter encodes by the declared type: a field it passed through untouched
+            # (typed ``object`` or ``Any``) must hold JSON already.
+            untouched = isinstance(plain, dict) and plain.get(field.name, plain) is item
+            found = _first_unencodable(item, f"{path}.{field.name}", raw=untouched)
+            if found is not None:
+                return found
+        return None
+    else:
+        plain = _converter.unstructure(value)  # an Enum, a datetime...: what the codec makes of it
+        if plain is value:
+            return path, value, f"{cls.__qualname__} is not JSON (make it an attrs class or an Enum)"
+        return _first_unencodable(plain, path, raw=True)
+    for where, item in items:
+        found = _first_unencodable(item, where, raw=raw)
+        if found is not None:
+            return found
+    return None
 
 
 def _stdlib_loads(text: str) -> Any:
@@ -154,7 +261,13 @@ class EventRegistry:
         return self.lookup(type(event)).name
 
     def encode(self, event: object) -> EventData:
-        """Encode ``event`` as JSON under its registered name and version."""
+        """Encode ``event`` as JSON under its registered name and version.
+
+        Raises:
+            UnknownEventType: ``event``'s class was never registered.
+            UnencodableValue: a field holds what JSON would not give back exactly (NaN, a huge int,
+                an object the codec cannot encode); its path names the event type and field.
+        """
         cls = type(event)
         entry = self._by_cls.get(cls)
         if entry is None:
@@ -162,7 +275,7 @@ class EventRegistry:
         unstructure = self._unstructure.get(cls)
         if unstructure is None:
             unstructure = self._unstructure[cls] = _converter.get_unstructure_hook(cls)
-        return EventData(entry.name, entry.version, _dumps(unstructure(event)))
+        return EventData(entry.name, entry.version, _exact_json(unstructure(event), event, entry.name))
 
     def decode(self, type_name: str, schema_version: int, data: str) -> object:
         """Decode a stored payload, upcasting it to the registered version first.
@@ -288,23 +401,31 @@ register_runtime_events(default_registry)
 
 
 def encode_state(state: object) -> str:
-    """A session state as JSON text, for snapshots."""
-    return _dumps(_converter.unstructure(state))
+    """A session state as JSON text, for snapshots.
+
+    Raises:
+        UnencodableValue: a part of the state (named ``state....``) would not read back exactly.
+    """
+    return _exact_json(_converter.unstructure(state), state, "state")
 
 
-def decode_state(data: str, state_type: type[T]) -> T:
-    """A snapshot's JSON text back as a ``state_type``."""
+def decode_state(data: str, state_type: Any) -> Any:
+    """A snapshot's JSON text back as a ``state_type`` (a class, or a type such as ``list[Scored]``)."""
     value = _loads(data)
     if state_type is type(None):
         if value is not None:
             raise ValueError(f"expected a null state, got {value!r}")
-        return value  # type: ignore[no-any-return,unused-ignore]  # None, as state_type asks
+        return None
     return _converter.structure(value, state_type)
 
 
-def to_json(value: object) -> str:
-    """Any codec-supported value (attrs classes, containers, primitives) as JSON text."""
-    return _dumps(_converter.unstructure(value))
+def to_json(value: object, *, path: str = "value") -> str:
+    """Any codec-supported value (attrs classes, containers, primitives) as JSON text.
+
+    Raises:
+        UnencodableValue: a part of ``value`` (named from ``path``) would not read back exactly.
+    """
+    return _exact_json(_converter.unstructure(value), value, path)
 
 
 def unstructure(value: object) -> Any:

@@ -31,8 +31,10 @@ __all__ = [
     "SessionPaused",
     "SessionStopped",
     "ShuttingDown",
+    "SnapshotRefused",
     "StoreError",
     "TooManySessions",
+    "UnencodableValue",
     "UnknownEventType",
     "VersionConflict",
 ]
@@ -355,3 +357,75 @@ class OwnershipLost(SessionError):
         self.node = node
         self.epoch = epoch
         self.owner = owner
+
+
+class UnencodableValue(SessionError, ValueError):
+    """A value the JSON codec would not give back exactly: refused before anything is written.
+
+    NaN and infinities (not JSON), integers outside ``[-2**63, 2**64)`` (the range every supported
+    parser reads back exactly) and objects the codec cannot turn into JSON.
+
+    Attributes:
+        path: where the value is, e.g. ``"Scored.points"`` (an event's type and field) or
+            ``"state.players[2].joined_at"``.
+        value: the value itself.
+        reason: why it cannot be stored.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, path: str, value: object, reason: str, *, session_id: str | None = None) -> None:
+        who = f"session {session_id!r}: " if session_id is not None else ""
+        super().__init__(
+            f"{who}{path} = {describe_value(value)} cannot be stored exactly as JSON: {reason}; "
+            "nothing was written",
+            session_id=session_id,
+        )
+        self.path = path
+        self.value = value
+        self.reason = reason
+
+
+class SnapshotRefused(SessionError):
+    """A session class's state does not come back from its snapshot exactly: no snapshots for it.
+
+    Raised (and logged once, and counted in ``sessionvisor_snapshot_failures{stage="inexact"}``)
+    when a snapshot's round trip changes the state: a value or a type differs, or the state cannot
+    be encoded or decoded at all. Its sessions then recover from their logs alone, which is exact
+    but slower for long logs.
+
+    Attributes:
+        session_type: the session class's stored type name.
+        path: where the first difference is, e.g. ``"state.players[2].joined_at"``.
+        before: the value in the live state.
+        after: what the snapshot gave back (``None`` when it could not be encoded or decoded).
+        problem: what went wrong, in words.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, session_type: str, path: str, before: object, after: object, problem: str) -> None:
+        super().__init__(
+            f"snapshots of {session_type} are refused: its state does not come back exactly from "
+            f"a snapshot at {path}: {problem}. Its sessions recover from their logs instead (exact, "
+            f"slower for long logs). Declare the state's type ({session_type}(Session[MyState]) or "
+            "state_type = ...), or keep the state to what the codec round-trips: attrs classes, "
+            "lists, tuples, dicts, sets, Enums, datetimes, finite floats, ints in [-2**63, 2**64)"
+        )
+        self.session_type = session_type
+        self.path = path
+        self.before = before
+        self.after = after
+        self.problem = problem
+
+
+def describe_value(value: object, limit: int = 80) -> str:
+    """A short ``repr`` of ``value`` for error messages (a huge int as its size, not its digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        sign = "-" if value < 0 else ""
+        return f"{sign}<an integer of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not hide the error being reported
+        text = f"<{type(value).__qualname__} object, repr failed: {type(exc).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -7,14 +7,20 @@ import json
 import attrs
 import pytest
 
-from runtime import EventRegistry, UnknownEventType, event, upcaster
-from runtime._events import decode_state, encode_state
+from runtime import EventRegistry, UnencodableValue, UnknownEventType, event, upcaster
+from runtime._events import MAX_EXACT_INT, MIN_EXACT_INT, check_value, decode_state, encode_state, to_json
 
 
 @attrs.frozen
 class Card:
     suit: str
     rank: int
+
+
+@attrs.frozen
+class Reading:
+    at: int
+    value: float
 
 
 MODULE_REGISTRY = EventRegistry()
@@ -171,15 +177,14 @@ class TestStates:
 
 
 class TestParsers:
-    def test_nan_written_by_the_stdlib_still_decodes(self, registry: EventRegistry) -> None:
-        """orjson refuses NaN, which the stdlib encoder writes: decoding falls back, loses nothing."""
+    def test_nan_in_an_old_log_still_decodes(self, registry: EventRegistry) -> None:
+        """orjson refuses NaN, which earlier versions wrote: decoding falls back, loses nothing."""
 
         @event(registry=registry)
         class Measured:
             value: float
 
-        data = registry.encode(Measured(float("nan")))
-        decoded = registry.decode("Measured", 1, data.data)
+        decoded = registry.decode("Measured", 1, '{"value":NaN}')
         assert isinstance(decoded, Measured)
         assert decoded.value != decoded.value  # NaN
 
@@ -206,7 +211,6 @@ class TestEncoder:
             {"n": 1, "text": 'héllo "quoted" \\ \n', "f": 2.5, "none": None, "flags": [True, False]},
             {"nested": {"list": [1, {"deep": [None]}]}, "empty": {}, "tuple": (1, 2)},
             {1: "int key", 2.5: "float key", None: "null key"},
-            {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")},
             {"big": 2**80, "neg": -(2**70)},
             "a string alone",
             42,
@@ -227,10 +231,114 @@ class TestEncoder:
         with pytest.raises(TypeError):
             _dumps(value)
 
-    def test_an_unencodable_event_names_its_field_type(self, registry: EventRegistry) -> None:
+    def test_an_unencodable_event_names_its_field(self, registry: EventRegistry) -> None:
         @event(registry=registry)
         class Holds:
             thing: object
 
-        with pytest.raises(TypeError, match="set is not JSON serializable"):
-            registry.encode(Holds({1, 2}))
+        with pytest.raises(UnencodableValue, match=r"Holds\.thing = <object .*object is not JSON") as info:
+            registry.encode(Holds(object()))
+        assert info.value.path == "Holds.thing"
+
+
+def _no_constants(name: str) -> object:
+    raise AssertionError(f"{name} written: not standard JSON")
+
+
+@pytest.fixture(params=["orjson", "stdlib"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Decode with one parser only: orjson (the "fast" extra) or the stdlib (without it)."""
+    import runtime._events as events_module
+
+    if request.param == "orjson":
+        orjson = pytest.importorskip("orjson")
+        monkeypatch.setattr(events_module, "_loads", orjson.loads)
+    else:
+        monkeypatch.setattr(events_module, "_loads", events_module._stdlib_loads)
+    return str(request.param)
+
+
+class TestExactNumbers:
+    """Issue 17: what is written reads back exactly, with or without orjson, or is refused by name."""
+
+    @pytest.mark.parametrize("n", [0, -1, MIN_EXACT_INT, MAX_EXACT_INT, 2**63, 2**53 + 1, 10**18, -(10**18)])
+    def test_ints_in_range_come_back_exactly(self, registry: EventRegistry, parser: str, n: int) -> None:
+        @event(registry=registry)
+        class Set:
+            value: int
+
+        data = registry.encode(Set(n))
+        decoded = registry.decode("Set", 1, data.data)
+        assert decoded == Set(n)
+        assert type(decoded.value) is int
+
+    @pytest.mark.parametrize(
+        "n",
+        [2**64 + 1, MAX_EXACT_INT + 1, MIN_EXACT_INT - 1, -(10**30), 10**5000],
+        ids=["2**64+1", "2**64", "-2**63-1", "-10**30", "10**5000"],
+    )
+    def test_ints_out_of_range_are_refused_by_field(
+        self, registry: EventRegistry, parser: str, n: int
+    ) -> None:
+        @event(registry=registry)
+        class Set:
+            label: str
+            value: int
+
+        with pytest.raises(UnencodableValue, match=r"^Set\.value = .* \[-2\*\*63, 2\*\*64\)") as info:
+            registry.encode(Set("x", n))
+        assert (info.value.path, info.value.value) == ("Set.value", n)
+        assert isinstance(info.value, ValueError)
+
+    @pytest.mark.parametrize("x", [float("nan"), float("inf"), float("-inf")])
+    def test_nan_and_infinities_are_refused_by_field(self, registry: EventRegistry, x: float) -> None:
+        @event(registry=registry)
+        class Measured:
+            readings: list[Reading]
+
+        with pytest.raises(UnencodableValue, match="NaN and infinities are not JSON") as info:
+            registry.encode(Measured([Reading(1, 2.5), Reading(2, x)]))
+        assert info.value.path == "Measured.readings[1].value"
+
+    def test_floats_come_back_exactly(self, registry: EventRegistry, parser: str) -> None:
+        @event(registry=registry)
+        class Floats:
+            values: tuple[float, ...]
+
+        values = (0.1, -0.0, 1e300, 5e-324, 0.0001234567890123456, 2.0**70, 1 / 3)
+        decoded = registry.decode("Floats", 1, registry.encode(Floats(values)).data)
+        assert decoded == Floats(values)
+        assert [repr(v) for v in decoded.values] == [repr(v) for v in values]
+
+    def test_long_digit_strings_are_not_numbers(self, registry: EventRegistry, parser: str) -> None:
+        """A string of many digits (an id, say) is no integer: it is stored as it is."""
+
+        @event(registry=registry)
+        class Named:
+            id: str
+            under: dict[str, int]
+
+        named = Named("1" * 40, {"9" * 30: 1})
+        assert registry.decode("Named", 1, registry.encode(named).data) == named
+
+    def test_written_json_is_standard(self, registry: EventRegistry) -> None:
+        @event(registry=registry)
+        class Mixed:
+            f: float
+            n: int
+
+        text = registry.encode(Mixed(1e308, MAX_EXACT_INT)).data
+        assert json.loads(text, parse_constant=_no_constants) == {"f": 1e308, "n": MAX_EXACT_INT}
+
+    def test_states_and_values_are_checked_alike(self) -> None:
+        """Snapshots (encode_state) and other stored values (to_json, check_value) name the path."""
+        with pytest.raises(UnencodableValue) as info:
+            encode_state({"players": [{"score": 2**70}]})
+        assert info.value.path == "state['players'][0]['score']"
+        with pytest.raises(UnencodableValue) as info:
+            to_json((1, {2.5, float("inf")}), path="reply")
+        assert info.value.path == "reply[1]{inf}"
+        with pytest.raises(UnencodableValue, match="complex is not JSON") as info:
+            check_value({"z": 1j}, "message")
+        assert info.value.path == "message['z']"
+        check_value({"big key": 1, 2**80: "keys are strings in JSON"}, "message")
