@@ -92,6 +92,10 @@ class HostCounters:
         cell.metrics.recovered(outcome, seconds, events)
 
     def snapshot_failure(self, cell: SessionCell, stage: str) -> None:
+        self.snapshot_not_written(stage)
+
+    def snapshot_not_written(self, stage: str) -> None:
+        """A snapshot was not written ("encode", "save", "inexact"...), whichever session's."""
         self.snapshot_failures += 1
         self.metrics.snapshot_failed(stage)
 

@@ -47,6 +47,8 @@ def ending(cell: SessionCell) -> bool:
 async def passivate(cell: SessionCell, instance: Session[Any]) -> None:
     """Snapshot, stop the incarnation, mark it PASSIVATED; the next message reactivates it.
 
+    Without snapshots (``snapshot_every = None``) the next message replays the whole log.
+
     Passivation is where the session lives (memory or store), not something that happened to it: it
     is marked in the store's index, not recorded in its log (README, "Statuses").
 

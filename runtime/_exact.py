@@ -65,7 +65,7 @@ def declared_state_type(cls: type[Any]) -> Any:
     from ._session import Session
 
     found = _session_parameter(cls, Session, {})
-    if found is None or found is Any or isinstance(found, TypeVar):
+    if found is None:
         found = cls.state_type
     _declared[cls] = found
     return found
@@ -80,11 +80,12 @@ def _session_parameter(klass: type[Any], session: type[Any], bound: Mapping[Any,
             continue
         args = tuple(bound.get(a, a) for a in typing.get_args(base))
         if origin is session:
-            return args[0] if args else None
-        params = getattr(origin, "__parameters__", ())
-        found = _session_parameter(origin, session, dict(zip(params, args, strict=False)))
-        if found is not None:
-            return found
+            found = args[0] if args else None
+        else:
+            params = getattr(origin, "__parameters__", ())
+            found = _session_parameter(origin, session, dict(zip(params, args, strict=False)))
+        if found is not None and found is not Any and not isinstance(found, TypeVar):
+            return found  # else a later base may declare it (class Room(Mixin, Session[RoomState]))
     return None
 
 

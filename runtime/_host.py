@@ -23,6 +23,7 @@ from ._clock import AnyioClock
 from ._counters import HostCounters, HostStats
 from ._deadlines import CallDeadlines
 from ._events import register_runtime_events
+from ._exact import SnapshotGuard
 from ._exceptions import (
     OwnershipLost,
     SessionError,
@@ -126,6 +127,8 @@ class SessionHost:
         self._recovery_limiter: anyio.CapacityLimiter | None = None
         self.counters = HostCounters(self.metrics)
         """What this host has done (``stats()``), fed by its sessions' actors."""
+        self.snapshots = SnapshotGuard(self.counters.snapshot_not_written)
+        """Encodes snapshots, refusing session classes whose state does not round-trip exactly."""
 
     # -- context management ---------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 
 from ._events import StatusChanged, encode_state
-from ._exceptions import InvalidTransition, OwnershipLost, SessionError, StoreError
+from ._exceptions import InvalidTransition, OwnershipLost, SessionError, StoreError, UnencodableValue
 from ._records import EventData, Snapshot
 
 if TYPE_CHECKING:
@@ -94,7 +94,13 @@ class Journal:
         encoded: list[EventData] = []
         size = 0
         for ev in events:
-            data = registry.encode(ev)
+            try:
+                data = registry.encode(ev)
+            except UnencodableValue as exc:
+                # The value's fault, as a caller's: nothing recorded, the session carries on.
+                refused = UnencodableValue(exc.path, exc.value, exc.reason, session_id=cell.id)
+                self.record_error = refused
+                raise refused from None
             size += len(data.data)
             if transitions:
                 label = instance.label(state)
@@ -151,13 +157,11 @@ class Journal:
     # -- snapshots -------------------------------------------------------------------------------
 
     def encode_snapshot(self, instance: Session[Any]) -> Snapshot | None:
+        """The snapshot of ``instance``'s state, or ``None`` when its class is refused snapshots."""
         cell = self.cell
-        try:
-            data = encode_state(instance._state)
-        except Exception as exc:
-            logger.warning("session %r: state cannot be encoded for a snapshot: %s", cell.id, exc)
-            cell.host.counters.snapshot_failure(cell, "encode")
-            return None
+        data = cell.host.snapshots.encode(cell.cls, instance, cell.args)
+        if data is None:
+            return None  # refused (logged once, counted each time), see runtime/_exact.py
         return Snapshot(cell.id, instance._version, cell.cls.state_version, data, time.time())
 
     def snapshot_soon(self, instance: Session[Any]) -> None:
@@ -167,8 +171,11 @@ class Journal:
             self.cell.host.spawn(self.save_snapshot, snap)
 
     async def snapshot_if_behind(self, instance: Session[Any]) -> None:
-        """Before the incarnation ends (passivation, shutdown): save a snapshot if the log is ahead."""
-        if instance._version > self.snapshot_version:
+        """Before the incarnation ends (passivation, shutdown): save a snapshot if the log is ahead.
+
+        Not for a class without snapshots (``snapshot_every = None``): it replays its log instead.
+        """
+        if instance._version > self.snapshot_version and self.cell.cls.snapshot_every is not None:
             snap = self.encode_snapshot(instance)
             if snap is not None:
                 await self.save_snapshot(snap)

@@ -36,7 +36,8 @@ async def recover(cell: SessionCell, instance: Session[Any]) -> None:
         record = await host.store.get(sid)
         if record is None:
             raise CorruptEventLog(sid, 0, "the session is no longer in the store's index")
-        done = await replay(host.store, record, instance, host.events)
+        trusted = host.snapshots.trusted(cell.cls)  # a refused class recovers from its log alone
+        done = await replay(host.store, record, instance, host.events, use_snapshot=trusted)
         if done.snapshot_rejected == "decode":
             host.counters.snapshot_failure(cell, "decode")
         journal.adopt(instance, done.state, done.version)

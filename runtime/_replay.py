@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._events import STATUS_EVENT, EventRegistry, decode_state
+from ._exact import snapshot_type
 from ._exceptions import CorruptEventLog, RecoveryFailed, UnknownEventType
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ async def replay(
             rejected = "state_version"
         elif to_version is None or snapshot.version <= to_version:
             try:
-                state = decode_state(snapshot.data, cls.state_type or type(state))
+                state = decode_state(snapshot.data, snapshot_type(cls, state))
             except Exception as exc:
                 logger.warning(
                     "session %r: snapshot at version %d cannot be decoded (%s); replaying the whole log",

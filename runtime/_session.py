@@ -115,11 +115,17 @@ class Session(Generic[S]):
     whenever the session starts, restarts after a crash, or is reactivated after passivation; all
     state that must survive lives in ``self.state``, which only ``record`` changes.
 
-    Class attributes configure it: ``snapshot_every`` (events between snapshots, ``None`` for never),
+    Class attributes configure it: ``snapshot_every`` (events between snapshots; ``None`` for no
+    snapshot at all, not even on shutdown or passivation: a recovery then replays the whole log),
     ``state_version`` (bump when the state's shape changes; older snapshots are then ignored),
     ``mailbox_size``, ``type_name`` (how the type is stored; defaults to the class name),
-    ``state_type`` (what snapshots decode into; defaults to the type of ``initial_state``'s result),
-    and ``transitions`` (an optional state machine over ``label(state)``, see ``record``).
+    ``state_type`` (what snapshots decode into when the class has no type parameter: the type
+    parameter of ``class Room(Session[RoomState])`` wins, and without either the type of
+    ``initial_state``'s result is used), and ``transitions`` (an optional state machine over
+    ``label(state)``, see ``record``).
+
+    A state whose snapshot would not come back equal, of the same types, is never used: its class
+    is refused snapshots (``SnapshotRefused``, logged once) and its sessions recover from the log.
 
     .. versionadded:: 0.1
     """
@@ -206,8 +212,11 @@ class Session(Generic[S]):
 
         Raises:
             InvalidTransition: ``transitions`` does not allow one of the events (nothing recorded).
-            StoreError: the store failed (nothing recorded, state unchanged). Letting either through
-                the handler answers the caller with it and does not crash the session.
+            UnencodableValue: an event holds what JSON would not give back exactly (NaN, an
+                infinity, an int outside ``[-2**63, 2**64)``, an object the codec cannot encode);
+                ``path`` names the event type and field (nothing recorded).
+            StoreError: the store failed (nothing recorded, state unchanged). Letting any of these
+                through the handler answers the caller with it and does not crash the session.
         """
         # Not ``async def``: the journal's coroutine is awaited directly, one coroutine (and one more
         # object for the garbage collector to walk) less per event.

@@ -244,3 +244,15 @@ class TestSnapshotGuard:
         refusal = guard.refusal(_Initial)
         assert refusal is not None
         assert refusal.path == "state['x']"
+
+
+class _Mixin(Session[Any]):
+    pass
+
+
+class AfterAMixin(_Mixin, Session[RoomState]):
+    pass
+
+
+def test_a_later_base_declares_what_an_earlier_leaves_open() -> None:
+    assert declared_state_type(AfterAMixin) is RoomState
