@@ -124,20 +124,39 @@ class _Missing:
 MISSING: Final = _Missing()
 
 
+_LEAVES: Final = frozenset({str, int, float, bool, bytes, type(None)})
+_attrs_fields: weakref.WeakKeyDictionary[type[Any], tuple[str, ...] | None] = weakref.WeakKeyDictionary()
+
+
+def _attrs_names(cls: type[Any]) -> tuple[str, ...] | None:
+    """The field names of an attrs class, or ``None`` for any other class (cached: per value)."""
+    try:
+        return _attrs_fields[cls]
+    except KeyError:
+        names = tuple(f.name for f in attrs.fields(cls)) if attrs.has(cls) else None
+        _attrs_fields[cls] = names
+        return names
+    except TypeError:  # not weakly referenceable
+        return tuple(f.name for f in attrs.fields(cls)) if attrs.has(cls) else None
+
+
 def first_difference(before: object, after: object, path: str = "state") -> Difference | None:
     """The first place where ``after`` differs from ``before``, types included; ``None`` if nowhere.
 
     Compared recursively, so that a list that became a tuple, an attrs instance that became a dict
     or an int key that became a str is caught even where ``==`` would not see it.
     """
-    if type(before) is not type(after):
-        return Difference(path, before, after)
     cls = type(before)
-    if attrs.has(cls):
-        for field in attrs.fields(cls):
-            found = first_difference(
-                getattr(before, field.name), getattr(after, field.name), f"{path}.{field.name}"
-            )
+    if type(after) is not cls:
+        return Difference(path, before, after)
+    if cls in _LEAVES:
+        if before == after or (cls is float and math.isnan(before) and math.isnan(after)):  # type: ignore[arg-type]
+            return None
+        return Difference(path, before, after)
+    names = _attrs_names(cls)
+    if names is not None:
+        for name in names:
+            found = first_difference(getattr(before, name), getattr(after, name), f"{path}.{name}")
             if found is not None:
                 return found
         return None
@@ -179,8 +198,6 @@ def first_difference(before: object, after: object, path: str = "state") -> Diff
                 return Difference(f"{path}{{{item!r}}}", item, MISSING)
         if len(after) != len(before):
             return Difference(path, before, after)
-        return None
-    if isinstance(before, float) and math.isnan(before) and math.isnan(typing.cast("float", after)):
         return None
     try:
         equal = bool(before == after)
