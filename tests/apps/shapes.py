@@ -16,7 +16,7 @@ import attrs
 
 from runtime import Session, event
 
-__all__ = ["EXACT", "REFUSED", "Get", "Step"]
+__all__ = ["EXACT", "REFUSED", "Get", "Set", "Step"]
 
 
 @event(name="shapes.Step")
@@ -27,6 +27,14 @@ class Step:
 @attrs.frozen
 class Get:
     pass
+
+
+@event(name="shapes.Set")
+class Set:
+    """Issue 17's event: ``Set(2**64 + 1)`` and ``Set(nan)`` must be refused, naming ``Set.value``."""
+
+    label: str
+    value: int | float
 
 
 @event(name="shapes.Scored")
@@ -79,7 +87,7 @@ class _Shape(Session[Any]):
     snapshot_every: ClassVar[int | None] = 100
 
     async def handle_call(self, message: object) -> object:
-        if isinstance(message, Step):
+        if isinstance(message, (Step, Set)):
             await self.record(message)
         return self.state
 
@@ -112,6 +120,17 @@ class NeverSnapshots(EventList):
     """``snapshot_every = None``: no snapshot at all, not on shutdown, not on passivation."""
 
     snapshot_every: ClassVar[int | None] = None
+
+
+class Values(_Shape, Session[dict[str, int | float]]):
+    """Keeps the last value ``Set`` for each label."""
+
+    def initial_state(self, args: Mapping[str, Any]) -> dict[str, int | float]:
+        return {}
+
+    def apply(self, state: dict[str, int | float], event: object) -> dict[str, int | float]:
+        assert isinstance(event, Set)
+        return {**state, event.label: event.value}
 
 
 class UndeclaredEventList(_Shape):

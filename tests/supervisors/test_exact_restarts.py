@@ -33,12 +33,12 @@ from supervisors import ReaperPolicy, SessionSupervisor
 from tests.apps.shapes import (
     EXACT,
     REFUSED,
-    EventList,
     Get,
     NeverSnapshots,
-    Scored,
+    Set,
     Step,
     UndeclaredEventList,
+    Values,
 )
 from tests.realtime import wait_real
 
@@ -200,15 +200,29 @@ class TestRefusal:
             after = await state_of(await second.get("s"))
         assert first_difference(before, after) is None
 
-    async def test_unencodable_event_is_refused_and_nothing_recorded(self, db: Path) -> None:
-        """Issue 17: a value JSON would not give back is refused by field; the session carries on."""
+    @pytest.mark.parametrize("parser", ["orjson", "stdlib"])
+    @pytest.mark.parametrize("value", [2**64 + 1, -(2**63) - 1, float("nan"), float("-inf")], ids=repr)
+    async def test_unencodable_values_are_refused_and_nothing_recorded(
+        self, db: Path, monkeypatch: pytest.MonkeyPatch, parser: str, value: float
+    ) -> None:
+        """Issue 17: refused by field at record time, with or without orjson; the session carries on."""
+        import runtime._events as events_module
+
+        if parser == "orjson":
+            monkeypatch.setattr(events_module, "_loads", pytest.importorskip("orjson").loads)
+        else:
+            monkeypatch.setattr(events_module, "_loads", events_module._stdlib_loads)
         store = SQLiteStore(db)
-        async with SessionSupervisor(store=store, session_types=[EventList]) as sessions:
-            ref = await sessions.start(EventList, "s")
-            await ref.call(Step(1))
-            with pytest.raises(UnencodableValue, match=r"session 's': shapes\.Step\.n = ") as info:
-                await ref.call(Step(2**64 + 1))
-            assert (info.value.path, info.value.session_id) == ("shapes.Step.n", "s")
+        async with SessionSupervisor(store=store, session_types=[Values]) as sessions:
+            ref = await sessions.start(Values, "s")
+            await ref.call(Set("edge", 2**64 - 1))
+            with pytest.raises(UnencodableValue, match=r"^session 's': shapes\.Set\.value = ") as info:
+                await ref.call(Set("x", value))
+            assert (info.value.path, info.value.session_id) == ("shapes.Set.value", "s")
             assert [e.version for e in await store.read("s")] == [1]
-            assert await state_of(ref) == [Scored("p1", 1)]
+            assert await state_of(ref) == {"edge": 2**64 - 1}
             assert ref.status is Status.RUNNING
+        async with SessionSupervisor(store=SQLiteStore(db), session_types=[Values]) as again:
+            restored = await state_of(await again.get("s"))
+            assert restored == {"edge": 2**64 - 1}  # the edge of the range comes back exactly
+            assert first_difference({"edge": 2**64 - 1}, restored) is None
