@@ -48,19 +48,28 @@ def run_driver(path: Path, out: Path, trial: int, backend: str, rng: random.Rand
                 time.sleep(rng.uniform(0.05, 0.6))
                 ready = out.read_text().startswith("ready")
             else:
+                # Under load: after a random number of acknowledgements, then a random moment.
+                # Counted, not timed: a busy machine acknowledges more slowly, and a kill before
+                # the first acknowledgement would test nothing.
+                wanted = rng.randint(20, 120)
                 deadline = time.monotonic() + READY_TIMEOUT
-                while not out.read_text().startswith("ready"):
+                while _acknowledged(out.read_text()) < wanted:
                     assert child.poll() is None, f"the driver exited: {err_tail(out)}"
-                    assert time.monotonic() < deadline, f"the driver never got ready: {err_tail(out)}"
+                    assert time.monotonic() < deadline, f"the driver acknowledged too little: {err_tail(out)}"
                     time.sleep(0.005)
                 ready = True
-                time.sleep(rng.uniform(0.0, 0.3))
+                time.sleep(rng.uniform(0.0, 0.1))
             assert child.poll() is None, f"the driver exited before the kill: {err_tail(out)}"
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait()
     assert child.returncode == -signal.SIGKILL
     return ready
+
+
+def _acknowledged(text: str) -> int:
+    """How many acknowledgements the driver has written so far (0 before it is ready)."""
+    return text.count("\nack ") if text.startswith("ready") else 0
 
 
 def err_tail(out: Path) -> str:
@@ -153,6 +162,7 @@ def test_acknowledged_events_survive_sigkill(tmp_path: Path) -> None:
             raise AssertionError(f"trial {trial} (SESSIONVISOR_CRASH_SEED={seed}): {exc!r}") from exc
     assert killed_under_load >= TRIALS // 2, f"only {killed_under_load} kills struck under load"
     assert total_acked > 1000, f"only {total_acked} events acknowledged"
+    # How long it took is printed, not asserted: on a busy machine it varies, and says nothing about
+    # durability (bench/ measures speed).
     elapsed = time.monotonic() - started
     print(f"seed {seed}: {total_acked} acknowledged, {killed_under_load} kills under load, {elapsed:.1f}s")
-    assert elapsed < 60
