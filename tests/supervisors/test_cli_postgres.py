@@ -36,6 +36,10 @@ async def two_nodes(pg: PgTarget) -> None:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg.schema)))
         conn.execute("UPDATE leases SET expires = expires - 3600 WHERE node = 'b'")
         conn.execute("UPDATE nodes SET heartbeat = heartbeat - 3600 WHERE name = 'b'")
+        # Node a stays alive for an hour: on a busy machine the command line can take longer than
+        # a lease's few seconds to start, and a's lease would lapse before it looks.
+        conn.execute("UPDATE leases SET expires = expires + 3600 WHERE node = 'a'")
+        conn.execute("UPDATE nodes SET heartbeat = heartbeat + 3600 WHERE name = 'a'")
 
 
 def test_nodes_and_owners(pg: PgTarget) -> None:
