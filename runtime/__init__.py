@@ -17,6 +17,7 @@ from ._events import upcaster as upcaster
 from ._exceptions import CallCycle as CallCycle
 from ._exceptions import CallTimeout as CallTimeout
 from ._exceptions import CorruptEventLog as CorruptEventLog
+from ._exceptions import InvalidReminder as InvalidReminder
 from ._exceptions import InvalidSessionId as InvalidSessionId
 from ._exceptions import InvalidTransition as InvalidTransition
 from ._exceptions import MailboxFull as MailboxFull
@@ -36,6 +37,7 @@ from ._exceptions import StoreError as StoreError
 from ._exceptions import TooManySessions as TooManySessions
 from ._exceptions import UnencodableValue as UnencodableValue
 from ._exceptions import UnknownEventType as UnknownEventType
+from ._exceptions import UnstorableReply as UnstorableReply
 from ._exceptions import VersionConflict as VersionConflict
 from ._graph import state_graph as state_graph
 from ._history import HistoryConfig as HistoryConfig
@@ -119,6 +121,7 @@ __all__ = [
     "CorruptEventLog",
     "EventData",
     "InvalidSessionId",
+    "InvalidReminder",
     "InvalidTransition",
     "check_session_id",
     "MailboxFull",
@@ -156,6 +159,7 @@ __all__ = [
     "TooManySessions",
     "UnencodableValue",
     "UnknownEventType",
+    "UnstorableReply",
     "VersionConflict",
 ]
 

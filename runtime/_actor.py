@@ -34,8 +34,10 @@ from ._exceptions import (
     VersionConflict,
 )
 from ._history import note_turn
+from ._idempotency import Idempotent, idempotent_call
 from ._mailbox import CALL_CHAIN, Envelope, Kind
 from ._recovery import quarantine_corrupt, recover, restart_after
+from ._reminders import DueReminder, refire, remind
 from ._session import NoReply
 from ._status import Status
 
@@ -103,6 +105,9 @@ async def run_actor(cell: SessionCell, initial: Session[Any] | None) -> None:
                 if cell.status.terminal:
                     return
                 in_recovery = False
+                if cell.resuming:
+                    cell.resuming = False
+                    instance._resumed = True
                 cell.instance = instance
                 cell.stop_reason = None
                 cell.journal.record_error = None
@@ -215,7 +220,8 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
         if cell.status is not _RUNNING and kind in _USER_KINDS:
             cell.reject(env)  # paused since this message was queued
             continue
-        cell.messages += 1
+        if kind in _USER_KINDS:
+            cell.messages += 1
         cell.turn_started = now()
         started = perf_counter()
         status_before = cell.status
@@ -230,7 +236,11 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
                 # common case) needs no new context.
                 token = chain_var.set(env.chain + own) if env.chain else None
                 try:
-                    result = await instance.handle_call(env.message)
+                    message = env.message
+                    if type(message) is Idempotent:
+                        result = await idempotent_call(cell, instance, message)
+                    else:
+                        result = await instance.handle_call(message)
                 finally:
                     if token is not None:
                         chain_var.reset(token)
@@ -240,7 +250,11 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
             elif kind is _CAST:
                 await instance.handle_cast(env.message)
             elif kind is _INFO:
-                await instance.handle_info(env.message)
+                message = env.message
+                if type(message) is DueReminder:
+                    await remind(cell, instance, message.reminder)
+                else:
+                    await instance.handle_info(message)
             else:
                 await _system(cell, instance, env)
         except (Passivated, _Disowned):
@@ -251,6 +265,7 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
                 # The caller's mistake (InvalidTransition) or the store's failure: nothing was
                 # recorded, so the state is intact and the session carries on.
                 journal.record_error = None
+                refire(cell)  # a reminder whose handler could not record comes back
                 if reply is not None:
                     reply.fail(exc)
                 else:
@@ -264,6 +279,7 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
                     raise _Disowned(exc) from exc
                 continue
             logger.exception("session %r crashed handling %r", cell.id, env)
+            refire(cell)
             if reply is not None:
                 reply.fail(_crashed(cell.id, exc))
             cell.fail_deferred(_crashed(cell.id, exc))
@@ -279,8 +295,12 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
             # The exception's traceback holds this frame: drop the frame's hold on it, or every
             # crash leaves a reference cycle for the garbage collector (and a p99 spike).
             error = None
-        if limit is not None and cell.messages >= limit and cell.status is _RUNNING:
-            await expire(cell, Status.TIMED_OUT, f"max_messages ({limit}) reached")
+        if limit is not None and cell.status is _RUNNING:
+            if cell.messages >= limit:
+                await expire(cell, Status.TIMED_OUT, f"max_messages ({limit}) reached")
+            elif cell.messages != cell.handled_stored:
+                # The count is durable: a turn that recorded nothing stores it on its own.
+                await journal.append_nothing(instance)
         if ending(cell):
             await terminate(cell, instance)
             return None

@@ -6,7 +6,9 @@ the next message. Delivery runs in the sender's task: ``admit`` picks the mailbo
 session if it has no task), ``deliver`` puts the message in it.
 
 Who writes what: the status writer (``_status_writer``) writes ``status``; the journal
-(``_journal``) writes ``version``; the actor task (``_actor``) writes the rest while it runs.
+(``_journal``) writes ``version`` and ``handled_stored``; ``_reminders`` writes ``reminders`` and
+``fired``; ``_idempotency`` writes ``staged``; the actor task (``_actor``) writes the rest while it
+runs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import anyio
 
 from ._exceptions import MailboxFull, SessionError, SessionPaused, SessionStopped, ShuttingDown
 from ._history import RawTransition
+from ._idempotency import Staged
 from ._journal import Journal
 from ._mailbox import Envelope, Kind, Mailbox
 from ._session import Reply, Session
@@ -29,6 +32,7 @@ from ._window import RestartWindow
 
 if TYPE_CHECKING:
     from ._host import SessionHost
+    from ._records import Reminder
     from ._ref import SessionRef
 
 __all__ = ["SessionCell"]
@@ -46,6 +50,8 @@ class SessionCell:
         "cls",
         "deferred",
         "error",
+        "fired",
+        "handled_stored",
         "handoff",
         "history",
         "host",
@@ -57,9 +63,12 @@ class SessionCell:
         "messages",
         "metadata",
         "metrics",
+        "reminders",
         "reply",
         "restart_window",
         "restarts",
+        "resuming",
+        "staged",
         "started_at",
         "status",
         "status_reason",
@@ -110,6 +119,17 @@ class SessionCell:
         self.restart_window: RestartWindow | None = None
         """The session's recent crashes (made by the restart strategy at its first crash)."""
         self.messages = 0
+        """Messages (calls, casts, infos) handled, across processes when a limit needs it."""
+        self.handled_stored = 0
+        """The count of handled messages the store has (``max_messages`` is durable)."""
+        self.reminders: dict[str, Reminder] | None = None
+        """The session's durable reminders by name (read from the store at recovery)."""
+        self.fired: Reminder | None = None
+        """The reminder being handled: removed in the same append as what its handler records."""
+        self.resuming = False
+        """Activated at start-up (``resume_on_start``): the next incarnation has ``resumed`` set."""
+        self.staged: Staged | None = None
+        """The idempotent call being handled: its events wait to be appended with its reply."""
         self.turn_started: float | None = None
         """When the turn in progress began (runtime clock), for the 'stuck' health check."""
         self.started_at = now

@@ -18,6 +18,7 @@ __all__ = [
     "CallTimeout",
     "CorruptEventLog",
     "InvalidSessionId",
+    "InvalidReminder",
     "InvalidTransition",
     "MailboxFull",
     "OwnedElsewhere",
@@ -36,6 +37,7 @@ __all__ = [
     "TooManySessions",
     "UnencodableValue",
     "UnknownEventType",
+    "UnstorableReply",
     "VersionConflict",
 ]
 
@@ -429,3 +431,47 @@ def describe_value(value: object, limit: int = 80) -> str:
     except Exception as exc:  # a broken __repr__ must not hide the error being reported
         text = f"<{type(value).__qualname__} object, repr failed: {type(exc).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class InvalidReminder(SessionError, ValueError):
+    """``schedule`` was given a reminder that cannot be kept: nothing was stored.
+
+    Attributes:
+        name: the reminder's name as given.
+        field: what is wrong: ``"name"``, ``"delay"``, or where in the message the value that
+            cannot be stored as JSON is (``"message"``, ``"message.deadline"``, ``"message[2]"``).
+        problem: why, in words.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, session_id: str, name: object, field: str, problem: str) -> None:
+        super().__init__(
+            f"session {session_id!r}: reminder {name!r} cannot be scheduled: {field} {problem}",
+            session_id=session_id,
+        )
+        self.name = name
+        self.field = field
+        self.problem = problem
+
+
+class UnstorableReply(SessionError, ValueError):
+    """The reply of an idempotent call cannot be stored as JSON: nothing of the call was kept.
+
+    Attributes:
+        key: the call's idempotency key.
+        field: where the value JSON cannot hold is (``"reply"``, ``"reply.scores[2]"``).
+        problem: why, in words.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, session_id: str, key: str, field: str, problem: str) -> None:
+        super().__init__(
+            f"session {session_id!r}: the reply to the call with idempotency key {key!r} cannot be "
+            f"stored: {field} {problem}; nothing of the call was kept (return JSON values)",
+            session_id=session_id,
+        )
+        self.key = key
+        self.field = field
+        self.problem = problem

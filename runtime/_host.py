@@ -29,6 +29,7 @@ from ._exceptions import (
     SessionError,
     SessionExists,
     SessionNotFound,
+    SessionPaused,
     SessionStopped,
     ShuttingDown,
 )
@@ -40,8 +41,9 @@ from ._mailbox import Envelope, Kind
 from ._metrics import SessionMetrics
 from ._options import HostOptions
 from ._ownership import Lease, Ownership
-from ._records import SessionRecord
+from ._records import Reminder, SessionRecord
 from ._ref import SessionRef
+from ._reminders import Delivery, DueReminder, ReminderScheduler
 from ._replay import replay
 from ._session import Session
 from ._status import Status
@@ -72,6 +74,10 @@ class SessionHost:
             so that two hosts in one process never clash).
         ownership: this node's leases on a store shared by several processes: a session is
             activated only under a lease, and stops with ``OwnershipLost`` when the lease moves on.
+        wall_clock: the wall clock that reminders and stored deadlines are due on, in seconds
+            since the epoch. Default: ``clock`` moved to ``time.time()`` when the host starts (so
+            that it advances with a virtual clock in tests); a test that runs two hosts one after
+            the other on a virtual clock passes one that both share.
 
     .. versionadded:: 0.1
     """
@@ -84,11 +90,13 @@ class SessionHost:
         session_types: Iterable[type[Session[Any]]] = (),
         registry: CollectorRegistry | None = None,
         ownership: Ownership | None = None,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.store = store
         self.options = options
         self.ownership = ownership
         """This node's leases when several processes share the store (DESIGN.md, "Many nodes")."""
+        self._wall_clock = wall_clock
         self.metrics = SessionMetrics(registry)
         self.registry: CollectorRegistry = self.metrics.registry
         """This host's own Prometheus registry (serve it with ``runtime.serve_metrics``)."""
@@ -117,6 +125,10 @@ class SessionHost:
         self.deadlines = CallDeadlines(anyio.current_time)
         """The call timeouts of this host's sessions (enforced by one watchdog task)."""
         self.now: Callable[[], float] = self.clock.now
+        self._wall_offset = 0.0  # set when the host starts (reading the clock needs its loop)
+        self.started_at_wall = 0.0
+        """When this host started, on the wall clock."""
+        self.reminder_scheduler = ReminderScheduler(store, self.clock, self.wall, self.deliver_reminder)
         self._types: dict[str, type[Session[Any]]] = {}
         for cls in session_types:
             self.register_type(cls)
@@ -140,6 +152,11 @@ class SessionHost:
         # The clock of the hot path (every message notes its sender's activity): anyio's own
         # clock bound to this loop, or the clock injected in its place.
         self.now = backend.now if isinstance(self.clock, AnyioClock) else self.clock.now
+        # The wall clock (reminders' due times, stored deadlines) is the runtime's clock moved to
+        # the epoch when the host starts: it advances with the runtime's clock (virtual in tests).
+        if self._wall_clock is None:
+            self._wall_offset = time.time() - self.clock.now()
+        self.started_at_wall = self.wall()
         await self.store.open()
         ownership = self.ownership
         if ownership is not None:
@@ -156,6 +173,8 @@ class SessionHost:
         tg.start_soon(self.deadlines.run)
         if ownership is not None:
             tg.start_soon(ownership.run, self.lease_lost)
+        self.reminder_scheduler = ReminderScheduler(self.store, self.clock, self.wall, self.deliver_reminder)
+        tg.start_soon(self.reminder_scheduler.run)
         self.closing = False
         return self
 
@@ -198,6 +217,15 @@ class SessionHost:
         assert tg is not None
         tg.cancel_scope.cancel()
         self.lifecycle_hub.close()
+
+    def wall(self) -> float:
+        """The wall-clock time (seconds since the epoch) on the runtime's clock.
+
+        .. versionadded:: 0.2
+        """
+        if self._wall_clock is not None:
+            return self._wall_clock()
+        return self._wall_offset + self.clock.now()
 
     # -- tasks ----------------------------------------------------------------------------------
 
@@ -253,6 +281,13 @@ class SessionHost:
         self._types[name] = cls
         return name
 
+    def session_types(self) -> Mapping[str, type[Session[Any]]]:
+        """The session classes this host knows, by stored type name.
+
+        .. versionadded:: 0.2
+        """
+        return MappingProxyType(self._types)
+
     async def admit_start(self, session_id: str) -> None:
         """Raise if a new session may not start now (overridden to add limits)."""
 
@@ -292,8 +327,11 @@ class SessionHost:
         ownership = self.ownership
         if ownership is not None:
             await ownership.acquire(sid)  # OwnedElsewhere: another node has it (started it, perhaps)
+        deadline = self.first_deadline(self.wall())
         try:
-            await self.store.create(SessionRecord(sid, type_name, Status.RUNNING, args, metadata))
+            await self.store.create(
+                SessionRecord(sid, type_name, Status.RUNNING, args, metadata, deadline=deadline)
+            )
         except BaseException:
             if ownership is not None:
                 with anyio.CancelScope(shield=True):
@@ -307,6 +345,14 @@ class SessionHost:
         cell.activate(first)
         self.statuses.started(cell)
         return cell.ref
+
+    def first_deadline(self, now: float) -> float | None:
+        """The stored deadline of a session created at ``now`` (wall clock); ``None`` here.
+
+        A supervisor with a reaper policy overrides it, so that a session left behind by a dead
+        process is still looked at on time.
+        """
+        return None
 
     async def get(self, session_id: str) -> SessionRef:
         """A reference to a known session (active, passivated or persisted).
@@ -343,6 +389,15 @@ class SessionHost:
         record = await self.store.get(session_id)
         if record is None:
             raise SessionNotFound(session_id)
+        return self.load(record)
+
+    def load(self, record: SessionRecord) -> SessionCell:
+        """The cell of a stored session, made from its index entry (the loaded one if there is one).
+
+        Raises:
+            SessionError: the session's type is not one this host knows.
+        """
+        session_id = record.id
         cell = self._cells.get(session_id)  # loaded meanwhile by another task?
         if cell is not None:
             return cell
@@ -358,6 +413,7 @@ class SessionHost:
             status = Status.PASSIVATED  # stored by an earlier process: activated on demand
         cell = SessionCell(self, session_id, cls, record.args, record.metadata, status, record.version)
         cell.status_reason = record.status_reason  # why it FAILED, if the index was told (issue 13)
+        cell.messages = cell.handled_stored = record.handled
         # Ages count from the session's creation, even across processes (wall clock to ours).
         cell.started_at -= max(0.0, time.time() - record.created_at)
         if status.terminal:
@@ -365,6 +421,54 @@ class SessionHost:
         self._cells[session_id] = cell
         self.note_loaded(cell)
         return cell
+
+    def resume(self, record: SessionRecord) -> bool:
+        """Activate a stored session that was ``RUNNING`` when the last process stopped, with no
+        message (``resume_on_start``); ``False`` if it is loaded already or not running.
+
+        .. versionadded:: 0.2
+        """
+        if self.closing or self._tg is None:
+            return False
+        cell = self.load(record)
+        if cell.active or cell.status is not Status.PASSIVATED:
+            return False
+        cell.resuming = True
+        self.statuses.take(cell, Status.RUNNING, "resumed")
+        cell.activate()
+        self.metrics.resumed(cell.cls.type_name or cell.cls.__name__)
+        return True
+
+    async def deliver_reminder(self, reminder: Reminder) -> Delivery:
+        """Put a due reminder in its session's mailbox, activating the session if needed.
+
+        .. versionadded:: 0.2
+        """
+        if self.closing:
+            return Delivery.LATER
+        try:
+            cell = await self.cell(reminder.session_id)
+        except SessionNotFound:
+            return Delivery.GONE
+        status = cell.status
+        if status.terminal:
+            return Delivery.GONE
+        if status is Status.PAUSED:
+            return Delivery.LATER
+        kept = cell.reminders
+        if cell.active and (kept is None or kept.get(reminder.name) != reminder):
+            return Delivery.STALE
+        # From the session to itself: a reminder is not activity from outside (abandon_after).
+        env = Envelope(Kind.INFO, DueReminder(reminder), None, (cell.id,))
+        try:
+            await cell.deliver(env)
+        except SessionPaused:
+            return Delivery.LATER
+        except SessionStopped:
+            return Delivery.GONE
+        except ShuttingDown:
+            return Delivery.LATER
+        return Delivery.QUEUED
 
     def forget(self, session_id: str) -> None:
         """Drop an inactive session from memory (it stays in the store)."""

@@ -25,7 +25,8 @@ import anyio
 
 from ._events import StatusChanged, encode_state
 from ._exceptions import InvalidTransition, OwnershipLost, SessionError, StoreError, UnencodableValue
-from ._records import EventData, Snapshot
+from ._records import AppendExtras, EventData, IdempotentReply, Snapshot
+from ._reminders import fired_removed
 
 if TYPE_CHECKING:
     from ._cell import SessionCell
@@ -112,6 +113,13 @@ class Journal:
             state = instance.apply(state, ev)
             encoded.append(data)
         before = instance._version
+        staged = cell.staged
+        if staged is not None:
+            # An idempotent call: applied now, appended with its reply when the handler returns.
+            staged.events += encoded
+            instance._state = state
+            instance._version = before + len(encoded)
+            return instance._version
         began = perf_counter()
         version = await self.append(before, encoded, None)
         instance._state = state
@@ -123,12 +131,49 @@ class Journal:
             self.snapshot_soon(instance)
         return version
 
-    async def append(self, expected: int, events: list[EventData], status: Status | None) -> int:
-        """Append to the store after version ``expected``; the store's errors become ``StoreError``."""
+    async def append(
+        self,
+        expected: int,
+        events: list[EventData],
+        status: Status | None,
+        reply: IdempotentReply | None = None,
+    ) -> int:
+        """Append to the store after version ``expected``; the store's errors become ``StoreError``.
+
+        With it go, in the same append: the reminder being handled (removed), the events of the
+        idempotent call being handled with its ``reply``, the durable message count when there is
+        a ``max_messages``, and for a session that ends a deadline of now (so that the reaper over
+        the store looks at it once, for ``retention``).
+        """
         cell = self.cell
+        host = cell.host
+        fired = cell.fired
+        counted = host.message_limit is not None
+        staged = cell.staged
         self.in_flight += 1
         try:
-            return await cell.host.store.append(cell.id, expected, events, status=status)
+            if staged is not None and staged.events:
+                # A status change inside an idempotent call takes the call's events along.
+                expected, events = staged.version_before, [*staged.events, *events]
+            look_at = host.wall() if status is not None and status.terminal else None
+            if fired is None and not counted and reply is None and look_at is None:
+                version = await host.store.append(cell.id, expected, events, status=status)
+            else:
+                extras = AppendExtras(
+                    fired=() if fired is None else (fired,),
+                    reply=reply,
+                    handled=cell.messages if counted else None,
+                    deadline=look_at,
+                )
+                version = await host.store.append(cell.id, expected, events, status=status, extras=extras)
+                if counted:
+                    cell.handled_stored = cell.messages
+                if fired is not None:
+                    fired_removed(cell, fired)
+            if staged is not None:
+                staged.events = []
+                staged.version_before = version
+            return version
         except (StoreError, OwnershipLost) as exc:  # OwnershipLost: another node owns it now
             self.record_error = exc
             raise
@@ -138,6 +183,11 @@ class Journal:
             raise err from exc
         finally:
             self.in_flight -= 1
+
+    async def append_nothing(self, instance: Session[Any]) -> None:
+        """An append of no events, for what goes with every append (a fired reminder removed, the
+        durable message count) when the turn recorded nothing."""
+        instance._version = self.cell.version = await self.append(instance._version, [], None)
 
     async def append_status(self, status: Status, reason: object, result: object = None) -> None:
         """Append a ``StatusChanged`` event (and set the index's status) after the live version.

@@ -601,9 +601,45 @@ class SessionMetrics:
             ["stage"],
             registry=None,
         )
+        # Sessions outlive their process (issue 12): reminders, resumptions, stored expiries.
+        self._reminders_fired = Counter(
+            "sessionvisor_reminders_fired",
+            "Durable reminders delivered to handle_info.",
+            ["type"],
+            registry=None,
+        )
+        self._reminder_lateness = Histogram(
+            "sessionvisor_reminder_lateness_seconds",
+            "How long after its due time a reminder reached handle_info (a downtime included).",
+            ["type"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0),
+            registry=None,
+        )
+        self._resumed = Counter(
+            "sessionvisor_sessions_resumed",
+            "Sessions (resume_on_start) activated at start-up because they were running before.",
+            ["type"],
+            registry=None,
+        )
+        self._stored_expired = Counter(
+            "sessionvisor_stored_sessions_expired",
+            "Stored sessions ended or deleted by their deadlines without being activated, by reason.",
+            ["type", "reason"],
+            registry=None,
+        )
         _register_all(
             self.registry,
-            (*i.collectors(), self._rejections, self._removals, self._snapshot_failures, self._scrape),
+            (
+                *i.collectors(),
+                self._rejections,
+                self._removals,
+                self._snapshot_failures,
+                self._reminders_fired,
+                self._reminder_lateness,
+                self._resumed,
+                self._stored_expired,
+                self._scrape,
+            ),
         )
         self._rejected = _Bounded(self._rejections, (), "sessionvisor_rejections")
         self._removed = _Bounded(self._removals, (), "sessionvisor_reaper_removals")
@@ -663,6 +699,28 @@ class SessionMetrics:
     def dead_letter(self, type_name: str) -> None:
         """A message to a session of ``type_name`` could not be delivered."""
         self.for_type(type_name).dead_letter()
+
+    def reminder_fired(self, type_name: str, late_by: float) -> None:
+        """A reminder reached ``handle_info`` ``late_by`` seconds after its due time.
+
+        .. versionadded:: 0.2
+        """
+        self._reminders_fired.labels(type_name).inc()
+        self._reminder_lateness.labels(type_name).observe(max(0.0, late_by))
+
+    def resumed(self, type_name: str) -> None:
+        """A ``resume_on_start`` session was activated at start-up.
+
+        .. versionadded:: 0.2
+        """
+        self._resumed.labels(type_name).inc()
+
+    def stored_expired(self, type_name: str, reason: str) -> None:
+        """A stored session was ended or deleted by its deadline without being activated.
+
+        .. versionadded:: 0.2
+        """
+        self._stored_expired.labels(type_name, reason).inc()
 
 
 @final

@@ -38,6 +38,8 @@ async def recover(cell: SessionCell, instance: Session[Any]) -> None:
             raise CorruptEventLog(sid, 0, "the session is no longer in the store's index")
         trusted = host.snapshots.trusted(cell.cls)  # a refused class recovers from its log alone
         done = await replay(host.store, record, instance, host.events, use_snapshot=trusted)
+        kept = await host.store.reminders(sid)
+        cell.reminders = {r.name: r for r in kept} if kept else None
         if done.snapshot_rejected == "decode":
             host.counters.snapshot_failure(cell, "decode")
         journal.adopt(instance, done.state, done.version)

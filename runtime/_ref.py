@@ -8,6 +8,7 @@ import anyio
 import anyio.lowlevel
 
 from ._exceptions import CallCycle, CallTimeout
+from ._idempotency import Idempotent
 from ._mailbox import CALL_CHAIN, Envelope, Kind
 from ._session import Reply
 
@@ -62,8 +63,21 @@ class SessionRef:
             cell = self._cell = await self._host.cell(self.id)
         return cell
 
-    async def call(self, message: object, *, timeout: float | None = 5.0) -> object:
+    async def call(
+        self, message: object, *, timeout: float | None = 5.0, idempotency_key: str | None = None
+    ) -> object:
         """Send ``message`` to ``handle_call`` and return its reply.
+
+        With ``idempotency_key``, the call may be retried safely (after a timeout, a crash or a
+        restart of the process): the events the handler records and its reply (as JSON) are
+        stored in one append under the key, and a later call with the same key to this session
+        returns that stored reply (as its JSON value: an attrs reply comes back as a dict)
+        without running the handler. The handler sees its own events at once, but they become
+        durable together, when it returns; if it raises, none of them is kept. The newest
+        ``Session.idempotency_keys_kept`` keys of each session are kept (1,000 by default).
+
+        .. versionchanged:: 0.2
+           ``idempotency_key``.
 
         Raises:
             CallTimeout: no reply within ``timeout`` seconds (the handler keeps running; its reply
@@ -75,6 +89,10 @@ class SessionRef:
         chain = CALL_CHAIN.get()
         if chain and self.id in chain:
             raise CallCycle(self.id, chain)
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str) or not idempotency_key:
+                raise ValueError(f"idempotency_key must be a non-empty str, not {idempotency_key!r}")
+            message = Idempotent(idempotency_key, message)
         cell = self._cell
         if cell is None or cell.host.cached(self.id) is not cell:
             cell = await self._resolve()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
 
 import anyio.lowlevel
 
+from . import _reminders
 from ._exceptions import SessionError
 from ._park import Parking
 from ._timers import TimerHandle
@@ -122,7 +123,9 @@ class Session(Generic[S]):
     ``state_type`` (what snapshots decode into when the class has no type parameter: the type
     parameter of ``class Room(Session[RoomState])`` wins, and without either the type of
     ``initial_state``'s result is used), and ``transitions`` (an optional state machine over
-    ``label(state)``, see ``record``).
+    ``label(state)``, see ``record``) and ``resume_on_start`` (activate such sessions that were
+    running when the last process stopped, as soon as the supervisor starts; ``self.resumed`` is
+    then true in ``on_start``).
 
     A state whose snapshot would not come back equal, of the same types, is never used: its class
     is refused snapshots (``SnapshotRefused``, logged once) and its sessions recover from the log.
@@ -136,10 +139,14 @@ class Session(Generic[S]):
     type_name: ClassVar[str | None] = None
     state_type: ClassVar[type[Any] | None] = None
     transitions: ClassVar[Mapping[tuple[str, str], str]] = {}
+    resume_on_start: ClassVar[bool] = False
+    idempotency_keys_kept: ClassVar[int] = 1000
+    """How many idempotency keys (with their replies) each session keeps, the newest."""
 
     _cell: SessionCell
     _state: S
     _version: int = -1  # not recovered yet
+    _resumed: bool = False
 
     # -- callbacks ------------------------------------------------------------------------------
 
@@ -228,6 +235,50 @@ class Session(Generic[S]):
         Timers belong to this incarnation: a crash or stop cancels them (``on_start`` re-arms).
         """
         return self._cell.send_after(self, delay, message)
+
+    async def schedule(self, name: str, delay: float, message: object) -> None:
+        """Deliver ``message`` to ``handle_info`` in ``delay`` seconds, durably.
+
+        The reminder is in the store when this returns, and replaces this session's reminder of
+        the same ``name``. It survives crashes, passivation and process restarts, and activates the
+        session when it is due; one that fell due while no process ran fires right after the next
+        start. It is removed in the same append as the events its ``handle_info`` records (or on
+        its own when it records none): a handler that crashes before recording gets it again.
+        ``message`` is a plain JSON value (str, numbers, bool, None, lists, dicts) or an instance
+        of an ``@event`` class. ``send_after`` stays the cheap timer of one incarnation.
+
+        Raises:
+            InvalidReminder: ``name`` is not a non-empty str, ``delay`` is negative or not finite,
+                or ``message`` cannot be stored as JSON (the error names the field).
+            StoreError: the store failed (no reminder was kept).
+
+        .. versionadded:: 0.2
+        """
+        await _reminders.schedule(self._cell, name, delay, message)
+
+    async def unschedule(self, name: str) -> bool:
+        """Remove the reminder ``name`` (durably); ``False`` if there was none.
+
+        .. versionadded:: 0.2
+        """
+        return await _reminders.unschedule(self._cell, name)
+
+    @property
+    def reminders(self) -> Mapping[str, float]:
+        """This session's reminders: each name and the seconds until it is due, earliest first.
+
+        .. versionadded:: 0.2
+        """
+        return _reminders.seconds_left(self._cell)
+
+    @property
+    def resumed(self) -> bool:
+        """Whether this incarnation was activated at start-up because the session was running when
+        the last process stopped (``resume_on_start``); true only in that first incarnation.
+
+        .. versionadded:: 0.2
+        """
+        return self._resumed
 
     def defer_reply(self) -> Reply:
         """Take over the reply to the call being handled; return ``NoReply`` and answer later.

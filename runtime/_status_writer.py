@@ -123,8 +123,8 @@ class StatusWriter:
         In memory it is ``PASSIVATED`` (it has no task): its next message activates it, and an
         earlier process reading the index sees a session to reactivate on demand.
         """
+        cell.messages = 0  # the count starts again, stored with the revival
         await cell.journal.append_status(Status.RUNNING, "revived")
         cell.error = None
-        cell.messages = 0
         cell.last_active = self.host.now()
         self.take(cell, Status.PASSIVATED, "revived")

@@ -43,6 +43,9 @@ class ManualClock:
         if not seconds >= 0:
             raise ValueError(f"time only moves forward, got {seconds}")
         target = self._now + seconds
+        # Let the tasks that are runnable now go to sleep first: a sleeper that is about to pick
+        # an earlier deadline (woken by what the test just did) must not see time jump past it.
+        await anyio.wait_all_tasks_blocked()
         while self._sleepers and self._sleepers[0][0] <= target:
             deadline, _, wake = heapq.heappop(self._sleepers)
             self._now = max(self._now, deadline)

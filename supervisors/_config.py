@@ -353,6 +353,7 @@ _REAPER: dict[str, Check] = {
     "max_memory_bytes": _POSITIVE_INT,
     "memory_check_interval": _POSITIVE_NUMBER,
     "max_starts_per_second": _POSITIVE_NUMBER,
+    "max_resumes_per_second": _POSITIVE_NUMBER,
     "idle_counts_self_sends": _boolean,
 }
 _RESTARTS: dict[str, Check] = {

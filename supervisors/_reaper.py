@@ -98,6 +98,11 @@ class ReaperPolicy:
             ``memory_check_interval`` seconds.
         max_starts_per_second: a token bucket on starts (``RateLimited``); restarts and
             reactivations never count.
+        max_resumes_per_second: how fast ``resume_on_start`` sessions are activated after a
+            restart (``None``: as fast as they recover), so that a large store does not stampede
+            the machine.
+
+            .. versionadded:: 0.2
         idle_counts_self_sends: count a session's messages to itself (timers, self-casts) as
             activity.
 
@@ -119,6 +124,7 @@ class ReaperPolicy:
     max_memory_bytes: int | None = attrs.field(default=None, validator=_positive_or_none)
     memory_check_interval: float = attrs.field(default=5.0, validator=_positive_or_none)
     max_starts_per_second: float | None = attrs.field(default=None, validator=_positive_or_none)
+    max_resumes_per_second: float | None = attrs.field(default=None, validator=_positive_or_none)
     idle_counts_self_sends: bool = False
 
 
@@ -386,7 +392,7 @@ class Reaper:
             return None
         if p.export_dir is not None:
             try:
-                await self._export(session_id)
+                await self.export(session_id)
             except OSError:
                 # Never delete a log whose export did not reach the disk: keep it, try again later.
                 logger.exception(
@@ -402,7 +408,7 @@ class Reaper:
         await host.delete(session_id)
         return RemovalReason.RETENTION
 
-    async def _export(self, session_id: str) -> None:
+    async def export(self, session_id: str) -> None:
         """Write the session's log to its own file in ``export_dir``, durably, before deletion.
 
         The file's name comes from :func:`export_file_name` (two ids never share a file) and each

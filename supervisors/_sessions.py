@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from runtime import (
@@ -21,6 +21,7 @@ from runtime import (
     Session,
     SessionError,
     SessionHost,
+    SessionRecord,
     Status,
     TooManySessions,
 )
@@ -29,6 +30,7 @@ from runtime.abc import Clock, EventStore, LeaseStore
 from ._node import Node
 from ._reaper import CleanupStats, Reaper, ReaperPolicy, RemovalReason
 from ._restart import RestartPolicy
+from ._store_reaper import StoreReaper
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -39,9 +41,9 @@ __all__ = ["SessionSupervisor"]
 
 logger = logging.getLogger(__name__)
 
-_TERMINAL = [s for s in Status if s.terminal]
 _TAKEOVERS_PER_ROUND = 100
 """Sessions of dead nodes one node claims per round: the survivors share the rest over the next rounds."""
+_RESUME_PAGE = 1000
 
 
 class SessionSupervisor(SessionHost):
@@ -67,6 +69,8 @@ class SessionSupervisor(SessionHost):
         max_concurrent_recoveries: how many sessions may replay their logs at once.
         node: this process as one node among several sharing ``store`` (a ``PostgresStore``):
             sessions run under leases with fencing epochs (DESIGN.md, "Many nodes").
+        wall_clock: the wall clock reminders and stored deadlines are due on (default: ``clock``
+            moved to the epoch at start; see :class:`runtime.SessionHost`).
 
     .. versionadded:: 0.1
     """
@@ -86,6 +90,7 @@ class SessionSupervisor(SessionHost):
         drain_timeout: float = 5.0,
         max_concurrent_recoveries: int = 50,
         node: Node | None = None,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.node = node
         ownership: Ownership | None = None
@@ -117,8 +122,21 @@ class SessionSupervisor(SessionHost):
             session_types=session_types,
             registry=registry,
             ownership=ownership,
+            wall_clock=wall_clock,
         )
         self.reaper = Reaper(self, policy, self.clock)
+        self.store_reaper = self._new_store_reaper()
+        self._ready = anyio.Event()
+        self.to_resume = 0
+        """How many ``resume_on_start`` sessions were running when the last process stopped (known
+        once ``ready()`` returns); ``resumed`` counts those activated so far."""
+        self.resumed = 0
+        """How many ``resume_on_start`` sessions this supervisor activated at start-up."""
+
+    def _new_store_reaper(self) -> StoreReaper:
+        policy = self.reaper_policy
+        export = self.reaper.export if policy.export_dir is not None else None
+        return StoreReaper(self, policy, self.clock, self.wall, self.started_at_wall, export=export)
 
     def __repr__(self) -> str:
         return f"<SessionSupervisor store={self.store!r} sessions={len(self.cells())}>"
@@ -126,12 +144,14 @@ class SessionSupervisor(SessionHost):
     async def __aenter__(self) -> Self:
         await super().__aenter__()
         self.reaper.reset()
-        try:
-            await self._schedule_stored_retention()
-        except BaseException:
-            await self.__aexit__(None, None, None)
-            raise
+        self.store_reaper = self._new_store_reaper()
+        self._ready = anyio.Event()
+        self.to_resume = self.resumed = 0
         self.spawn(self.reaper.run)
+        # Sessions of earlier processes: their deadlines come from the store's index by due time
+        # (ended ones' retention included), never from a scan of every session.
+        self.spawn(self.store_reaper.run)
+        self.spawn(self._resume_stored)
         if self.ownership is not None:
             self.spawn(self._take_over, self.ownership)
         return self
@@ -163,22 +183,53 @@ class SessionSupervisor(SessionHost):
                         exc_info=True,
                     )
 
-    async def _schedule_stored_retention(self) -> None:
-        """Ended sessions of earlier processes still get deleted when their retention is up."""
-        retention = self.reaper_policy.retention
-        if retention is None:
+    async def ready(self) -> None:
+        """Return once the reminders that are due and the sessions to resume are scheduled.
+
+        Due reminders are then on their way (a reminder that fell due while no process ran is
+        delivered right after), and every ``resume_on_start`` session that was running when the
+        last process stopped is either activated or queued for activation at
+        ``ReaperPolicy.max_resumes_per_second``.
+
+        .. versionadded:: 0.2
+        """
+        await self.reminder_scheduler.loaded.wait()
+        await self._ready.wait()
+
+    async def _resume_stored(self) -> None:
+        """Activate the ``resume_on_start`` sessions that were running, paced."""
+        try:
+            found: list[SessionRecord] = []
+            for type_name, cls in self.session_types().items():
+                if not cls.resume_on_start:
+                    continue
+                offset = 0
+                while True:
+                    page = await self.store.list(
+                        status=Status.RUNNING, type=type_name, limit=_RESUME_PAGE, offset=offset
+                    )
+                    found += page
+                    if len(page) < _RESUME_PAGE:
+                        break
+                    offset += _RESUME_PAGE
+        except Exception:
+            logger.exception("could not list the sessions to resume; none resumed")
+            self._ready.set()
             return
-        now, wall = self.clock.now(), time.time()
-        for status in _TERMINAL:
-            offset = 0
-            while True:
-                page = await self.store.list(status=status, limit=1000, offset=offset)
-                for record in page:
-                    due = now + max(0.0, retention - (wall - record.updated_at))
-                    self.reaper.push_retention(record.id, due)
-                if len(page) < 1000:
-                    break
-                offset += 1000
+        self.to_resume = len(found)
+        self._ready.set()  # every one is scheduled: the pacing below is the schedule
+        rate = self.reaper_policy.max_resumes_per_second
+        started = self.clock.now()
+        for n, record in enumerate(found):
+            if rate is not None and started + n / rate > self.clock.now():
+                await self.clock.sleep_until(started + n / rate)
+            try:
+                if self.resume(record):
+                    self.resumed += 1
+            except Exception:
+                logger.exception("session %r: could not resume it", record.id)
+            if rate is None and n % 100 == 99:
+                await anyio.lowlevel.checkpoint()
 
     async def run(
         self, *, task_status: TaskStatus[SessionSupervisor] = anyio.TASK_STATUS_IGNORED
@@ -229,6 +280,9 @@ class SessionSupervisor(SessionHost):
     def note_status(self, cell: SessionCell, previous: Status | None, reason: object) -> None:
         super().note_status(cell, previous, reason)
         self.reaper.schedule(cell.id)
+
+    def first_deadline(self, now: float) -> float | None:
+        return self.store_reaper.first_deadline(now)
 
     def note_loaded(self, cell: SessionCell) -> None:
         super().note_loaded(cell)

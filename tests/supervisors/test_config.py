@@ -59,6 +59,7 @@ class TestSections:
             max_memory_bytes = 100_000_000
             memory_check_interval = 2
             max_starts_per_second = 50
+            max_resumes_per_second = 500
             idle_counts_self_sends = true
             """
         )
@@ -76,6 +77,7 @@ class TestSections:
             max_memory_bytes=100_000_000,
             memory_check_interval=2,
             max_starts_per_second=50,
+            max_resumes_per_second=500,
             idle_counts_self_sends=True,
         )
 

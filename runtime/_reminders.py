@@ -1,0 +1,399 @@
+"""Durable reminders: how ``Session.schedule`` checks and encodes them, and the scheduler that fires them.
+
+A reminder is kept in the store before ``schedule`` returns (``EventStore.set_reminder``), with its due
+time on the wall clock, so that it means the same in the next process. Each host runs one
+:class:`ReminderScheduler`: it takes the next due reminders from the store's index by due time (a few
+at a time, never every session's) plus the ones scheduled in this process, sleeps until the earliest,
+and hands each to the host for delivery to its session's ``handle_info``, activating the session if
+needed. The session removes a reminder in the same append as the events its handler records (or in an
+append of its own when it records none); until then the reminder stays in the store, so a crash or a
+dead process makes it fire again: at least once, never silently lost.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, NoReturn, final
+
+import anyio
+import attrs
+from anyio.abc import TaskStatus
+
+from ._clock import AnyioClock
+from ._events import unstructure
+from ._exceptions import InvalidReminder, UnknownEventType
+from ._records import Reminder
+
+if TYPE_CHECKING:
+    from ._cell import SessionCell
+    from ._events import EventRegistry
+    from ._session import Session
+    from .abc import Clock, EventStore
+
+__all__ = [
+    "Delivery",
+    "DueReminder",
+    "ReminderScheduler",
+    "check_reminder",
+    "decode_message",
+    "encode_message",
+    "fired_removed",
+    "refire",
+    "remind",
+    "schedule",
+    "seconds_left",
+    "unschedule",
+]
+
+logger = logging.getLogger(__name__)
+
+_JSON_SCALARS: Final = (str, int, float, bool, type(None))
+
+
+class Delivery(enum.Enum):
+    """What became of a reminder handed to the host."""
+
+    QUEUED = "queued"
+    """In the session's mailbox: the session removes it once its handler has recorded."""
+    GONE = "gone"
+    """The session is ended or no longer stored: the reminder can never fire (removed)."""
+    LATER = "later"
+    """The session takes no message now (paused): try again later."""
+    STALE = "stale"
+    """The session has replaced or removed that reminder since: nothing to do."""
+
+
+@final
+@attrs.frozen
+class DueReminder:
+    """The envelope message that carries a due reminder to its session's actor."""
+
+    reminder: Reminder
+
+
+# -- checks and the codec -------------------------------------------------------------------------
+
+
+def check_reminder(session_id: str, name: object, delay: object) -> float:
+    """The delay as a float, or ``InvalidReminder`` naming what is wrong with ``name`` or ``delay``."""
+    if not isinstance(name, str) or not name:
+        raise InvalidReminder(session_id, name, "name", f"must be a non-empty str, not {name!r}")
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        raise InvalidReminder(session_id, name, "delay", f"must be a number of seconds, not {delay!r}")
+    seconds = float(delay)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidReminder(session_id, name, "delay", f"must be finite and >= 0, not {delay!r}")
+    return seconds
+
+
+def encode_message(registry: EventRegistry, session_id: str, name: str, message: object) -> str:
+    """The reminder's message as JSON text: a registered event type, or a plain JSON value.
+
+    Raises:
+        InvalidReminder: the message (or the value at the field it names) cannot be stored as
+            JSON and read back: an unregistered class, a NaN or infinity, a set, bytes...
+    """
+    if attrs.has(type(message)):
+        try:
+            entry = registry.lookup(type(message))
+        except UnknownEventType:
+            raise InvalidReminder(
+                session_id,
+                name,
+                "message",
+                f"is a {type(message).__qualname__}, which is not registered: decorate it with "
+                "@event (or send a plain JSON value)",
+            ) from None
+        _check_json(session_id, name, unstructure(message), f"message({type(message).__name__})")
+        payload = {"type": entry.name, "version": entry.version, "data": unstructure(message)}
+    else:
+        _check_json(session_id, name, message, "message")
+        payload = {"json": message}
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def decode_message(registry: EventRegistry, text: str) -> object:
+    """A stored reminder message back as the object ``schedule`` was given (an equal one)."""
+    payload = json.loads(text)
+    if "json" in payload:
+        return payload["json"]
+    return registry.structure(payload["type"], payload["version"], payload["data"])
+
+
+def _check_json(session_id: str, name: str, value: object, path: str) -> None:
+    """Raise ``InvalidReminder`` at the first value under ``value`` that JSON cannot hold exactly."""
+    if isinstance(value, _JSON_SCALARS):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidReminder(session_id, name, path, f"is {value!r}, which JSON cannot hold")
+        return
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_json(session_id, name, item, f"{path}[{i}]")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidReminder(
+                    session_id, name, f"{path}[{key!r}]", "has a key that is not a str (JSON keys are)"
+                )
+            _check_json(session_id, name, item, f"{path}.{key}")
+        return
+    raise InvalidReminder(
+        session_id,
+        name,
+        path,
+        f"is a {type(value).__qualname__} ({value!r}), which JSON cannot hold; use str, numbers, "
+        "bool, None, lists, dicts or an @event class",
+    )
+
+
+# -- the scheduler --------------------------------------------------------------------------------
+
+
+@final
+class ReminderScheduler:
+    """Fires the due reminders of one host's sessions, from the store's due-time index.
+
+    Args:
+        store: where reminders are kept.
+        clock: the runtime's clock, for sleeping.
+        wall: the wall clock reminders are due on (seconds since the epoch).
+        deliver: hands a due reminder to its session (``Delivery`` says what became of it).
+        horizon: how far ahead (seconds) each read of the store looks.
+        batch: the most reminders taken from the store per read.
+        retry_after: seconds before a reminder whose session took no message (paused) is tried again.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        clock: Clock,
+        wall: Callable[[], float],
+        deliver: Callable[[Reminder], Awaitable[Delivery]],
+        *,
+        horizon: float = 30.0,
+        batch: int = 1000,
+        retry_after: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.wall = wall
+        self.deliver = deliver
+        self.horizon = horizon
+        self.batch = batch
+        self.retry_after = retry_after
+        self._heap: list[tuple[float, int, Reminder]] = []
+        self._known: set[Reminder] = set()
+        """Reminders in the heap or delivered and not settled yet: each is handed over once."""
+        self._seq = 0
+        self._read_until = -math.inf
+        """The store was read up to this due time; later ones come from the next read."""
+        self._wake: anyio.Event | None = None
+        self._next_wake = math.inf
+        self.loaded = anyio.Event()
+        """Set once the first read of the store is done (``ready``)."""
+        self.fired = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, reminder: Reminder) -> None:
+        """A reminder scheduled in this process (it is in the store already)."""
+        if reminder in self._known:
+            return
+        self._known.add(reminder)
+        self._seq += 1
+        heapq.heappush(self._heap, (reminder.due_at, self._seq, reminder))
+        if reminder.due_at < self._next_wake and self._wake is not None:
+            self._wake.set()
+
+    def settled(self, reminder: Reminder) -> None:
+        """The session is done with ``reminder`` (removed, or found replaced)."""
+        self._known.discard(reminder)
+
+    def retry(self, reminder: Reminder, delay: float = 0.0) -> None:
+        """Hand ``reminder`` over again (its handler crashed before recording, or it was refused)."""
+        self._known.discard(reminder)
+        if delay <= 0:
+            self.add(reminder)
+            return
+        self._known.add(reminder)
+        self._seq += 1
+        # Kept under its own due time, tried again at ``wall() + delay``.
+        heapq.heappush(self._heap, (self.wall() + delay, self._seq, reminder))
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Read, sleep, fire; a failing store read is logged and tried again a second later."""
+        task_status.started()
+        while True:
+            try:
+                await self._loop()
+            except Exception:
+                logger.exception("the reminder scheduler failed; trying again in a second")
+                self.loaded.set()  # ready() must not wait for a store that fails
+                await self.clock.sleep_until(self.clock.now() + 1.0)
+
+    async def _read(self, now: float) -> None:
+        until = now + self.horizon
+        found = await self.store.due_reminders(until, limit=self.batch)
+        for reminder in found:
+            self.add(reminder)
+        # A full batch may have left later ones behind: read again from the last one taken.
+        self._read_until = found[-1].due_at if len(found) >= self.batch else until
+        self.loaded.set()
+
+    async def _loop(self) -> NoReturn:
+        while True:
+            now = self.wall()
+            if now + self.horizon / 2 >= self._read_until or not self._heap:
+                await self._read(now)
+            heap = self._heap
+            while heap and heap[0][0] <= self.wall():
+                _, _, reminder = heapq.heappop(heap)
+                await self._hand_over(reminder)
+            target = min(heap[0][0] if heap else math.inf, self._read_until)
+            await self._sleep_until_wall(target)
+
+    async def _hand_over(self, reminder: Reminder) -> None:
+        try:
+            outcome = await self.deliver(reminder)
+        except Exception:
+            logger.exception("reminder %r of session %r: delivery failed", reminder.name, reminder.session_id)
+            outcome = Delivery.LATER
+        if outcome is Delivery.QUEUED:
+            self.fired += 1
+        elif outcome is Delivery.LATER:
+            self.retry(reminder, self.retry_after)
+        elif outcome is Delivery.STALE:
+            self._known.discard(reminder)
+        else:
+            self._known.discard(reminder)
+            try:
+                await self.store.remove_reminder(reminder.session_id, reminder.name)
+            except Exception:
+                logger.exception(
+                    "reminder %r of session %r: could not remove it", reminder.name, reminder.session_id
+                )
+
+    async def _sleep_until_wall(self, target: float) -> None:
+        self._next_wake = target
+        wake = self._wake = anyio.Event()
+        try:
+            if target == math.inf:
+                await wake.wait()
+                return
+            delay = max(0.0, target - self.wall())
+            if isinstance(self.clock, AnyioClock):
+                # anyio's own clock: a cancel scope's deadline, cheaper than an alarm task per
+                # sleep (the scheduler sleeps once per distinct due time).
+                with anyio.move_on_after(delay):
+                    await wake.wait()
+                return
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._alarm, self.clock.now() + delay, wake)
+                await wake.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self._wake = None
+            self._next_wake = math.inf
+
+    async def _alarm(self, deadline: float, wake: anyio.Event) -> None:
+        await self.clock.sleep_until(deadline)
+        wake.set()
+
+
+# -- a session's side -----------------------------------------------------------------------------
+
+
+async def schedule(cell: SessionCell, name: object, delay: object, message: object) -> Reminder:
+    """``Session.schedule``: check, encode, store (durable on return), then tell the scheduler.
+
+    Bad input raises ``InvalidReminder``; like ``InvalidTransition``, letting it through the handler
+    answers the caller with it and does not crash the session (nothing was stored).
+    """
+    host = cell.host
+    try:
+        seconds = check_reminder(cell.id, name, delay)
+        assert isinstance(name, str)
+        text = encode_message(host.events, cell.id, name, message)
+    except InvalidReminder as exc:
+        cell.journal.record_error = exc
+        raise
+    reminder = Reminder(cell.id, name, host.wall() + seconds, text)
+    await host.store.set_reminder(reminder)
+    kept = cell.reminders
+    if kept is None:
+        kept = cell.reminders = {}
+    kept[name] = reminder
+    host.reminder_scheduler.add(reminder)
+    return reminder
+
+
+async def unschedule(cell: SessionCell, name: object) -> bool:
+    """``Session.unschedule``: remove the reminder from the store; whether there was one."""
+    if not isinstance(name, str) or not name:
+        err = cell.journal.record_error = InvalidReminder(
+            cell.id, name, "name", f"must be a non-empty str, not {name!r}"
+        )
+        raise err
+    kept = cell.reminders
+    had = kept is not None and name in kept
+    await cell.host.store.remove_reminder(cell.id, name)
+    if kept is not None:
+        kept.pop(name, None)
+    return had
+
+
+def seconds_left(cell: SessionCell) -> dict[str, float]:
+    """``Session.reminders``: each reminder's name and the seconds until it is due (0 if overdue)."""
+    kept = cell.reminders
+    if not kept:
+        return {}
+    now = cell.host.wall()
+    return {name: max(0.0, r.due_at - now) for name, r in sorted(kept.items(), key=lambda i: i[1].due_at)}
+
+
+async def remind(cell: SessionCell, instance: Session[Any], reminder: Reminder) -> None:
+    """Hand a due reminder to ``handle_info``; remove it with what the handler records."""
+    host = cell.host
+    kept = cell.reminders
+    if kept is None or kept.get(reminder.name) != reminder:
+        host.reminder_scheduler.settled(reminder)  # replaced or removed since it was read
+        return
+    message = decode_message(host.events, reminder.message)
+    cell.fired = reminder
+    host.metrics.reminder_fired(cell.cls.type_name or cell.cls.__name__, host.wall() - reminder.due_at)
+    await instance.handle_info(message)
+    if cell.fired is not reminder:
+        return  # removed with what the handler recorded
+    if kept.get(reminder.name) != reminder:
+        # Scheduled again under its name (a periodic reminder): the new one replaced the one that
+        # fired in the store already, so there is nothing left to remove.
+        cell.fired = None
+        host.reminder_scheduler.settled(reminder)
+    elif not cell.status.terminal:
+        # The handler recorded nothing: the reminder goes in an append of its own.
+        await cell.journal.append_nothing(instance)
+
+
+def fired_removed(cell: SessionCell, reminder: Reminder) -> None:
+    """The append that removes the reminder being handled is durable."""
+    cell.fired = None
+    kept = cell.reminders
+    if kept is not None and kept.get(reminder.name) == reminder:
+        del kept[reminder.name]
+    cell.host.reminder_scheduler.settled(reminder)
+
+
+def refire(cell: SessionCell) -> None:
+    """The turn of a reminder ended without recording (a crash, a failed append): it fires again."""
+    fired, cell.fired = cell.fired, None
+    if fired is not None:
+        cell.host.reminder_scheduler.retry(fired)
