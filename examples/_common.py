@@ -16,22 +16,24 @@ from supervisors import Config, ConfigError, load_config
 __all__ = ["HideOnPurpose", "count_tasks", "load_or_exit", "open_store", "store_opens"]
 
 
-def open_store(db: str | None, config: Config, default_path: str) -> tuple[EventStore, str | None]:
+def open_store(
+    db: str | None, config: Config, default_path: str, *, new: bool = False
+) -> tuple[EventStore, str | None]:
     """The store for this run and its file (``None`` in memory).
 
-    ``--db`` wins and is kept; else the config's store; else ``default_path``, emptied first so that
-    each run starts afresh.
+    ``--db`` wins; else the config's store; else ``default_path``. An existing file is always kept
+    (a restart carries on where the last run stopped, killed or not), unless ``new`` is true: the
+    explicit ``--new-db`` removes it first.
     """
-    if db is not None:
-        return SQLiteStore(db, synchronous=config.store.synchronous), db
-    if config.store.kind == "memory":
+    if config.store.kind == "memory" and db is None:
         return config.store.build(), None
-    path = config.store.path
-    if path is None:
-        path = default_path
+    path = db if db is not None else (config.store.path or default_path)
+    if new:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path + suffix)
+    if db is not None:
+        return SQLiteStore(db, synchronous=config.store.synchronous), db
     return config.store.build(path), path
 
 

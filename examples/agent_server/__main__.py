@@ -76,6 +76,7 @@ class Options:
     conversations: int
     config: str | None
     db: str | None
+    new_db: bool
     metrics_port: int | None
     max_messages: int | None
     paused_ttl: float | None
@@ -89,7 +90,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument("--conversations", type=int, default=2 * len(SCRIPTS), help="how many (default 20)")
     parser.add_argument("--config", help="a sessionvisor TOML file (examples/sessionvisor.toml)")
-    parser.add_argument("--db", help=f"SQLite file to use and keep (default: {DEFAULT_DB}, recreated)")
+    parser.add_argument("--db", help=f"SQLite file to use (default: {DEFAULT_DB}); an existing one is kept")
+    parser.add_argument("--new-db", action="store_true", help="remove the SQLite file first: start afresh")
     parser.add_argument("--metrics-port", type=int, help="port of /metrics (default 9464; 0: any)")
     parser.add_argument(
         "--max-messages",
@@ -112,6 +114,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         conversations=ns.conversations,
         config=ns.config,
         db=ns.db,
+        new_db=ns.new_db,
         metrics_port=ns.metrics_port,
         max_messages=ns.max_messages,
         paused_ttl=ns.paused_ttl,
@@ -241,7 +244,7 @@ def _counts(counter: Mapping[str, int]) -> str:
 
 async def main(options: Options, config: Config) -> int:
     run_id = f"{time.strftime('%H%M%S')}-{secrets.token_hex(2)}"
-    store, path = open_store(options.db, config, DEFAULT_DB)
+    store, path = open_store(options.db, config, DEFAULT_DB, new=options.new_db)
     if not await store_opens(path, config):
         return 2
     max_messages = options.max_messages or config.reaper.max_messages or DEFAULT_MAX_MESSAGES

@@ -1,9 +1,12 @@
 """``python -m examples.game_server``: the word-game server with bot players, then a summary.
 
 Runs the game server on 127.0.0.1 with ``--bots`` bot players for ``--duration`` seconds on the
-embedded SQLite store (./sessionvisor-game.db, recreated each run unless ``--db`` names a file to
-keep), serves ``/metrics``, prints progress every two seconds and a summary at the end. ``--chaos P``
-crashes rooms with probability P per move; the summary then shows that no acknowledged move was lost.
+embedded SQLite store (./sessionvisor-game.db or ``--db``; an existing file is kept, ``--new-db``
+starts afresh), serves ``/metrics``, prints progress every two seconds and a summary at the end.
+``--chaos P`` crashes rooms with probability P per move; the summary then shows that no acknowledged
+move was lost. Started again on the same file after a kill, it says how many rooms it resumed, lets
+their timers and the reaper finish or abandon them, and checks the moves the killed run acknowledged
+too (from the journal of acknowledged moves beside the file).
 
 Exit status: 0 when every acknowledged move is in the store (and every stored move nobody
 acknowledged is explained by a crash), 1 otherwise, 2 for a usage error.
@@ -15,6 +18,7 @@ import argparse
 import contextlib
 import gc
 import math
+import os
 import random
 import secrets
 import signal
@@ -41,19 +45,22 @@ from supervisors import (
 )
 
 from .._common import count_tasks, load_or_exit, open_store, store_opens
-from .audit import Audit, count_stored_moves
+from .audit import AckJournal, Audit, count_stored_moves, read_journal
 from .bots import Bots
 from .game import Chaos, ChaosCrash, room_class
 from .server import GameMetrics, GameServer
 
 DEFAULT_DB = "sessionvisor-game.db"
 
-# Without --config: rooms everyone left are abandoned after 3 s, idle ones passivated after 10 s, and
-# a room may crash often (--chaos) before it is quarantined.
+# Without --config: with bots, rooms everyone left are abandoned after 3 s; played by hand (--bots 0),
+# after 10 minutes without a request, so that a person can think. Idle rooms are passivated after
+# 10 s (their turn timers are durable reminders: they wake them), and a room may crash often
+# (--chaos) before it is quarantined.
 DEFAULT_CONFIG = Config(
     reaper=ReaperPolicy(idle_timeout=10, abandon_after=3, terminal_ttl=5),
     restarts=RestartPolicy(max_restarts=100, within=10, backoff=Backoff(initial=0.001, maximum=0.05)),
 )
+HAND_PLAY_ABANDON_AFTER = 600.0
 
 
 @attrs.frozen(kw_only=True)
@@ -63,6 +70,7 @@ class Options:
     chaos: float
     config: str | None
     db: str | None
+    new_db: bool
     host: str
     port: int
     metrics_port: int | None
@@ -90,7 +98,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--bots", type=int, default=16, help="bot players (default 16; 0 = server only)")
     parser.add_argument("--chaos", type=float, default=0.01, help="crash probability per move (default 0.01)")
     parser.add_argument("--config", help="a sessionvisor TOML file (examples/sessionvisor.toml)")
-    parser.add_argument("--db", help=f"SQLite file to use and keep (default: {DEFAULT_DB}, recreated)")
+    parser.add_argument("--db", help=f"SQLite file to use (default: {DEFAULT_DB}); an existing one is kept")
+    parser.add_argument("--new-db", action="store_true", help="remove the SQLite file first: start afresh")
     parser.add_argument("--host", default="127.0.0.1", help="address of the game server (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port of the game server (default 0: any)")
     parser.add_argument("--metrics-port", type=int, help="port of /metrics (default 9464; 0: any)")
@@ -130,6 +139,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         chaos=ns.chaos,
         config=ns.config,
         db=ns.db,
+        new_db=ns.new_db,
         host=ns.host,
         port=ns.port,
         metrics_port=ns.metrics_port,
@@ -214,10 +224,14 @@ async def main(options: Options, config: Config) -> int:
         store, path = PostgresStore(options.dsn, schema=options.schema), None
         where = f"PostgreSQL (schema {options.schema})" + (f", node {options.node}" if options.node else "")
     else:
-        store, path = open_store(options.db, config, DEFAULT_DB)
+        store, path = open_store(options.db, config, DEFAULT_DB, new=options.new_db)
         if not await store_opens(path, config):
             return 2
         where = path or "in memory"
+    journal_path = None if path is None else path + ".acked"
+    if options.new_db and journal_path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(journal_path)
     tally = Tally()
     bots: Bots | None = None
     print(
@@ -232,7 +246,14 @@ async def main(options: Options, config: Config) -> int:
     # A node tells clients of rooms it does not own where to go: its own address, as they reach it.
     node = None if options.node is None else Node(options.node, address=f"{options.host}:{game_port}")
     sessions = config.session_supervisor(session_types=[room_cls], store=store, node=node)
+    journal = None
     async with sessions:
+        await sessions.ready()
+        if sessions.to_resume:
+            print(
+                f"resumed {sessions.to_resume} rooms from the previous run: their turn timers carry "
+                "on, and they finish by the rules or are abandoned once nobody plays"
+            )
         server = GameServer(
             sessions,
             room_cls,
@@ -264,6 +285,8 @@ async def main(options: Options, config: Config) -> int:
                 tg.start_soon(show_progress, sessions, server, tally, options.progress, began)
                 bots_done = anyio.Event()
                 if options.bots:
+                    if journal_path is not None:
+                        journal = AckJournal(journal_path, run_id)
                     bots = Bots(
                         options.host,
                         game_port,
@@ -274,6 +297,7 @@ async def main(options: Options, config: Config) -> int:
                         seed=rng.randrange(2**32),
                         doze=options.doze,
                         walk_out=options.walk_out,
+                        journal=journal,
                     )
                     print(
                         f"{bots.tables * options.size} bots at {bots.tables} tables, "
@@ -294,8 +318,12 @@ async def main(options: Options, config: Config) -> int:
                 played = anyio.current_time() - began
                 tg.cancel_scope.cancel()
         host_stats = await sessions.stats()
+    if journal is not None:
+        journal.close()
     # The supervisor has drained, snapshotted and closed the store: count the moves in its logs.
-    if bots is None:
+    earlier = {} if journal_path is None else read_journal(journal_path)
+    earlier.pop(run_id, None)
+    if bots is None and not earlier:
         print(f"ran {played:.1f} s: {server.stats.moves} moves acknowledged")
         return 0
     audit_store: EventStore = store
@@ -305,11 +333,38 @@ async def main(options: Options, config: Config) -> int:
         audit_store = PostgresStore(options.dsn, schema=options.schema)
     await audit_store.open()
     try:
-        audit = await count_stored_moves(audit_store, run_id, bots.stats.acked, server.stats.uncertain)
+        audit = None
+        if bots is not None:
+            audit = await count_stored_moves(audit_store, [run_id], bots.stats.acked, server.stats.uncertain)
+        before = None
+        if earlier:
+            acked_before = set().union(*earlier.values())
+            # A killed run's moves stored but not acknowledged: the kill came before the answer.
+            before = await count_stored_moves(audit_store, list(earlier), acked_before, acked_before)
     finally:
         await audit_store.aclose()
-    print_summary(options, host_stats, bots, chaos, audit, played)
-    return 0 if audit.ok else 1
+    if audit is not None and bots is not None:
+        print_summary(options, host_stats, bots, chaos, audit, played)
+    else:
+        print(f"ran {played:.1f} s: {server.stats.moves} moves acknowledged")
+    if before is not None:
+        print_earlier(earlier, before)
+    ok = (audit is None or audit.ok) and (before is None or not before.acked_not_stored)
+    return 0 if ok else 1
+
+
+def print_earlier(earlier: dict[str, set[tuple[str, int]]], audit: Audit) -> None:
+    """The moves acknowledged by earlier runs on this file (killed ones included), checked again."""
+    acked = sum(map(len, earlier.values()))
+    lost = len(audit.acked_not_stored)
+    verdict = "all stored" if not lost else "ACKNOWLEDGED MOVES ARE MISSING"
+    print(
+        f"earlier    {len(earlier)} earlier run(s) on this file: {acked} moves acknowledged, "
+        f"{acked - lost} stored ({verdict}); {len(audit.stored_not_acked)} stored but unanswered "
+        "when their run stopped"
+    )
+    for room, turn in sorted(audit.acked_not_stored)[:10]:
+        print(f"             missing: room {room} turn {turn}")
 
 
 def print_summary(
@@ -359,7 +414,12 @@ def print_summary(
 def setup(argv: Sequence[str] | None = None) -> tuple[Options, Config]:
     """Parse the command line, read the configuration (exit 2 if bad), set up logging."""
     options = parse_args(argv)
-    return options, load_or_exit(options.config, DEFAULT_CONFIG, ChaosCrash)
+    default = DEFAULT_CONFIG
+    if not options.bots:  # played by hand: people think longer than bots
+        default = attrs.evolve(
+            default, reaper=attrs.evolve(default.reaper, abandon_after=HAND_PLAY_ABANDON_AFTER)
+        )
+    return options, load_or_exit(options.config, default, ChaosCrash)
 
 
 if __name__ == "__main__":

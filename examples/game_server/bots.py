@@ -21,6 +21,7 @@ import anyio
 import attrs
 from anyio.abc import SocketStream
 
+from .audit import AckJournal
 from .protocol import JsonLines
 from .words import BY_LETTER
 
@@ -75,6 +76,7 @@ class Bots:
         seed: makes their choices repeatable (not the timing).
         doze: the chance a bot lets its turn time out.
         walk_out: the chance a table leaves a game in the middle.
+        journal: where each acknowledged move is also written as it comes (kept by a killed run).
         think: the most a bot thinks before a move, in seconds.
     """
 
@@ -91,6 +93,7 @@ class Bots:
         doze: float = 0.01,
         walk_out: float = 0.05,
         think: float = 0.005,
+        journal: AckJournal | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.tables = max(1, players // size)
@@ -99,6 +102,7 @@ class Bots:
         self.rng = random.Random(seed)
         self.doze, self.walk_out, self.think = doze, walk_out, think
         self.stats = BotStats()
+        self.journal = journal
         self.stopping = False
         self._waits: set[anyio.CancelScope] = set()
 
@@ -163,6 +167,8 @@ class Bots:
                 elapsed = perf_counter() - started
                 if answer.get("ok"):
                     stats.acked.add((room, turn))
+                    if self.journal is not None:
+                        self.journal.note(room, turn)
                     stats.latencies.append(elapsed)
                     if "finished" in answer:
                         stats.finished.add(room)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
-from runtime import NoReply, Reply, Session, TimerHandle, event
+from runtime import NoReply, Reply, Session, event
 
 from .words import WORDS
 
@@ -160,8 +160,10 @@ class Look:
     pass
 
 
-@attrs.frozen
+@event(name="game.TurnTimer")
 class TurnTimer:
+    """The turn timer's message: a durable reminder, so registered with the codec (never recorded)."""
+
     turn: int
 
 
@@ -205,7 +207,14 @@ def _error(code: str, message: str, **extra: object) -> Answer:
 
 
 class Room(Session[RoomState]):
-    """One game room: players join, take turns (with a timer), score, and the room completes."""
+    """One game room: players join, take turns (with a timer), score, and the room completes.
+
+    Rooms that were being played when the server stopped (or was killed) are resumed when it starts
+    again (``resume_on_start``): their turn timers carry on, and the rules finish them (turns lost
+    by timeout) or the reaper abandons them once every player is gone.
+    """
+
+    resume_on_start = True
 
     type_name = "game.Room"
     snapshot_every = 50
@@ -226,7 +235,6 @@ class Room(Session[RoomState]):
     def __init__(self) -> None:
         super().__init__()
         self.waiters: list[tuple[Wait, Reply]] = []
-        self.timer: TimerHandle | None = None
 
     def initial_state(self, args: Mapping[str, Any]) -> RoomState:
         return RoomState(
@@ -277,16 +285,16 @@ class Room(Session[RoomState]):
             # now, in a turn of its own (complete() ends the session after the message it is in).
             self.send_after(0, Complete())
             return
-        # Timers belong to an incarnation: after a crash or a passivation the turn starts afresh.
-        self.arm_timer()
+        # The turn timer is a durable reminder: it survives crashes, passivation and restarts of
+        # the server. Only a room of an older server (whose timer died with it) needs one now.
+        if self.state.phase == "playing" and "turn" not in self.reminders:
+            await self.arm_timer()
 
-    def arm_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+    async def arm_timer(self) -> None:
+        """The current turn ends in ``turn_seconds`` (replacing the previous turn's timer)."""
         state = self.state
         if state.phase == "playing" and state.current is not None:
-            self.timer = self.send_after(state.turn_seconds, TurnTimer(state.turn))
+            await self.schedule("turn", state.turn_seconds, TurnTimer(state.turn))
 
     # -- calls --------------------------------------------------------------------------------------
 
@@ -433,11 +441,10 @@ class Room(Session[RoomState]):
                 reply.send(answer)
         self.waiters = still
         if self.state.phase == "finished":
-            if self.timer is not None:
-                self.timer.cancel()
+            await self.unschedule("turn")
             await self.complete(self.state.result())
         else:
-            self.arm_timer()
+            await self.arm_timer()
 
     # -- timers -------------------------------------------------------------------------------------
 

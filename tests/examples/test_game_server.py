@@ -22,7 +22,7 @@ from typing import Any, Literal
 import anyio
 import pytest
 
-from examples.game_server.audit import count_stored_moves
+from examples.game_server.audit import AckJournal, count_stored_moves, read_journal
 from examples.game_server.bots import Client
 from examples.game_server.game import Chaos, Join, Leave, Look, Move, Room, Wait, room_class
 from examples.game_server.server import GameServer
@@ -219,13 +219,28 @@ class TestAudit:
         ]
         await store.append("run-r", 0, played)
         await store.append("other-r", 0, played)
-        audit = await count_stored_moves(store, "run", {("run-r", 0), ("run-r", 1)}, {("run-r", 2)})
+        audit = await count_stored_moves(store, ["run"], {("run-r", 0), ("run-r", 1)}, {("run-r", 2)})
         assert audit.ok
         assert (len(audit.stored), len(audit.explained), audit.unexplained) == (3, 1, frozenset())
-        audit = await count_stored_moves(store, "run", {("run-r", 0), ("run-r", 5)}, set())
+        audit = await count_stored_moves(store, ["run"], {("run-r", 0), ("run-r", 5)}, set())
         assert not audit.ok
         assert audit.acked_not_stored == {("run-r", 5)}
         assert audit.unexplained == {("run-r", 1), ("run-r", 2)}
+
+    def test_journal_keeps_acknowledged_moves_by_run(self, tmp_path: Path) -> None:
+        """Each acknowledged move is a flushed line: a later run reads them back by run."""
+        path = str(tmp_path / "game.db.acked")
+        first = AckJournal(path, "run1")
+        first.note("r1", 0)
+        first.note("r1", 1)
+        first.close()
+        with open(path, "a") as torn:
+            torn.write('{"run": "run1", "ro')  # a line cut short by a kill
+        second = AckJournal(path, "run2")
+        second.note("r2", 0)
+        second.close()
+        assert read_journal(path) == {"run1": {("r1", 0), ("r1", 1)}, "run2": {("r2", 0)}}
+        assert read_journal(str(tmp_path / "none")) == {}
 
 
 @pytest.mark.anyio
