@@ -142,7 +142,7 @@ class Journal:
 
         With it go, in the same append: the reminder being handled (removed), the events of the
         idempotent call being handled with its ``reply``, the durable message count when there is
-        a ``max_messages``, and for a session that ends a deadline of now (so that the reaper over
+        a ``max_messages``, and for a session that ends a deadline due at once (so that the reaper over
         the store looks at it once, for ``retention``).
         """
         cell = self.cell
@@ -155,7 +155,8 @@ class Journal:
             if staged is not None and staged.events:
                 # A status change inside an idempotent call takes the call's events along.
                 expected, events = staged.version_before, [*staged.events, *events]
-            look_at = host.wall() if status is not None and status.terminal else None
+            # Due at once (0): whichever clock the next supervisor runs on, it looks at it.
+            look_at = 0.0 if status is not None and status.terminal else None
             if fired is None and not counted and reply is None and look_at is None:
                 version = await host.store.append(cell.id, expected, events, status=status)
             else:

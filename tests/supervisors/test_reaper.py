@@ -372,8 +372,10 @@ class TestExportFileName:
         assert export_file_name("a/b") == export_file_name("a/b")
 
     async def test_retention_of_sessions_ended_by_an_earlier_process(self, clock: ManualClock) -> None:
+        # The earlier process ran under the same policy: stored deadlines are set by the policy in
+        # force when a session ends or is looked at (no start-up scan of every ended session).
         store = MemoryStore()
-        async with SessionSupervisor(store=store) as first:
+        async with SessionSupervisor(store=store, reaper=ReaperPolicy(retention=10)) as first:
             c = await first.start(Counter, "old")
             await c.stop()
         async with SessionSupervisor(store=store, clock=clock, reaper=ReaperPolicy(retention=10)) as second:
