@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 
 from runtime import SQLiteStore, default_registry, replay
 from supervisors import SessionSupervisor
@@ -138,6 +139,7 @@ async def check_file(path: Path, acked: Acked, last_ack_trial: dict[str, int], t
     return stored_total
 
 
+@pytest.mark.slow
 def test_acknowledged_events_survive_sigkill(tmp_path: Path) -> None:
     """Killed at random moments, over and over: no acknowledged event is lost, no state differs."""
     seed = int(os.environ.get("SESSIONVISOR_CRASH_SEED", random.randrange(2**32)))
@@ -165,4 +167,6 @@ def test_acknowledged_events_survive_sigkill(tmp_path: Path) -> None:
     # How long it took is printed, not asserted: on a busy machine it varies, and says nothing about
     # durability (bench/ measures speed).
     elapsed = time.monotonic() - started
+    # No bound on ``elapsed``: on a shared 2-core machine it measures the neighbours (it failed at
+    # 60.004 s against a 60 s bound). The test is marked slow instead.
     print(f"seed {seed}: {total_acked} acknowledged, {killed_under_load} kills under load, {elapsed:.1f}s")
