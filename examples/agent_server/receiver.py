@@ -85,6 +85,44 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # one line per request would drown the example's output
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread per request, ``max_threads`` at most: one more is answered 503 at once and closed."""
+
+    daemon_threads = True
+    max_threads = 32
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._busy_lock:
+            full = self._busy >= self.max_threads
+            if not full:
+                self._busy += 1
+        if full:
+            try:
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not standard JSON")
 
@@ -96,8 +134,7 @@ async def open_receiver(host: str = "127.0.0.1", port: int = 0) -> AsyncIterator
     class Handler(_Handler):
         pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = _Server((host, port), Handler)
     Handler.receiver = receiver = Receiver(f"http://{host}:{server.server_address[1]}/hooks/sessions")
     thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
     thread.start()

@@ -34,6 +34,10 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 Message = dict[str, Any]
 
+_CHUNK = 4096
+# Bytes read at a time. Requests are small; a 64 KiB read buffer per receive, shrunk to the few
+# bytes that came, fragments the C heap: RSS rose with the moves while live memory did not (soak).
+
 
 class ProtocolError(Exception):
     """The peer sent a line that is not a JSON object (the connection can go on)."""
@@ -183,7 +187,7 @@ class JsonLines:
             else:
                 limit, deadline = self.request_timeout, self._line_began + self.request_timeout
             with anyio.move_on_at(deadline):
-                chunk = await self.stream.receive()
+                chunk = await self.stream.receive(_CHUNK)
                 if idle:
                     self._line_began = anyio.current_time()
                 self._buffer += chunk

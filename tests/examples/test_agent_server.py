@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -238,6 +240,24 @@ class TestReceiver:
         assert kept.received() == []
         assert self.post(port, b'{"ok":1}', {"Content-Length": "8"})[0] == 204
         assert kept.received() == [{"ok": 1}]
+
+    def test_threads_are_capped(self, receiver: tuple[Receiver, int]) -> None:
+        """Silent clients hold a thread each up to the cap; one more is answered 503, at once."""
+        _, port = receiver
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as one_more:
+                assert one_more.recv(100).startswith(b"HTTP/1.0 503 Service Unavailable")
+        finally:
+            for sock in silent:
+                sock.close()
+        deadline = time.monotonic() + 10
+        while True:  # the silent ones' threads see their clients go, and end
+            status = self.post(port, b"{}", {"Content-Length": "2"})[0]
+            if status == 204 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert status == 204
 
 
 class TestProgram:
