@@ -439,7 +439,7 @@ class InvalidReminder(SessionError, ValueError):
     Attributes:
         name: the reminder's name as given.
         field: what is wrong: ``"name"``, ``"delay"``, or where in the message the value that
-            cannot be stored as JSON is (``"message"``, ``"message.deadline"``, ``"message[2]"``).
+            cannot be stored as JSON is (``"message"``, ``"message['deadline']"``, ``"message.label"``).
         problem: why, in words.
 
     .. versionadded:: 0.2
@@ -460,7 +460,7 @@ class UnstorableReply(SessionError, ValueError):
 
     Attributes:
         key: the call's idempotency key.
-        field: where the value JSON cannot hold is (``"reply"``, ``"reply.scores[2]"``).
+        field: where the value JSON cannot hold is (``"reply"``, ``"reply['scores'][2]"``).
         problem: why, in words.
 
     .. versionadded:: 0.2

@@ -11,15 +11,12 @@ instead of doing it twice.
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from ._events import unstructure
-from ._exceptions import SessionError, UnstorableReply
+from ._events import loads, to_json
+from ._exceptions import SessionError, UnencodableValue, UnstorableReply, describe_value
 from ._records import IdempotentReply
 from ._session import NoReply
 
@@ -54,36 +51,17 @@ class Staged:
 
 
 def encode_reply(session_id: str, key: str, value: object) -> str:
-    """The reply as JSON text, or ``UnstorableReply`` naming the field JSON cannot hold."""
-    data = unstructure(value)
-    _check(session_id, key, data, "reply")
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    """The reply as JSON text, or ``UnstorableReply`` naming the field JSON cannot hold exactly."""
+    try:
+        return to_json(value, path="reply")
+    except UnencodableValue as exc:
+        raise UnstorableReply(
+            session_id, key, exc.path, f"is {describe_value(exc.value)}: {exc.reason}"
+        ) from exc
 
 
 def decode_reply(text: str) -> object:
-    return json.loads(text)
-
-
-def _check(session_id: str, key: str, value: object, path: str) -> None:
-    if isinstance(value, str | int | bool | type(None)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise UnstorableReply(session_id, key, path, f"is {value!r}, which JSON cannot hold")
-        return
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _check(session_id, key, item, f"{path}[{i}]")
-        return
-    if isinstance(value, Mapping):
-        for name, item in value.items():
-            if not isinstance(name, str):
-                raise UnstorableReply(session_id, key, f"{path}[{name!r}]", "has a key that is not a str")
-            _check(session_id, key, item, f"{path}.{name}")
-        return
-    raise UnstorableReply(
-        session_id, key, path, f"is a {type(value).__qualname__} ({value!r}), which JSON cannot hold"
-    )
+    return loads(text)
 
 
 async def idempotent_call(cell: SessionCell, instance: Session[Any], call: Idempotent) -> object:

@@ -17,16 +17,16 @@ import heapq
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, NoReturn, final
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn, final
 
 import anyio
 import attrs
 from anyio.abc import TaskStatus
 
 from ._clock import AnyioClock
-from ._events import unstructure
-from ._exceptions import InvalidReminder, UnknownEventType
+from ._events import check_value, unstructure
+from ._exceptions import InvalidReminder, UnencodableValue, UnknownEventType, describe_value
 from ._records import Reminder
 
 if TYPE_CHECKING:
@@ -51,8 +51,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_JSON_SCALARS: Final = (str, int, float, bool, type(None))
 
 
 class Delivery(enum.Enum):
@@ -96,7 +94,8 @@ def encode_message(registry: EventRegistry, session_id: str, name: str, message:
 
     Raises:
         InvalidReminder: the message (or the value at the field it names) cannot be stored as
-            JSON and read back: an unregistered class, a NaN or infinity, a set, bytes...
+            JSON and read back exactly (``check_value``): an unregistered class, a NaN or infinity,
+            an integer outside ``[-2**63, 2**64)``, a set, bytes...
     """
     if attrs.has(type(message)):
         try:
@@ -109,12 +108,20 @@ def encode_message(registry: EventRegistry, session_id: str, name: str, message:
                 f"is a {type(message).__qualname__}, which is not registered: decorate it with "
                 "@event (or send a plain JSON value)",
             ) from None
-        _check_json(session_id, name, unstructure(message), f"message({type(message).__name__})")
-        payload = {"type": entry.name, "version": entry.version, "data": unstructure(message)}
+        _check(session_id, name, message)
+        payload: object = {"type": entry.name, "version": entry.version, "data": unstructure(message)}
     else:
-        _check_json(session_id, name, message, "message")
+        _check(session_id, name, message)
         payload = {"json": message}
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except TypeError as exc:  # a plain message holding what only the codec encodes (a set, an Enum)
+        raise InvalidReminder(
+            session_id,
+            name,
+            "message",
+            f"is not plain JSON ({exc}); use str, numbers, bool, None, lists, dicts or an @event class",
+        ) from exc
 
 
 def decode_message(registry: EventRegistry, text: str) -> object:
@@ -125,31 +132,14 @@ def decode_message(registry: EventRegistry, text: str) -> object:
     return registry.structure(payload["type"], payload["version"], payload["data"])
 
 
-def _check_json(session_id: str, name: str, value: object, path: str) -> None:
-    """Raise ``InvalidReminder`` at the first value under ``value`` that JSON cannot hold exactly."""
-    if isinstance(value, _JSON_SCALARS):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidReminder(session_id, name, path, f"is {value!r}, which JSON cannot hold")
-        return
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _check_json(session_id, name, item, f"{path}[{i}]")
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidReminder(
-                    session_id, name, f"{path}[{key!r}]", "has a key that is not a str (JSON keys are)"
-                )
-            _check_json(session_id, name, item, f"{path}.{key}")
-        return
-    raise InvalidReminder(
-        session_id,
-        name,
-        path,
-        f"is a {type(value).__qualname__} ({value!r}), which JSON cannot hold; use str, numbers, "
-        "bool, None, lists, dicts or an @event class",
-    )
+def _check(session_id: str, name: str, message: object) -> None:
+    """The codec's check, its refusal as ``InvalidReminder`` naming the field (``message['at']``)."""
+    try:
+        check_value(message, "message")
+    except UnencodableValue as exc:
+        raise InvalidReminder(
+            session_id, name, exc.path, f"is {describe_value(exc.value)}: {exc.reason}"
+        ) from exc
 
 
 # -- the scheduler --------------------------------------------------------------------------------

@@ -53,9 +53,9 @@ class Tally(Session[int]):
                 raise RuntimeError("after recording")
             case "get":
                 return self.state
-            case "unstorable":
+            case ("unstorable", bad):
                 await self.record(Added(1))
-                return {"bad": float("nan")}
+                return {"ok": [1], "bad": [0, bad]}
         raise ValueError(message)
 
 
@@ -118,14 +118,28 @@ async def test_a_crash_keeps_nothing_of_the_call(store: EventStore) -> None:
         assert await t.call(("add", 3), idempotency_key="k") == {"total": 6, "seen": 6}
 
 
-async def test_unstorable_reply_is_named_and_keeps_nothing(store: EventStore) -> None:
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf"), 2**64 + 1, -(2**63) - 1])
+async def test_unstorable_reply_is_named_and_keeps_nothing(store: EventStore, bad: object) -> None:
+    """A reply the codec would not give back exactly is refused, naming the field; nothing kept."""
     async with SessionSupervisor(store=store, session_types=[Tally]) as sessions:
         t = await sessions.start(Tally, "t")
         with pytest.raises(UnstorableReply) as info:
-            await t.call("unstorable", idempotency_key="k")
-        assert info.value.field == "reply.bad"
+            await t.call(("unstorable", bad), idempotency_key="k")
+        assert info.value.field == "reply['bad'][1]"
+        assert info.value.session_id == "t"
         assert await t.call("get") == 0
+        assert list(await sessions.store.read("t")) == []
         assert await sessions.store.load_reply("t", "k") is None
+
+
+async def test_reply_at_the_edges_of_the_exact_range(store: EventStore) -> None:
+    """The largest integers the codec keeps exactly are stored and come back as they were."""
+    async with SessionSupervisor(store=store, session_types=[Tally]) as sessions:
+        t = await sessions.start(Tally, "t")
+        edges = {"ok": [1], "bad": [0, 2**64 - 1]}
+        assert await t.call(("unstorable", 2**64 - 1), idempotency_key="k") == edges
+        assert await t.call(("unstorable", 0), idempotency_key="k") == edges
+        assert await sessions.store.load_reply("t", "k") is not None
 
 
 async def test_keys_expire_beyond_the_bound(store: EventStore) -> None:

@@ -11,7 +11,7 @@ import pytest
 from runtime import InvalidReminder, MemoryStore, Status
 from runtime.testing import ManualClock
 from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
-from tests.apps.alarm import Alarm
+from tests.apps.alarm import Alarm, Ping
 
 pytestmark = pytest.mark.anyio
 
@@ -172,9 +172,14 @@ class TestBadInput:
         ("payload", "field"),
         [
             ({1, 2}, "message"),
-            ({"at": math.nan}, "message.at"),
-            ({"moves": [1, b"x"]}, "message.moves[1]"),
+            (math.nan, "message"),
+            ({"at": math.nan}, "message['at']"),
+            (2**64 + 1, "message"),
+            ({"moves": [1, 2**64 + 1]}, "message['moves'][1]"),
+            ({"moves": [1, -(2**63) - 1]}, "message['moves'][1]"),
+            ({"moves": [1, b"x"]}, "message"),  # the codec stores bytes, plain JSON has none
             (object(), "message"),
+            (Ping(math.inf), "message.label"),  # type: ignore[arg-type]
         ],
     )
     async def test_message_the_codec_cannot_store(
