@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVarTuple
 
@@ -25,6 +26,7 @@ from ._deadlines import CallDeadlines
 from ._events import register_runtime_events
 from ._exact import SnapshotGuard
 from ._exceptions import (
+    OwnedElsewhere,
     OwnershipLost,
     SessionError,
     SessionExists,
@@ -663,11 +665,42 @@ class SessionHost:
 
     async def _set_terminal_offline(self, cell: SessionCell, status: Status, reason: str) -> bool:
         try:
-            await self.statuses.record(cell, status, reason)
+            async with self._leased(cell) as owned:
+                if not owned:
+                    return False  # another node owns it: it ends the session there, in order
+                await self.statuses.record(cell, status, reason)
         except Exception:
             logger.exception("session %r: could not record %s", cell.id, status.value)
             return False
         return True
+
+    @asynccontextmanager
+    async def _leased(self, cell: SessionCell) -> AsyncIterator[bool]:
+        """Hold the session's lease while writing for an inactive session (many nodes).
+
+        Yields whether this node may write: always without a node; with one, after taking the lease
+        (``False`` when another node owns the session). The lease is given back afterwards unless the
+        session was activated here meanwhile (its incarnation keeps it).
+        """
+        ownership = self.ownership
+        if ownership is None or ownership.holds(cell.id):
+            yield True
+            return
+        try:
+            await ownership.acquire(cell.id)
+        except OwnedElsewhere:
+            owned = False
+        else:
+            owned = True
+        if not owned:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            if not cell.active:
+                with anyio.CancelScope(shield=True):
+                    await ownership.release(cell.id)
 
     async def revive(self, session_id: str) -> SessionRef:
         """Bring an ``ABANDONED`` or ``TIMED_OUT`` session back (recorded in its log).
@@ -684,7 +717,13 @@ class SessionHost:
             if not cell.status.terminal:
                 return cell.ref
             raise SessionStopped(session_id, cell.status, "only abandoned or timed-out sessions revive")
-        await self.statuses.revive(cell)
+        async with self._leased(cell) as owned:
+            if not owned:
+                lease = await self.locate(session_id)
+                if lease is None:
+                    raise OwnedElsewhere(session_id, "another node", None)
+                raise OwnedElsewhere(session_id, lease.node, lease.address)
+            await self.statuses.revive(cell)
         return cell.ref
 
     async def delete(self, session_id: str) -> None:

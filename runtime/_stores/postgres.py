@@ -680,6 +680,23 @@ class PostgresStore:
 
         return await self._read(session_id, "read the log", query)
 
+    async def read_epochs(self, session_id: str) -> list[tuple[int, int | None]]:
+        """``(version, epoch)`` of every event of the session: the lease each was appended under
+        (``None`` without ownership). For audits: epochs never go back along a log.
+
+        .. versionadded:: 0.2
+        """
+
+        def query(conn: psycopg.Connection[Any]) -> list[tuple[int, int | None]]:
+            rows = conn.execute(
+                "SELECT version, epoch FROM events WHERE session = (SELECT key FROM sessions WHERE id = %s) "
+                "ORDER BY version",
+                (session_id,),
+            )
+            return [(int(version), None if epoch is None else int(epoch)) for version, epoch in rows]
+
+        return await self._read(session_id, "read the epochs", query)
+
     async def load_snapshot(self, session_id: str) -> Snapshot | None:
         """The session's latest snapshot, if any."""
 

@@ -174,3 +174,25 @@ class TestVisibility:
             assert {(n.name, n.alive, n.leases) for n in stats.nodes} == {("a", True, 2), ("b", True, 1)}
             assert a.registry.get_sample_value("sessionvisor_leases_held") == 2
             assert a.registry.get_sample_value("sessionvisor_leases_acquired_total") == 2
+
+
+class TestOffline:
+    async def test_an_inactive_session_is_ended_under_a_lease(self, pg: PgTarget) -> None:
+        """expire() of a stored, inactive session takes the lease, records, and gives it back."""
+        async with node(pg, "a") as a:
+            ref = await a.start(Counter, "s")
+            await ref.call(Add(1))
+        async with node(pg, "b") as b:
+            assert await b.expire("s", Status.ABANDONED, "everyone left")
+            assert (await b.get("s")).status is Status.ABANDONED
+            assert await b.locate("s") is None
+        assert log(pg, "s")[-1][1] == 2  # the status event, under b's lease
+
+    async def test_a_session_owned_elsewhere_is_left_to_its_owner(self, pg: PgTarget) -> None:
+        """Another node's live session is not ended from here."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            await (await a.start(Counter, "s")).call(Add(1))
+            stored = await b.get("s")
+            assert not await b.expire("s", Status.ABANDONED, "idle")
+            assert stored.status is not Status.ABANDONED
+            assert await (await a.get("s")).call(Get()) == 1
