@@ -284,7 +284,7 @@ class SessionHost:
         return name
 
     def session_types(self) -> Mapping[str, type[Session[Any]]]:
-        """The session classes this host knows, by stored type name.
+        """The session classes this host can run, by stored type name (a read-only view).
 
         .. versionadded:: 0.2
         """
@@ -508,10 +508,6 @@ class SessionHost:
             node=ownership.statistics(),
             nodes=nodes,
         )
-
-    def known_types(self) -> Mapping[str, type[Session[Any]]]:
-        """The session classes this host can run, by type name (a read-only view)."""
-        return MappingProxyType(self._types)
 
     async def activate(self, session_id: str) -> SessionRef:
         """Run a stored session now, without a message (a takeover, a resumption).

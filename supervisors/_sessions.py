@@ -163,7 +163,7 @@ class SessionSupervisor(SessionHost):
         while True:
             await self.clock.sleep_until(self.clock.now() + interval)
             resumable = [
-                name for name, cls in self.known_types().items() if getattr(cls, "resume_on_start", False)
+                name for name, cls in self.session_types().items() if getattr(cls, "resume_on_start", False)
             ]
             try:
                 claimed = await ownership.take_over(resumable, limit=_TAKEOVERS_PER_ROUND)

@@ -28,6 +28,7 @@ from runtime import (
 )
 from runtime.testing import ManualClock
 from supervisors import Backoff, RestartPolicy, SessionSupervisor
+from tests.apps.alarm import Alarm
 from tests.apps.counter import (
     Add,
     AddMany,
@@ -630,3 +631,14 @@ class TestSessionIds:
             ref = await sessions.start(Counter, sid)
             await ref.call(Add(2))
             assert await sessions.ref(sid).call(Get()) == 2
+
+
+async def test_session_types_is_a_read_only_view_of_the_known_classes() -> None:
+    """``session_types()``: the classes given to the supervisor and those started since, by name."""
+    async with SessionSupervisor(session_types=[Counter]) as sessions:
+        types = sessions.session_types()
+        assert dict(types) == {"Counter": Counter}
+        await sessions.start(Alarm, "a")
+        assert dict(types) == {"Counter": Counter, "Alarm": Alarm}
+        with pytest.raises(TypeError):
+            types["x"] = Counter  # type: ignore[index]
