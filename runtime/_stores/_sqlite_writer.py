@@ -11,7 +11,9 @@ memory (its acknowledged head: the index holds it, and each append moves it in i
 so an append is checked against it, including the appends before it in the same batch, before
 anything is written: a ``VersionConflict`` or ``SessionNotFound`` only concerns that append. The
 cache is dropped whenever another connection has written to the file (``PRAGMA data_version``) or a
-transaction failed. Accepted appends are then written with a few multi-row
+transaction failed, and bounded: beyond ``max_cached_heads`` sessions, the ones cached longest ago are
+dropped (a session deleted through the store is dropped at once); a session not cached has its head
+read from the index by its next append, once. Accepted appends are then written with a few multi-row
 INSERTs. If a statement still fails on one operation's data (a value SQLite cannot take), the batch
 is rolled back and run again with every operation inside its own ``SAVEPOINT``, so that only that
 one fails. A failure of the database itself (I/O error, disk full, failed commit) rolls the whole
@@ -21,6 +23,7 @@ batch back and every caller in it gets ``StoreError``: nothing of it is written.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import os
 import sqlite3
@@ -44,7 +47,8 @@ __all__ = ["Kind", "Op", "Writer", "WriterStatistics"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_CACHED_HEADS = 100_000
+MAX_CACHED_HEADS = 100_000
+"""How many sessions' heads the writer keeps in memory by default (~250 bytes each, 20-char ids)."""
 MAX_BATCH = 512
 """The most operations committed in one transaction."""
 _OP_ERRORS = (
@@ -139,8 +143,15 @@ class Writer:
     """Owns the writing connection and the thread that uses it; see the module docstring."""
 
     def __init__(
-        self, conn: sqlite3.Connection, path: str | Path, identity: tuple[int, int] | None = None
+        self,
+        conn: sqlite3.Connection,
+        path: str | Path,
+        identity: tuple[int, int] | None = None,
+        *,
+        max_cached_heads: int = MAX_CACHED_HEADS,
     ) -> None:
+        if max_cached_heads < 1:
+            raise ValueError(f"max_cached_heads must be >= 1, not {max_cached_heads!r}")
         self._conn = conn
         self._path = path
         self._identity = identity
@@ -152,7 +163,9 @@ class Writer:
         self._thread = threading.Thread(
             target=self._run, name=f"sessionvisor-sqlite-writer:{path}", daemon=True
         )
-        self._heads: dict[str, list[int]] = {}  # session id -> [key, version]
+        # session id -> [key, version], oldest cached first (dicts keep insertion order)
+        self._heads: dict[str, list[int]] = {}
+        self._max_heads = max_cached_heads
         self._data_version = -1
         # Counters: written by the writer thread only, read by statistics().
         self._commits = 0
@@ -164,6 +177,7 @@ class Writer:
         self._rejected = 0
         self._largest_batch = 0
         self._batch_sizes: dict[int, int] = {}
+        self._head_reads = 0
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -210,6 +224,10 @@ class Writer:
             batch_sizes=dict(sorted(self._batch_sizes.items())),
             queued=self._queue.qsize(),
         )
+
+    def head_cache(self) -> tuple[int, int]:
+        """(sessions whose head is cached now, heads read from the index so far)."""
+        return len(self._heads), self._head_reads
 
     # -- the writer thread -------------------------------------------------------------------
 
@@ -365,9 +383,11 @@ class Writer:
         conn.execute("BEGIN IMMEDIATE")
         # Our cached versions hold only while nobody else writes to the file.
         data_version = conn.execute("PRAGMA data_version").fetchone()[0]
-        if data_version != self._data_version or len(self._heads) > _MAX_CACHED_HEADS:
+        if data_version != self._data_version:
             self._heads.clear()
             self._data_version = data_version
+        elif len(self._heads) > self._max_heads:
+            self._forget_oldest_heads()
         rows: list[object] = []  # the events' values, six per row
         heads: dict[int, tuple[int, str | None]] = {}  # session key -> new head, new status
         for op in batch:
@@ -426,10 +446,22 @@ class Writer:
                 )
             heads.clear()
 
+    def _forget_oldest_heads(self) -> None:
+        """Drop the heads cached longest ago, down to three quarters of the bound.
+
+        Between transactions only (a batch holds on to the heads it moves). Dropping a quarter at
+        once makes the cost of the bound O(1) per session cached; a session still in use is read
+        again from the index by its next append and cached anew, as the newest.
+        """
+        excess = len(self._heads) - self._max_heads * 3 // 4
+        for session_id in list(itertools.islice(self._heads, excess)):
+            del self._heads[session_id]
+
     def _head(self, session_id: str) -> list[int] | None:
         """``[key, version]`` of the session (cached; the list is updated in place), or ``None``."""
         head = self._heads.get(session_id)
         if head is None:
+            self._head_reads += 1
             row = self._conn.execute(
                 "SELECT key, version FROM sessions WHERE id = ?", (session_id,)
             ).fetchone()

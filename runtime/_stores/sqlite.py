@@ -28,7 +28,7 @@ from .._records import Reminder, SessionRecord, Snapshot, StoredEvent, StoredSes
 from .._status import Status
 from ._sqlite_schema import connect_reader, connect_writer, file_identity
 from ._sqlite_wakeup import run_in_thread
-from ._sqlite_writer import Kind, Op, Writer
+from ._sqlite_writer import MAX_CACHED_HEADS, Kind, Op, Writer
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -64,6 +64,13 @@ class SQLiteStoreStatistics:
         batch_sizes: how many transactions had up to 1, 2, 4, 8, ... operations (power-of-two buckets).
         queued: operations waiting for the writer right now.
         idle_readers: reader connections open and idle right now.
+        cached_heads: sessions whose current version the writer has in memory right now (at most
+            ``max_cached_heads``, plus the sessions of the transaction in progress).
+        head_reads: current versions the writer read from the index because it had none cached (a
+            session's first append after the store opened, after the cache was dropped or bounded).
+
+    .. versionchanged:: 0.2
+       ``cached_heads`` and ``head_reads``.
     """
 
     commits: int
@@ -77,6 +84,8 @@ class SQLiteStoreStatistics:
     batch_sizes: Mapping[int, int]
     queued: int
     idle_readers: int
+    cached_heads: int = 0
+    head_reads: int = 0
 
     @property
     def mean_batch(self) -> float:
@@ -300,6 +309,10 @@ class SQLiteStore:
     Args:
         path: the database file; created, and migrated to the current schema, by :meth:`open`.
         synchronous: SQLite's ``PRAGMA synchronous`` for the writer: ``"FULL"`` or ``"NORMAL"``.
+        max_cached_heads: how many sessions' current versions the writer keeps in memory, so that an
+            append needs no read (about 250 bytes each with 20-character ids). Beyond it, the ones
+            cached longest ago are dropped; such a session's next append reads its version from the
+            index once.
 
     Example::
 
@@ -311,14 +324,22 @@ class SQLiteStore:
             await store.aclose()
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       ``max_cached_heads`` (before, the writer forgot every cached version at once beyond 100,000).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, synchronous: Literal["FULL", "NORMAL"] = "FULL"
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        max_cached_heads: int = MAX_CACHED_HEADS,
     ) -> None:
         level = str(synchronous).upper()
         if level not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        if type(max_cached_heads) is not int or max_cached_heads < 1:
+            raise ValueError(f"max_cached_heads must be an int >= 1, not {max_cached_heads!r}")
         path = os.fspath(path)
         if path == ":memory:" or path.startswith("file::memory:") or not path:
             raise ValueError(
@@ -327,6 +348,7 @@ class SQLiteStore:
             )
         self._path = path
         self._synchronous = level
+        self._max_cached_heads = max_cached_heads
         self._state: Literal["new", "opening", "open", "closing", "closed"] = "new"
         self._writer: Writer | None = None
         self._readers = _Readers(path)
@@ -354,9 +376,17 @@ class SQLiteStore:
                 batch_sizes={},
                 queued=0,
                 idle_readers=self._readers.idle,
+                cached_heads=0,
+                head_reads=0,
             )
         w = self._writer.statistics()
-        return SQLiteStoreStatistics(**attrs.asdict(w, recurse=False), idle_readers=self._readers.idle)
+        cached, reads = self._writer.head_cache()
+        return SQLiteStoreStatistics(
+            **attrs.asdict(w, recurse=False),
+            idle_readers=self._readers.idle,
+            cached_heads=cached,
+            head_reads=reads,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -376,7 +406,7 @@ class SQLiteStore:
             self._state = "closed"
             self._readers.close()
             raise
-        self._writer = Writer(conn, self._path, identity)
+        self._writer = Writer(conn, self._path, identity, max_cached_heads=self._max_cached_heads)
         self._writer.start()
         self._state = "open"
         logger.debug("opened %r", self)

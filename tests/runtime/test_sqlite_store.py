@@ -431,6 +431,69 @@ class TestGroupCommit:
         assert await store.append("b", 0, [ev(1)]) == 1
 
 
+class TestHeadCache:
+    """The writer keeps sessions' current versions in memory, bounded, and reads one only when missing."""
+
+    async def test_appends_read_no_head_while_cached(self, store: SQLiteStore) -> None:
+        await store.create(SessionRecord("s", "Game"))
+        for n in range(100):
+            assert await store.append("s", n, [ev(n)]) == n + 1
+        assert store.statistics().head_reads == 0
+        assert store.statistics().cached_heads == 1
+
+    async def test_bounded_oldest_dropped_and_read_again(self, tmp_path: Path) -> None:
+        store = SQLiteStore(tmp_path / "s.db", max_cached_heads=8)
+        await store.open()
+        try:
+            for i in range(50):
+                await store.create(SessionRecord(f"s{i}", "Game"))
+                assert await store.append(f"s{i}", 0, [ev(0)]) == 1
+                # Sequential calls: one operation per transaction, so at most one over the bound.
+                assert store.statistics().cached_heads <= 9
+            assert store.statistics().head_reads == 0  # the newest were cached when created
+            # s0 was dropped long ago: its next append reads its version from the index, once.
+            with pytest.raises(VersionConflict) as conflict:
+                await store.append("s0", 0, [ev(1)])
+            assert conflict.value.actual == 1
+            assert store.statistics().head_reads == 1
+            assert await store.append("s0", 1, [ev(1)]) == 2
+            assert await store.append("s0", 2, [ev(2)]) == 3
+            assert store.statistics().head_reads == 1
+            assert [e.version for e in await store.read("s0")] == [1, 2, 3]
+        finally:
+            await store.aclose()
+
+    async def test_delete_forgets_the_session(self, store: SQLiteStore) -> None:
+        for sid in "abc":
+            await store.create(SessionRecord(sid, "Game"))
+        await store.append("b", 0, [ev(1)])
+        await store.delete("b")
+        assert store.statistics().cached_heads == 2
+        with pytest.raises(SessionNotFound):
+            await store.append("b", 1, [ev(2)])
+        assert store.statistics().cached_heads == 2
+
+    async def test_a_new_store_reads_each_head_once(self, tmp_path: Path) -> None:
+        first = SQLiteStore(tmp_path / "s.db")
+        await first.open()
+        await first.create(SessionRecord("s", "Game"))
+        await first.append("s", 0, [ev(0)])
+        await first.aclose()
+        again = SQLiteStore(tmp_path / "s.db")
+        await again.open()
+        try:
+            assert await again.append("s", 1, [ev(1)]) == 2
+            assert await again.append("s", 2, [ev(2)]) == 3
+            assert (again.statistics().head_reads, again.statistics().cached_heads) == (1, 1)
+        finally:
+            await again.aclose()
+
+    @pytest.mark.parametrize("bad", [0, -1, True, 2.5])
+    def test_bad_bound(self, tmp_path: Path, bad: object) -> None:
+        with pytest.raises(ValueError, match="max_cached_heads"):
+            SQLiteStore(tmp_path / "s.db", max_cached_heads=bad)  # type: ignore[arg-type]
+
+
 class TestFailures:
     async def test_failed_commit_reaches_every_caller(self, store: SQLiteStore, gate: CommitGate) -> None:
         """A commit that fails fails every operation of its batch with StoreError; none is written."""
