@@ -27,7 +27,16 @@ Figures, each on a fresh file in WAL mode with ``synchronous="FULL"`` (the store
    until the restarted session has answered the next call; and the first call on the session in a
    new supervisor on the file (a new process: its store opens its first reader connection then).
 
-Targets (issue 4): >= 100,000 events/s with 1,000 concurrent sessions; recovery <= 2 ms.
+4. ``one_session``: one session, 100 concurrent callers, each call recording one event (issue 14), on
+   ``MemoryStore`` and on SQLite, with ``pipeline_depth`` 1 and 64 (``--depth``): events/s and the
+   call latency, median and p99. Rounds interleave the four, so that each SQLite figure has its
+   MemoryStore figure from the same spell of the machine.
+
+Targets (issue 4): >= 100,000 events/s with 1,000 concurrent sessions; recovery <= 2 ms. Issue 14:
+one session on SQLite at ``pipeline_depth=64`` >= 0.5x the same load on MemoryStore; 1,000 sessions
+at depth 1 >= 0.5x the bare asyncio protocol (``bare_asyncio_calls``).
+
+``--only record|one_session|replay|recovery`` (repeatable) runs only those parts.
 """
 
 from __future__ import annotations
@@ -477,6 +486,82 @@ def bench_record(
     return out
 
 
+# -- 4. one busy session ---------------------------------------------------------------------------
+
+
+def _depth_class(depth: int) -> type[Recorder]:
+    """``Recorder`` with ``pipeline_depth = depth`` (a class attribute a runtime without it ignores)."""
+    return type(f"Recorder{depth}", (Recorder,), {"pipeline_depth": depth})
+
+
+async def _one_session(path: Path | None, callers: int, calls: int, depth: int) -> dict[str, Any]:
+    """``callers`` tasks calling one session ``calls`` times each, one event per call.
+
+    On ``SQLiteStore(path)`` (WAL + FULL), or on ``MemoryStore`` when ``path`` is ``None``.
+    """
+    store = MemoryStore() if path is None else SQLiteStore(path, synchronous="FULL")
+    cls = _depth_class(depth)
+    async with SessionSupervisor(store=store, drain_timeout=60) as supervisor:
+        ref = await supervisor.start(cls, "busy")
+        call = ref.call
+        latencies: list[float] = []
+        clock = time.perf_counter
+
+        async def client(first: int) -> None:
+            for k in range(first, first + calls):
+                started = clock()
+                await call(k, timeout=120)
+                latencies.append(clock() - started)
+
+        gc.collect()
+        start = clock()
+        async with anyio.create_task_group() as tg:
+            for c in range(callers):
+                tg.start_soon(client, c * calls)
+        elapsed = clock() - start
+        if await call("read", timeout=120) != callers * calls:
+            raise AssertionError("events went missing")
+    events = callers * calls
+    return {
+        "events_per_s": events / elapsed,
+        "call_median_ms": statistics.median(latencies) * 1e3,
+        "call_p99_ms": percentile(latencies, 0.99) * 1e3,
+    }
+
+
+def bench_one_session(
+    backends: list[str], base: str | None, callers: int, calls: int, depth: int, rounds: int
+) -> dict[str, Any]:
+    """Memory and SQLite at depth 1 and ``depth``, interleaved per round; the best round of each."""
+    configs = [("memory", 1), ("memory", depth), ("sqlite", 1), ("sqlite", depth)]
+    out: dict[str, Any] = {"callers": callers, "calls_each": calls, "depth": depth}
+    for backend in backends:
+        runs: dict[str, list[dict[str, Any]]] = {f"{s}_depth_{d}": [] for s, d in configs}
+        ratios: list[float] = []
+        for _ in range(rounds):
+            for store, d in configs:
+                if store == "memory":
+                    run = anyio.run(_one_session, None, callers, calls, d, backend=backend)
+                else:
+                    run = in_dir(base, _one_session, callers, calls, d, backend=backend)
+                runs[f"{store}_depth_{d}"].append(run)
+            this_round = {key: r[-1]["events_per_s"] for key, r in runs.items()}
+            ratios.append(this_round[f"sqlite_depth_{depth}"] / this_round["memory_depth_1"])
+        best = {key: max(r, key=lambda x: x["events_per_s"]) for key, r in runs.items()}
+        out[backend] = {
+            **best,
+            "rounds_events_per_s": {key: [round(x["events_per_s"]) for x in r] for key, r in runs.items()},
+            f"sqlite_depth_{depth}_to_memory_depth_1": best[f"sqlite_depth_{depth}"]["events_per_s"]
+            / best["memory_depth_1"]["events_per_s"],
+            f"sqlite_depth_{depth}_to_memory_depth_{depth}": best[f"sqlite_depth_{depth}"]["events_per_s"]
+            / best[f"memory_depth_{depth}"]["events_per_s"],
+            "sqlite_depth_1_to_memory_depth_1": best["sqlite_depth_1"]["events_per_s"]
+            / best["memory_depth_1"]["events_per_s"],
+            f"rounds_sqlite_depth_{depth}_to_memory_depth_1": [round(r, 3) for r in ratios],
+        }
+    return out
+
+
 # -- 2. replay -------------------------------------------------------------------------------------
 
 
@@ -599,6 +684,9 @@ def in_dir(base: str | None, fn: Any, *args: Any, backend: str) -> Any:
 # -- main ------------------------------------------------------------------------------------------
 
 
+PARTS = ("record", "one_session", "replay", "recovery")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -606,12 +694,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, one round (a smoke test)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per throughput figure (best is kept)")
     parser.add_argument("--backend", action="append", choices=["asyncio", "trio"], help="default: both")
+    parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (default: all)")
+    parser.add_argument("--depth", type=int, default=64, help="pipeline_depth of the one-session figure")
     parser.add_argument("--dir", default=None, help="where the temp databases go (default: the temp dir)")
     parser.add_argument("--out", help="also write the JSON to this file")
     args = parser.parse_args()
     backends = args.backend or ["asyncio", "trio"]
+    parts = args.only or list(PARTS)
     rounds = 1 if args.quick else args.rounds
     sessions, calls = (1000, 5) if args.quick else (1000, 100)
+    callers, calls_each = (100, 5) if args.quick else (100, 100)
     replay_events = 20_000 if args.quick else 200_000
     repeats = 10 if args.quick else 50
 
@@ -627,24 +719,41 @@ def main() -> None:
             "load_average_at_start": os.getloadavg(),
         },
         "store": {"synchronous": "FULL", "journal_mode": "WAL", "max_batch": MAX_BATCH},
-        "record": bench_record(backends, args.dir, sessions, calls, rounds),
-        "replay": {},
-        "recovery": {},
     }
-    for backend in backends:
-        runs = [in_dir(args.dir, _replay, replay_events, 3, backend=backend) for _ in range(rounds)]
-        result["replay"][backend] = max(runs, key=lambda r: r["events_per_s"])
-        result["recovery"][backend] = in_dir(args.dir, _recovery, 10_000, repeats, backend=backend)
-    result["checks"] = {
-        backend: {
-            "events_per_s >= 100,000": result["record"][backend]["events_per_s"] >= TARGETS["events_per_s"],
-            **{
-                f"{name} <= 2 ms": result["recovery"][backend][f"{name}_median_ms"] <= TARGETS["recovery_ms"]
-                for name in ("replay", "crash_to_recovered", "new_process_first_call")
-            },
+    checks: dict[str, dict[str, bool]] = {backend: {} for backend in backends}
+    if "record" in parts:
+        record = result["record"] = bench_record(backends, args.dir, sessions, calls, rounds)
+        for backend in backends:
+            figures = record[backend]
+            checks[backend]["events_per_s >= 100,000"] = figures["events_per_s"] >= TARGETS["events_per_s"]
+            checks[backend][">= 0.5x bare asyncio"] = (
+                figures["events_per_s"] / record["bare_asyncio_calls"]["events_per_s"] >= 0.5
+            )
+    if "one_session" in parts:
+        one = result["one_session"] = bench_one_session(
+            backends, args.dir, callers, calls_each, args.depth, rounds
+        )
+        for backend in backends:
+            ratio = one[backend][f"sqlite_depth_{args.depth}_to_memory_depth_1"]
+            checks[backend][f"one session, depth {args.depth}: >= 0.5x MemoryStore"] = ratio >= 0.5
+    if "replay" in parts:
+        result["replay"] = {
+            backend: max(
+                (in_dir(args.dir, _replay, replay_events, 3, backend=backend) for _ in range(rounds)),
+                key=lambda r: r["events_per_s"],
+            )
+            for backend in backends
         }
-        for backend in backends
-    }
+    if "recovery" in parts:
+        recovery = result["recovery"] = {
+            backend: in_dir(args.dir, _recovery, 10_000, repeats, backend=backend) for backend in backends
+        }
+        for backend in backends:
+            for name in ("replay", "crash_to_recovered", "new_process_first_call"):
+                checks[backend][f"{name} <= 2 ms"] = (
+                    recovery[backend][f"{name}_median_ms"] <= TARGETS["recovery_ms"]
+                )
+    result["checks"] = checks
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -31,6 +31,7 @@ from ._exceptions import (
     RecoveryFailed,
     SessionCrashed,
     SessionError,
+    StoreError,
     VersionConflict,
 )
 from ._history import note_turn
@@ -43,6 +44,7 @@ from ._status import Status
 
 if TYPE_CHECKING:
     from ._cell import SessionCell
+    from ._pipeline import Pipeline
     from ._session import Session
 
 __all__ = ["run_actor"]
@@ -119,7 +121,9 @@ async def run_actor(cell: SessionCell, initial: Session[Any] | None) -> None:
                     continue
                 except _Disowned as lost:
                     # Another node owns the session now: this copy ends, recording nothing (the
-                    # status is the new owner's to write); messages go to the owner.
+                    # status is the new owner's to write); messages go to the owner. Appends in
+                    # flight finish first (refused, or durable): their callers are answered.
+                    await _crash_pipeline(cell.journal.pipeline, lost.error)
                     cell.handoff = lost.error
                     cell.fail_deferred(lost.error)
                     await stop_instance(cell, instance, "ownership lost")
@@ -164,12 +168,19 @@ async def _release(cell: SessionCell) -> None:
 
 
 async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | None:
-    """Take messages one at a time; return the crash that ended this incarnation, if any."""
+    """Take messages one at a time; return the crash that ended this incarnation, if any.
+
+    With a pipeline (``pipeline_depth`` > 1), each turn's reply is handed to it rather than sent,
+    and the next message is taken while up to that many turns wait for their events.
+    """
+    pipeline = cell.journal.begin(instance)
     try:
         await instance.on_start()
     except Exception as exc:
         logger.exception("session %r crashed in on_start", cell.id)
-        return exc
+        return await _crash_pipeline(pipeline, exc)
+    if pipeline is not None:
+        pipeline.end_turn(None)
     if ending(cell):
         await terminate(cell, instance)  # completed, failed or stopped in on_start
         return None
@@ -191,6 +202,17 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
     labelled = noting and bool(cell.cls.transitions)
     streak = 0
     while True:
+        if pipeline is not None:
+            if pipeline.full:
+                await pipeline.wait_room()
+            failure = pipeline.failure
+            if failure is not None:
+                await _crash_pipeline(pipeline, failure)
+                if isinstance(failure, OwnershipLost):
+                    if host.ownership is not None:
+                        host.ownership.note_refusal(cell.id)
+                    raise _Disowned(failure)
+                return failure
         # ``queued`` is None while the mailbox is empty: tested without a call, on the path every
         # message takes.
         if mailbox.queued:
@@ -209,6 +231,10 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
             await checkpoint()
             if mailbox.queued:
                 env = get_nowait()
+            elif pipeline is not None and pipeline.unconfirmed and not mailbox.closed:
+                # Idle behind commits in flight: a failed append wakes us (to crash).
+                await mailbox.wait()
+                continue
             else:
                 try:
                     env = await mailbox.get()
@@ -245,16 +271,22 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
                     if token is not None:
                         chain_var.reset(token)
                     cell.reply = None
-                if result is not NoReply:
+                if pipeline is not None:
+                    pipeline.end_turn(None if result is NoReply else reply, result)
+                elif result is not NoReply:
                     reply.send(result)
             elif kind is _CAST:
                 await instance.handle_cast(env.message)
+                if pipeline is not None:
+                    pipeline.end_turn(None)
             elif kind is _INFO:
                 message = env.message
                 if type(message) is DueReminder:
                     await remind(cell, instance, message.reminder)
                 else:
                     await instance.handle_info(message)
+                if pipeline is not None:
+                    pipeline.end_turn(None)
             else:
                 await _system(cell, instance, env)
         except (Passivated, _Disowned):
@@ -266,9 +298,11 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
                 # recorded, so the state is intact and the session carries on.
                 journal.record_error = None
                 refire(cell)  # a reminder whose handler could not record comes back
-                if reply is not None:
+                if pipeline is not None:
+                    pipeline.end_turn(reply, None, exc)  # after what the turn recorded before it
+                elif reply is not None:
                     reply.fail(exc)
-                else:
+                if reply is None:
                     logger.warning("session %r: %s", cell.id, exc)
                 if isinstance(exc, VersionConflict):
                     cell.fail_deferred(exc)
@@ -283,7 +317,7 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
             if reply is not None:
                 reply.fail(_crashed(cell.id, exc))
             cell.fail_deferred(_crashed(cell.id, exc))
-            return exc
+            return await _crash_pipeline(pipeline, exc)
         finally:
             cell.turn_started = None
             elapsed = perf_counter() - started
@@ -333,8 +367,27 @@ async def _system(cell: SessionCell, instance: Session[Any], env: Envelope) -> N
             idle_since is None or cell.last_active <= idle_since
         ):
             await expire(cell, status, reason)
-    if env.reply is not None:
+    pipeline = cell.journal.pipeline
+    if pipeline is not None:
+        pipeline.end_turn(env.reply)
+    elif env.reply is not None:
         env.reply.send(None)
+
+
+async def _crash_pipeline(pipeline: Pipeline | None, crash: BaseException) -> BaseException:
+    """The incarnation crashed: let the events recorded so far commit (or fail), then crash.
+
+    The earlier messages' callers are answered once their events are durable, as at depth 1, where
+    they had their replies already; the events the crashing handler recorded are kept too. The
+    restart then reads a log that no append in flight can still extend.
+    """
+    if pipeline is not None:
+        pipeline.end_turn(None)
+        try:
+            await pipeline.settle()
+        except (StoreError, OwnershipLost):
+            pass  # its callers have been answered already
+    return crash
 
 
 def _crashed(session_id: str, exc: BaseException) -> SessionCrashed:

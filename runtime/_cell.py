@@ -289,12 +289,14 @@ class SessionCell:
                 reply.fail(error)
 
     def passivation_allowed(self, decided_at: float) -> bool:
-        """Idle since ``decided_at``, nothing queued, no call waiting on a deferred reply."""
+        """Idle since ``decided_at``, nothing queued, nothing unconfirmed (issue 14), no call
+        waiting on a deferred reply."""
         mailbox = self.mailbox
         return (
             self.status is _RUNNING
             and self.last_active <= decided_at
             and (mailbox is None or not len(mailbox))
+            and not self.journal.unconfirmed
             and not any(not r.done for r in self.deferred or ())
         )
 

@@ -274,6 +274,9 @@ class SessionHost:
     def register_type(self, cls: type[Session[Any]]) -> str:
         """Make ``cls`` known under its ``type_name``, so stored sessions of it can be reactivated."""
         name = cls.type_name or cls.__name__
+        depth = cls.pipeline_depth
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"{cls.__qualname__}.pipeline_depth must be an int >= 1, not {depth!r}")
         known = self._types.get(name)
         if known is not None and known is not cls:
             raise ValueError(

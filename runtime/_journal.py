@@ -25,6 +25,7 @@ import anyio
 
 from ._events import StatusChanged, encode_state
 from ._exceptions import InvalidTransition, OwnershipLost, SessionError, StoreError, UnencodableValue
+from ._pipeline import Pipeline
 from ._records import AppendExtras, EventData, IdempotentReply, Snapshot
 from ._reminders import fired_removed
 
@@ -42,11 +43,13 @@ logger = logging.getLogger(__name__)
 class Journal:
     """What one session has written and is writing: versions, appends in flight, snapshots."""
 
-    __slots__ = ("cell", "in_flight", "record_error", "snapshot_version", "state_bytes")
+    __slots__ = ("cell", "in_flight", "pipeline", "record_error", "snapshot_version", "state_bytes")
 
     def __init__(self, cell: SessionCell) -> None:
         self.cell = cell
         self.in_flight = 0
+        self.pipeline: Pipeline | None = None
+        """The live incarnation's pipeline, at ``pipeline_depth`` > 1 (issue 14)."""
         """Appends sent to the store and not acknowledged yet."""
         self.record_error: BaseException | None = None
         """The error the last failed append raised (the caller's, or the store's: not a crash)."""
@@ -68,6 +71,32 @@ class Journal:
             self.state_bytes = len(encode_state(state))
         except Exception:
             self.state_bytes = 0
+
+    # -- recording -------------------------------------------------------------------------------
+
+    # -- the pipeline (issue 14) ------------------------------------------------------------------
+
+    def begin(self, instance: Session[Any]) -> Pipeline | None:
+        """A new incarnation starts serving: its pipeline, if its class pipelines."""
+        depth = self.cell.cls.pipeline_depth
+        pipeline = self.pipeline = Pipeline(self.cell, instance, depth) if depth > 1 else None
+        return pipeline
+
+    @property
+    def unconfirmed(self) -> int:
+        """Handled messages whose events (or earlier ones) are not durable yet."""
+        pipeline = self.pipeline
+        return 0 if pipeline is None else pipeline.unconfirmed
+
+    async def settle(self) -> None:
+        """Wait until every event recorded so far is durable (at depth 1 it always is).
+
+        Raises:
+            StoreError, OwnershipLost: an append in the pipeline failed (the incarnation must end).
+        """
+        pipeline = self.pipeline
+        if pipeline is not None:
+            await pipeline.settle()
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -113,6 +142,20 @@ class Journal:
             state = instance.apply(state, ev)
             encoded.append(data)
         before = instance._version
+        pipeline = self.pipeline
+        if (
+            pipeline is not None
+            and pipeline.instance is instance
+            and cell.staged is None
+            and cell.fired is None
+            and host.message_limit is None
+        ):
+            # Pipelined: applied now, appended after the handler returns, the reply held till then.
+            pipeline.add(encoded, before)
+            instance._state = state
+            version = instance._version = cell.version = before + len(encoded)
+            self.state_bytes += size
+            return version
         staged = cell.staged
         if staged is not None:
             # An idempotent call: applied now, appended with its reply when the handler returns.
@@ -147,6 +190,16 @@ class Journal:
         """
         cell = self.cell
         host = cell.host
+        pipeline = self.pipeline
+        if pipeline is not None and (pipeline.instance is not cell.instance or pipeline.failure):
+            pipeline = None
+        if pipeline is not None:
+            # After every event in flight, and with what the turn in progress recorded through
+            # the pipeline (in the same append, as the handler wrote them).
+            await pipeline.settle()
+            recorded = pipeline.take_recorded()
+            if recorded:
+                expected, events = pipeline.durable, [*recorded, *events]
         fired = cell.fired
         counted = host.message_limit is not None
         staged = cell.staged
@@ -174,13 +227,19 @@ class Journal:
             if staged is not None:
                 staged.events = []
                 staged.version_before = version
+            if pipeline is not None:
+                pipeline.durable = version
             return version
         except (StoreError, OwnershipLost) as exc:  # OwnershipLost: another node owns it now
             self.record_error = exc
+            if pipeline is not None:
+                pipeline.fail(exc)  # the state may hold events the log does not: crash
             raise
         except Exception as exc:
             err = StoreError(cell.id, "append", f"{type(exc).__name__}: {exc}")
             self.record_error = err
+            if pipeline is not None:
+                pipeline.fail(err)
             raise err from exc
         finally:
             self.in_flight -= 1
@@ -225,7 +284,11 @@ class Journal:
         """Before the incarnation ends (passivation, shutdown): save a snapshot if the log is ahead.
 
         Not for a class without snapshots (``snapshot_every = None``): it replays its log instead.
+
+        Raises:
+            StoreError, OwnershipLost: an append in the pipeline failed (the incarnation must end).
         """
+        await self.settle()  # never a snapshot of events that are not durable
         if instance._version > self.snapshot_version and self.cell.cls.snapshot_every is not None:
             snap = self.encode_snapshot(instance)
             if snap is not None:

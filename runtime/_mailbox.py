@@ -174,6 +174,20 @@ class Mailbox(Parking, Generic[T]):
                 raise anyio.EndOfStream
             await self.park()
 
+    async def wait(self) -> None:
+        """Park the receiver until an item is put, the mailbox closes, or :meth:`nudge` is called.
+
+        Returns at once if an item is queued or the mailbox is closed.
+        """
+        if self.queued or self._closed:
+            return
+        await self.park()
+
+    def nudge(self) -> None:
+        """Wake the receiver if it is parked (``get`` parks again while the mailbox is empty)."""
+        if self._parked is not None:
+            self._wake()
+
     def close(self) -> None:
         """No more puts; the receiver drains what is queued, then gets ``EndOfStream``."""
         self._closed = True

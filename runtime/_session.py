@@ -123,7 +123,9 @@ class Session(Generic[S]):
     ``state_type`` (what snapshots decode into when the class has no type parameter: the type
     parameter of ``class Room(Session[RoomState])`` wins, and without either the type of
     ``initial_state``'s result is used), and ``transitions`` (an optional state machine over
-    ``label(state)``, see ``record``) and ``resume_on_start`` (activate such sessions that were
+    ``label(state)``, see ``record``), ``pipeline_depth`` (how many handled messages may wait for
+    their events to be committed while the session takes the next one; 1, the default, takes none:
+    see ``record``) and ``resume_on_start`` (activate such sessions that were
     running when the last process stopped, as soon as the supervisor starts; ``self.resumed`` is
     then true in ``on_start``).
 
@@ -142,6 +144,15 @@ class Session(Generic[S]):
     resume_on_start: ClassVar[bool] = False
     idempotency_keys_kept: ClassVar[int] = 1000
     """How many idempotency keys (with their replies) each session keeps, the newest."""
+    pipeline_depth: ClassVar[int] = 1
+    """Pipelined persistence (issue 14): with N > 1, ``record`` applies the events at once and the
+    session takes the next message while those of up to N handled messages are being committed
+    (together, in as few appends as can be). Each reply still waits for its own events, and those
+    of every message before it, to be durable. Handlers see state that is not durable yet; an
+    append failure crashes the session, failing every caller whose events were not durable.
+
+    .. versionadded:: 0.2
+    """
 
     _cell: SessionCell
     _state: S
@@ -215,7 +226,9 @@ class Session(Generic[S]):
         """Durably append ``events`` (atomically, one group commit), then apply them:
         ``await self.record(...)``.
 
-        The state changes only once the store has acknowledged; returns the new version.
+        The state changes only once the store has acknowledged; returns the new version. With
+        ``pipeline_depth`` > 1 the events are applied at once and committed after the handler
+        returns, in one append with the other messages' (never split); the reply waits for them.
 
         Raises:
             InvalidTransition: ``transitions`` does not allow one of the events (nothing recorded).
@@ -224,6 +237,8 @@ class Session(Generic[S]):
                 ``path`` names the event type and field (nothing recorded).
             StoreError: the store failed (nothing recorded, state unchanged). Letting any of these
                 through the handler answers the caller with it and does not crash the session.
+                (Pipelined, a failed append crashes the session instead: the handler has returned
+                by then.)
         """
         # Not ``async def``: the journal's coroutine is awaited directly, one coroutine (and one more
         # object for the garbage collector to walk) less per event.

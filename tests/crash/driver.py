@@ -1,6 +1,6 @@
 """Drive load through sessions on an SQLite file and print every acknowledged event; run until killed.
 
-    python -m tests.crash.driver PATH --sessions 4 --trial 0 --backend asyncio
+    python -m tests.crash.driver PATH --sessions 4 --trial 0 --backend asyncio [--callers 8 --depth 16]
 
 Run from the repository's root by ``tests/supervisors/test_crash_sqlite.py``, which kills it with
 SIGKILL at a random moment. Sessions ``c0``, ``c1``... are started if the file does not have them yet,
@@ -11,8 +11,10 @@ and flushed, one line each::
 
     ack <session> <version> <batch> <index> <size> <n>
 
-A ``ready`` line says every session is resolved. Batch numbers start at ``trial * 1,000,000`` so that
-they never repeat across the runs on one file.
+With ``--callers K`` each session has K client tasks calling it at once, and ``--depth N`` gives the
+sessions ``pipeline_depth = N`` (issue 14): a pipelined burst, its events committed while the
+session takes the next calls. A ``ready`` line says every session is resolved. Batch numbers start at
+``trial * 1,000,000`` so that they never repeat across the runs on one file.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import anyio
 
 from runtime import SessionCrashed, SessionNotFound, SessionRef, SQLiteStore
 from supervisors import Backoff, RestartPolicy, SessionSupervisor
-from tests.apps.recovery_app import Crash, Moved, Put, ledger_class
+from tests.apps.recovery_app import Crash, Ledger, Moved, Put, ledger_class
 
 SNAPSHOT_EVERY = 7
 """Small, so that kills also strike snapshots being written."""
@@ -35,18 +37,24 @@ LIFETIME = 60.0
 """A safety net: a driver nobody killed ends by itself."""
 
 
-async def drive(path: str, sessions: int, trial: int, seed: int) -> None:
+def driven(depth: int) -> type[Ledger]:
+    """The driver's session class with ``pipeline_depth = depth`` (the same stored type)."""
+    return Driven if depth == 1 else type(f"Driven{depth}", (Driven,), {"pipeline_depth": depth})
+
+
+async def drive(path: str, sessions: int, trial: int, seed: int, callers: int = 1, depth: int = 1) -> None:
     rng = random.Random(seed)
     out = sys.stdout
     store = SQLiteStore(path, synchronous="FULL")
-    async with SessionSupervisor(store=store, session_types=[Driven], restarts=RESTARTS) as supervisor:
+    cls = driven(depth)
+    async with SessionSupervisor(store=store, session_types=[cls], restarts=RESTARTS) as supervisor:
         refs: list[SessionRef] = []
         for i in range(sessions):
             sid = f"c{i}"
             try:
                 refs.append(await supervisor.get(sid))
             except SessionNotFound:
-                refs.append(await supervisor.start(Driven, sid))
+                refs.append(await supervisor.start(cls, sid))
         out.write("ready\n")
         out.flush()
         batches = iter(range(trial * 1_000_000, (trial + 1) * 1_000_000))
@@ -77,7 +85,8 @@ async def drive(path: str, sessions: int, trial: int, seed: int) -> None:
         with anyio.move_on_after(LIFETIME):
             async with anyio.create_task_group() as tg:
                 for ref in refs:
-                    tg.start_soon(client, ref, random.Random(rng.random()))
+                    for _ in range(callers):
+                        tg.start_soon(client, ref, random.Random(rng.random()))
 
 
 def main() -> None:
@@ -87,8 +96,19 @@ def main() -> None:
     parser.add_argument("--trial", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument("--callers", type=int, default=1, help="client tasks per session")
+    parser.add_argument("--depth", type=int, default=1, help="the sessions' pipeline_depth")
     args = parser.parse_args()
-    anyio.run(drive, args.path, args.sessions, args.trial, args.seed, backend=args.backend)
+    anyio.run(
+        drive,
+        args.path,
+        args.sessions,
+        args.trial,
+        args.seed,
+        args.callers,
+        args.depth,
+        backend=args.backend,
+    )
 
 
 if __name__ == "__main__":
