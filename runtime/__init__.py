@@ -17,10 +17,13 @@ from ._events import upcaster as upcaster
 from ._exceptions import CallCycle as CallCycle
 from ._exceptions import CallTimeout as CallTimeout
 from ._exceptions import CorruptEventLog as CorruptEventLog
+from ._exceptions import HandlerMisuse as HandlerMisuse
 from ._exceptions import InvalidReminder as InvalidReminder
 from ._exceptions import InvalidSessionId as InvalidSessionId
+from ._exceptions import InvalidTimeout as InvalidTimeout
 from ._exceptions import InvalidTransition as InvalidTransition
 from ._exceptions import MailboxFull as MailboxFull
+from ._exceptions import OperationTimeout as OperationTimeout
 from ._exceptions import OwnedElsewhere as OwnedElsewhere
 from ._exceptions import OwnershipLost as OwnershipLost
 from ._exceptions import RateLimited as RateLimited
@@ -28,6 +31,7 @@ from ._exceptions import RecoveryFailed as RecoveryFailed
 from ._exceptions import SessionCrashed as SessionCrashed
 from ._exceptions import SessionError as SessionError
 from ._exceptions import SessionExists as SessionExists
+from ._exceptions import SessionNotEnded as SessionNotEnded
 from ._exceptions import SessionNotFound as SessionNotFound
 from ._exceptions import SessionPaused as SessionPaused
 from ._exceptions import SessionStopped as SessionStopped
@@ -35,8 +39,10 @@ from ._exceptions import ShuttingDown as ShuttingDown
 from ._exceptions import SnapshotRefused as SnapshotRefused
 from ._exceptions import StoreError as StoreError
 from ._exceptions import TooManySessions as TooManySessions
+from ._exceptions import TypeNameTaken as TypeNameTaken
 from ._exceptions import UnencodableValue as UnencodableValue
 from ._exceptions import UnknownEventType as UnknownEventType
+from ._exceptions import UnknownSessionType as UnknownSessionType
 from ._exceptions import UnstorableReply as UnstorableReply
 from ._exceptions import VersionConflict as VersionConflict
 from ._graph import state_graph as state_graph
@@ -118,6 +124,12 @@ __all__ = [
     "state_graph",
     "upcaster",
     "CallTimeout",
+    "HandlerMisuse",
+    "SessionNotEnded",
+    "TypeNameTaken",
+    "UnknownSessionType",
+    "InvalidTimeout",
+    "OperationTimeout",
     "CorruptEventLog",
     "EventData",
     "InvalidSessionId",

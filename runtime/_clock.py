@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import anyio
 
-__all__ = ["AnyioClock"]
+if TYPE_CHECKING:
+    from .abc import Clock
+
+__all__ = ["AnyioClock", "wait_until"]
 
 
 @final
@@ -21,3 +24,21 @@ class AnyioClock:
 
     def __repr__(self) -> str:
         return "AnyioClock()"
+
+
+async def wait_until(clock: Clock, deadline: float, event: anyio.Event) -> bool:
+    """Wait until ``event`` is set or ``clock`` reaches ``deadline``; whether ``event`` was set."""
+    if isinstance(clock, AnyioClock):
+        with anyio.CancelScope(deadline=deadline):
+            await event.wait()
+        return event.is_set()
+
+    async def alarm() -> None:
+        await clock.sleep_until(deadline)
+        tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(alarm)
+        await event.wait()
+        tg.cancel_scope.cancel()
+    return event.is_set()

@@ -17,10 +17,13 @@ __all__ = [
     "CallCycle",
     "CallTimeout",
     "CorruptEventLog",
-    "InvalidSessionId",
+    "HandlerMisuse",
     "InvalidReminder",
+    "InvalidSessionId",
+    "InvalidTimeout",
     "InvalidTransition",
     "MailboxFull",
+    "OperationTimeout",
     "OwnedElsewhere",
     "OwnershipLost",
     "RateLimited",
@@ -28,6 +31,7 @@ __all__ = [
     "SessionCrashed",
     "SessionError",
     "SessionExists",
+    "SessionNotEnded",
     "SessionNotFound",
     "SessionPaused",
     "SessionStopped",
@@ -35,8 +39,10 @@ __all__ = [
     "SnapshotRefused",
     "StoreError",
     "TooManySessions",
+    "TypeNameTaken",
     "UnencodableValue",
     "UnknownEventType",
+    "UnknownSessionType",
     "UnstorableReply",
     "VersionConflict",
 ]
@@ -141,6 +147,44 @@ class CallTimeout(SessionError, TimeoutError):
             "sooner (defer_reply)",
             session_id=session_id,
         )
+        self.timeout = timeout
+
+
+class OperationTimeout(CallTimeout):
+    """``stop``, ``pause`` or ``resume`` got no answer within its timeout.
+
+    The request stays queued: the session still takes it in turn, after the messages before it.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, session_id: str, operation: str, timeout: float) -> None:
+        SessionError.__init__(
+            self,
+            f"{operation} of session {session_id!r} got no answer within {timeout:g}s; the request "
+            f"stays queued and the session still takes it after the messages before it: wait "
+            "longer, or look at what keeps the session busy (sessions.inspect)",
+            session_id=session_id,
+        )
+        self.timeout = timeout
+        self.operation = operation
+
+
+class InvalidTimeout(SessionError, ValueError):
+    """A timeout that is not a finite number of seconds >= 0 (``None`` means no timeout).
+
+    Raised before anything is sent: the session never sees the message.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, session_id: str, operation: str, timeout: object) -> None:
+        super().__init__(
+            f"{operation} to session {session_id!r} with timeout={timeout!r}: a timeout is a finite "
+            "number of seconds >= 0, or None to wait as long as it takes; nothing was sent",
+            session_id=session_id,
+        )
+        self.operation = operation
         self.timeout = timeout
 
 
@@ -474,4 +518,61 @@ class UnstorableReply(SessionError, ValueError):
         )
         self.key = key
         self.field = field
+        self.problem = problem
+
+
+class UnknownSessionType(SessionError, LookupError):
+    """A stored session's type is not among the classes this supervisor knows.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, session_id: str, type_name: str) -> None:
+        super().__init__(
+            f"session {session_id!r} is of type {type_name!r}, which this supervisor does not know: "
+            "pass its class in session_types=[...]",
+            session_id=session_id,
+        )
+        self.type_name = type_name
+
+
+class TypeNameTaken(SessionError, ValueError):
+    """Two session classes claim the same ``type_name``.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, type_name: str, registered: str, other: str) -> None:
+        super().__init__(
+            f"session type name {type_name!r} is used by {registered} already: give {other} another type_name"
+        )
+        self.type_name = type_name
+        self.registered = registered
+        self.other = other
+
+
+class SessionNotEnded(SessionError):
+    """Only an ended session can be deleted; this one is live.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, session_id: str, status: Status) -> None:
+        super().__init__(
+            f"session {session_id!r} is {status.value}: only ended sessions can be deleted; stop it first",
+            session_id=session_id,
+        )
+        self.status = status
+
+
+class HandlerMisuse(SessionError, RuntimeError):
+    """A session helper was used where it cannot work (``defer_reply`` outside ``handle_call``,
+    ``record`` from an ended incarnation or while another ``record`` is in progress).
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, session_id: str, operation: str, problem: str) -> None:
+        super().__init__(f"session {session_id!r}: {operation} {problem}", session_id=session_id)
+        self.operation = operation
         self.problem = problem

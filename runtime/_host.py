@@ -20,7 +20,7 @@ import anyio
 from ._actor import run_actor
 from ._backend import Backend, current_backend
 from ._cell import SessionCell
-from ._clock import AnyioClock
+from ._clock import AnyioClock, wait_until
 from ._counters import HostCounters, HostStats
 from ._deadlines import CallDeadlines
 from ._events import register_runtime_events
@@ -30,10 +30,13 @@ from ._exceptions import (
     OwnershipLost,
     SessionError,
     SessionExists,
+    SessionNotEnded,
     SessionNotFound,
     SessionPaused,
     SessionStopped,
     ShuttingDown,
+    TypeNameTaken,
+    UnknownSessionType,
 )
 from ._history import history_json, records
 from ._ids import check_session_id
@@ -124,7 +127,7 @@ class SessionHost:
         self.statuses = StatusWriter(self)
         """The one writer of every session's status."""
         self.backend: Backend | None = None
-        self.deadlines = CallDeadlines(anyio.current_time)
+        self.deadlines = CallDeadlines(self.clock, self.clock.now)
         """The call timeouts of this host's sessions (enforced by one watchdog task)."""
         self.now: Callable[[], float] = self.clock.now
         self._wall_offset = 0.0  # set when the host starts (reading the clock needs its loop)
@@ -150,7 +153,6 @@ class SessionHost:
         if self._tg is not None:
             raise RuntimeError(f"{type(self).__name__} is already running")
         self.backend = backend = current_backend()
-        self.deadlines = CallDeadlines(backend.now)
         # The clock of the hot path (every message notes its sender's activity): anyio's own
         # clock bound to this loop, or the clock injected in its place.
         self.now = backend.now if isinstance(self.clock, AnyioClock) else self.clock.now
@@ -159,6 +161,7 @@ class SessionHost:
         if self._wall_clock is None:
             self._wall_offset = time.time() - self.clock.now()
         self.started_at_wall = self.wall()
+        self.deadlines = CallDeadlines(self.clock, self.now)
         await self.store.open()
         ownership = self.ownership
         if ownership is not None:
@@ -213,8 +216,7 @@ class SessionHost:
                 cell.mailbox.close()
         if self._running:
             done = self._all_stopped = anyio.Event()
-            with anyio.move_on_after(self.drain_timeout):
-                await done.wait()
+            await wait_until(self.clock, self.now() + self.drain_timeout, done)
         tg = self._tg
         assert tg is not None
         tg.cancel_scope.cancel()
@@ -272,17 +274,18 @@ class SessionHost:
     # -- sessions -------------------------------------------------------------------------------
 
     def register_type(self, cls: type[Session[Any]]) -> str:
-        """Make ``cls`` known under its ``type_name``, so stored sessions of it can be reactivated."""
+        """Make ``cls`` known under its ``type_name``, so stored sessions of it can be reactivated.
+
+        Raises:
+            TypeNameTaken: another class has this ``type_name`` already.
+        """
         name = cls.type_name or cls.__name__
         depth = cls.pipeline_depth
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"{cls.__qualname__}.pipeline_depth must be an int >= 1, not {depth!r}")
         known = self._types.get(name)
         if known is not None and known is not cls:
-            raise ValueError(
-                f"session type name {name!r} is used by {known.__qualname__} already: "
-                f"give {cls.__qualname__} another type_name"
-            )
+            raise TypeNameTaken(name, known.__qualname__, cls.__qualname__)
         self._types[name] = cls
         return name
 
@@ -408,11 +411,7 @@ class SessionHost:
             return cell
         cls = self._types.get(record.type)
         if cls is None:
-            raise SessionError(
-                f"session {session_id!r} is of type {record.type!r}, which this supervisor does "
-                f"not know: pass its class in session_types=[...]",
-                session_id=session_id,
-            )
+            raise UnknownSessionType(session_id, record.type)
         status = record.status
         if status is Status.RUNNING:
             status = Status.PASSIVATED  # stored by an earlier process: activated on demand
@@ -726,15 +725,15 @@ class SessionHost:
         return cell.ref
 
     async def delete(self, session_id: str) -> None:
-        """Remove an ended session from memory and the store (its log and snapshots)."""
+        """Remove an ended session from memory and the store (its log and snapshots).
+
+        Raises:
+            SessionNotEnded: the session is live (or still has a task).
+        """
         cell = self._cells.get(session_id)
         if cell is not None:
             if cell.active or not cell.status.terminal:
-                raise SessionError(
-                    f"session {session_id!r} is {cell.status.value}: only ended sessions can be "
-                    "deleted; stop it first",
-                    session_id=session_id,
-                )
+                raise SessionNotEnded(session_id, cell.status)
             del self._cells[session_id]
         await self.store.delete(session_id)
 

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 
 from ._events import StatusChanged, encode_state
-from ._exceptions import InvalidTransition, OwnershipLost, SessionError, StoreError, UnencodableValue
+from ._exceptions import (
+    HandlerMisuse,
+    InvalidTransition,
+    OwnershipLost,
+    StoreError,
+    UnencodableValue,
+)
 from ._pipeline import Pipeline
 from ._records import AppendExtras, EventData, IdempotentReply, Snapshot
 from ._reminders import fired_removed
@@ -104,16 +110,18 @@ class Journal:
         """``Session.record``: append ``events`` atomically, then apply them; the new version."""
         cell = self.cell
         if instance is not cell.instance:
-            raise SessionError(
-                f"session {cell.id!r}: record() called by an incarnation that has ended (a task "
-                "outliving a crash or stop?); only the live session may record",
-                session_id=cell.id,
+            raise HandlerMisuse(
+                cell.id,
+                "record()",
+                "called by an incarnation that has ended (a task outliving a crash or stop?); "
+                "only the live session may record",
             )
         if self.in_flight:
-            raise SessionError(
-                f"session {cell.id!r}: record() is already in progress; record from the session's "
-                "handlers, one call at a time (await each record)",
-                session_id=cell.id,
+            raise HandlerMisuse(
+                cell.id,
+                "record()",
+                "is already in progress; record from the session's handlers, one call at a time "
+                "(await each record)",
             )
         if not events:
             return instance._version

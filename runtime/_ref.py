@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, final
 import anyio
 import anyio.lowlevel
 
-from ._exceptions import CallCycle, CallTimeout
+from ._exceptions import CallCycle, CallTimeout, InvalidTimeout, OperationTimeout
 from ._idempotency import Idempotent
 from ._mailbox import CALL_CHAIN, Envelope, Kind
 from ._session import Reply
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["SessionRef"]
 
 _CALL = Kind.CALL
+_INF = float("inf")
 _CAST = Kind.CAST
 
 
@@ -79,9 +80,12 @@ class SessionRef:
         .. versionchanged:: 0.2
            ``idempotency_key``.
 
+        ``timeout`` is read on the supervisor's clock (an injected ``ManualClock`` moves it).
+
         Raises:
             CallTimeout: no reply within ``timeout`` seconds (the handler keeps running; its reply
                 is dropped).
+            InvalidTimeout: ``timeout`` is not a finite number >= 0 or ``None`` (nothing is sent).
             CallCycle: the target is already waiting further up this call chain.
             SessionCrashed: the handler raised (the original exception is the ``__cause__``).
             SessionNotFound, SessionStopped, SessionPaused, ShuttingDown: it was not delivered.
@@ -103,6 +107,8 @@ class SessionRef:
             await cell.deliver(env)
             await reply.wait()
         else:
+            if not 0 <= timeout < _INF:  # NaN fails both comparisons
+                raise InvalidTimeout(self.id, "call", timeout)
             deadlines = cell.host.deadlines
             deadline = deadlines.now() + timeout
             mailbox = cell.admit(env)
@@ -110,16 +116,12 @@ class SessionRef:
                 mailbox.put_nowait(env)
             except anyio.WouldBlock:
                 # A full mailbox: wait for room within the timeout (the slow path has a scope).
-                sent = False
-                with anyio.move_on_after(timeout):
-                    await cell.deliver(env)
-                    sent = True
-                if not sent:
+                if not await _deliver_by(cell, env, deadline, timeout):
                     reply.done = True
                     raise CallTimeout(self.id, timeout) from None
             except anyio.ClosedResourceError:
                 raise cell.refusal() from None
-            deadlines.add(reply, deadline, timeout)
+            key = deadlines.add(reply, deadline, timeout)
             try:
                 # ``reply.wait()``, inlined: one call less per call.
                 if reply.done:
@@ -127,7 +129,7 @@ class SessionRef:
                 else:
                     await reply.park()
             finally:
-                deadlines.discard(reply)
+                deadlines.discard(reply, key)
                 reply.done = True  # a late reply, if any, goes nowhere
         return reply.unwrap()
 
@@ -154,21 +156,67 @@ class SessionRef:
         cell.deliver_nowait(Envelope(_CAST, message, None, CALL_CHAIN.get()))
 
     async def _system(self, kind: Kind, message: object, timeout: float | None) -> None:
+        operation = kind.value
+        if timeout is not None and not 0 <= timeout < _INF:
+            raise InvalidTimeout(self.id, operation, timeout)
         cell = await self._resolve()
+        if kind is Kind.STOP and cell.status.terminal:
+            return  # stopped (or otherwise ended) already: stopping again changes nothing
         reply = Reply(self.id)
-        with anyio.fail_after(timeout):
-            await cell.deliver(Envelope(kind, message, reply, CALL_CHAIN.get()))
+        env = Envelope(kind, message, reply, CALL_CHAIN.get())
+        if timeout is None:
+            await cell.deliver(env)
             await reply.wait()
+        else:
+            deadlines = cell.host.deadlines
+            deadline = deadlines.now() + timeout
+            if not await _deliver_by(cell, env, deadline, timeout):
+                raise OperationTimeout(self.id, operation, timeout)
+            key = deadlines.add(reply, deadline, timeout, operation)
+            try:
+                await reply.wait()
+            finally:
+                deadlines.discard(reply, key)
+                reply.done = True
         reply.unwrap()
 
     async def stop(self, reason: str = "normal", *, timeout: float | None = 5.0) -> None:
-        """Stop the session as ``STOPPED`` after the messages queued before this one."""
+        """Stop the session as ``STOPPED`` after the messages queued before this one.
+
+        Stopping a session that has ended already (stopped, completed, timed out...) does nothing.
+
+        Raises:
+            OperationTimeout: no answer within ``timeout`` seconds (the request stays queued).
+            InvalidTimeout: ``timeout`` is not a finite number >= 0 or ``None``.
+        """
         await self._system(Kind.STOP, reason, timeout)
 
     async def pause(self, reason: str | None = None, *, timeout: float | None = 5.0) -> None:
-        """Pause the session: it processes nothing, and messages raise ``SessionPaused``."""
+        """Pause the session: it processes nothing, and messages raise ``SessionPaused``.
+
+        Raises:
+            OperationTimeout: no answer within ``timeout`` seconds (the request stays queued).
+            InvalidTimeout: ``timeout`` is not a finite number >= 0 or ``None``.
+        """
         await self._system(Kind.PAUSE, reason, timeout)
 
     async def resume(self, *, timeout: float | None = 5.0) -> None:
-        """Resume a paused session."""
+        """Resume a paused session.
+
+        Raises:
+            OperationTimeout: no answer within ``timeout`` seconds (the request stays queued).
+            InvalidTimeout: ``timeout`` is not a finite number >= 0 or ``None``.
+        """
         await self._system(Kind.RESUME, None, timeout)
+
+
+async def _deliver_by(cell: SessionCell, env: Envelope, deadline: float, timeout: float) -> bool:
+    """Deliver ``env``, waiting for room until ``deadline`` on the host's clock; ``False`` if late."""
+    deadlines = cell.host.deadlines
+    with anyio.CancelScope() as scope:
+        key = deadlines.add(scope, deadline, timeout)
+        try:
+            await cell.deliver(env)
+        finally:
+            deadlines.discard(scope, key)
+    return not scope.cancelled_caught

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
 import anyio.lowlevel
 
 from . import _reminders
-from ._exceptions import SessionError
+from ._exceptions import HandlerMisuse
 from ._park import Parking
 from ._timers import TimerHandle
 
@@ -53,11 +53,10 @@ class Reply(Parking):
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_error", "_value", "deadline_key", "done", "session_id")
+    __slots__ = ("_error", "_value", "done", "session_id")
 
     def __init__(self, session_id: str, *, trio: bool | None = None) -> None:
         self.session_id = session_id
-        self.deadline_key = 0
         Parking.__init__(self, trio)  # which backend the caller parks on (found when it waits)
         self._value: object = None
         self._error: BaseException | None = None
@@ -299,14 +298,11 @@ class Session(Generic[S]):
         """Take over the reply to the call being handled; return ``NoReply`` and answer later.
 
         Raises:
-            SessionError: called outside ``handle_call``.
+            HandlerMisuse: called outside ``handle_call``.
         """
         reply = self._cell.take_reply()
         if reply is None:
-            raise SessionError(
-                f"session {self.id!r}: defer_reply() is only possible inside handle_call",
-                session_id=self.id,
-            )
+            raise HandlerMisuse(self.id, "defer_reply()", "is only possible inside handle_call")
         return reply
 
     async def complete(self, result: object = None) -> None:
