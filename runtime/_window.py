@@ -80,6 +80,10 @@ class RestartWindow:
         threshold = now - self._within
         return sum(1 for t in self._times if threshold <= t <= now)
 
+    def __len__(self) -> int:
+        """How many restart times are kept: right after ``record(now)``, those in the window."""
+        return len(self._times)
+
     @property
     def times(self) -> tuple[float, ...]:
         """The restart times kept, oldest first (at most ``max_restarts + 1``)."""

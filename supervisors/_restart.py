@@ -72,4 +72,5 @@ class RestartPolicy:
         """Record a crash at ``now``: the backoff before the restart, or ``None`` to quarantine."""
         if not window.record(now):
             return None
-        return self.backoff.delay(window.count(now) - 1, self.rng)
+        # ``record`` dropped the times before the window: the rest are in it (O(1), not count()).
+        return self.backoff.delay(len(window) - 1, self.rng)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -169,7 +170,8 @@ class TestPassivation:
         async with supervisor(clock, idle_timeout=10) as sessions:
             c = await sessions.start(Counter, "c")
             async with anyio.create_task_group() as tg:
-                tg.start_soon(c.call, Defer())
+                # Call timeouts read the same clock: this one must outlast the 11 s below.
+                tg.start_soon(functools.partial(c.call, Defer(), timeout=60))
                 await anyio.wait_all_tasks_blocked()
                 await clock.advance(11)
                 assert status_of(c) is Status.RUNNING
