@@ -69,6 +69,7 @@ from ._ownership import Renewal as Renewal
 from ._records import AppendExtras as AppendExtras
 from ._records import EventData as EventData
 from ._records import IdempotentReply as IdempotentReply
+from ._records import Outcomes as Outcomes
 from ._records import Reminder as Reminder
 from ._records import SessionRecord as SessionRecord
 from ._records import Snapshot as Snapshot
@@ -105,6 +106,7 @@ __all__ = [
     "LifecycleSubscription",
     "NoReply",
     "Reminder",
+    "Outcomes",
     "Replayed",
     "RestartWindow",
     "Reply",

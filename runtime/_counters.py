@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, final
 
 import attrs
 
 from ._ownership import NodeInfo, OwnershipStatistics
-from ._records import StoreStats
+from ._records import Outcomes, StoreStats
 
 if TYPE_CHECKING:
     from ._cell import SessionCell
@@ -43,6 +44,11 @@ class HostStats:
     """Every node sharing the store, alive or not (empty without a node).
 
     .. versionadded:: 0.2
+    """
+    outcomes: Mapping[str, Outcomes] = attrs.field(factory=dict)
+    """How the stored sessions of each type turned out (:meth:`runtime.abc.EventStore.outcomes`).
+
+    .. versionadded:: 0.1
     """
 
 
@@ -112,6 +118,7 @@ class HostCounters:
         store: StoreStats,
         node: OwnershipStatistics | None = None,
         nodes: tuple[NodeInfo, ...] = (),
+        outcomes: Mapping[str, Outcomes] | None = None,
     ) -> HostStats:
         return HostStats(
             active=active,
@@ -126,4 +133,5 @@ class HostCounters:
             store=store,
             node=node,
             nodes=nodes,
+            outcomes=dict(outcomes or {}),
         )

@@ -46,7 +46,7 @@ from ._mailbox import Envelope, Kind
 from ._metrics import SessionMetrics
 from ._options import HostOptions
 from ._ownership import Lease, Ownership
-from ._records import Reminder, SessionRecord
+from ._records import Reminder, SessionOrder, SessionRecord
 from ._ref import SessionRef
 from ._reminders import Delivery, DueReminder, ReminderScheduler
 from ._replay import replay
@@ -492,21 +492,57 @@ class SessionHost:
         metadata: Mapping[str, Any] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        order_by: SessionOrder = "created_at",
+        descending: bool = False,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        updated_after: float | None = None,
+        updated_before: float | None = None,
     ) -> Sequence[SessionRecord]:
-        """Stored sessions matching every filter given, oldest first."""
-        return await self.store.list(status=status, type=type, metadata=metadata, limit=limit, offset=offset)
+        """Stored sessions matching every filter given, oldest first unless ``order_by`` says otherwise.
+
+        Args:
+            status, type: only sessions in this status, of this type.
+            metadata: only sessions whose metadata has each of these keys equal to its value.
+            limit, offset: the page, applied after sorting.
+            order_by: ``"created_at"`` or ``"updated_at"`` (the last change); ties go by id.
+            descending: newest first.
+            created_after, created_before: wall-clock seconds (``time.time()``): created at or
+                after ``created_after``, and before ``created_before``.
+            updated_after, updated_before: the same bounds on the last change.
+
+        .. versionchanged:: 0.1 ``order_by``, ``descending`` and the time bounds.
+        """
+        return await self.store.list(
+            status=status,
+            type=type,
+            metadata=metadata,
+            limit=limit,
+            offset=offset,
+            order_by=order_by,
+            descending=descending,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+        )
 
     async def stats(self) -> HostStats:
-        """Counts of what this host did, with the store's counts (and the nodes sharing it)."""
+        """Counts of what this host did, with the store's counts, its sessions' outcomes per type
+        (and the nodes sharing the store)."""
         store = await self.store.stats()
+        outcomes = await self.store.outcomes()
         ownership = self.ownership
         if ownership is None:
-            return self.counters.stats(active=self._running, known=len(self._cells), store=store)
+            return self.counters.stats(
+                active=self._running, known=len(self._cells), store=store, outcomes=outcomes
+            )
         nodes = tuple(await ownership.store.nodes())
         return self.counters.stats(
             active=self._running,
             known=len(self._cells),
             store=store,
+            outcomes=outcomes,
             node=ownership.statistics(),
             nodes=nodes,
         )

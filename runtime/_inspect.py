@@ -154,11 +154,12 @@ def debug_dump(
         figures = statistics()
         store_stats["statistics"] = attrs.asdict(figures) if attrs.has(type(figures)) else repr(figures)
     counts = attrs.asdict(stats)
-    del counts["store"]
+    del counts["store"], counts["outcomes"]
     return {
         "sessions": {"by_status": by_status, "by_type": by_type, "loaded": len(summaries)},
         "host": counts,
         "store": store_stats,
+        "outcomes": {name: attrs.asdict(o) for name, o in stats.outcomes.items()},
         "lifecycle": {"published": host.lifecycle_hub.published, "dropped": host.lifecycle_hub.dropped},
         "summaries": summaries,
     }

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
 from ._status import Status
 
 __all__ = [
+    "ENDED",
     "AppendExtras",
     "EventData",
     "IdempotentReply",
+    "Outcomes",
     "Reminder",
+    "SessionOrder",
     "SessionRecord",
     "Snapshot",
     "StoreStats",
     "StoredEvent",
     "StoredSession",
+    "nearest_rank",
 ]
 
 
@@ -176,3 +180,56 @@ class AppendExtras:
     reply: IdempotentReply | None = None
     handled: int | None = None
     deadline: float | None = None
+
+
+SessionOrder = Literal["created_at", "updated_at"]
+"""What ``list`` sorts by: the session's creation time, or its last change (entry or log)."""
+
+ENDED: tuple[Status, ...] = tuple(s for s in Status if s.terminal)
+"""The statuses of sessions that have ended, whose outcomes ``outcomes`` summarises."""
+
+
+@attrs.frozen(kw_only=True)
+class Outcomes:
+    """How the sessions of one type turned out, as a store counts them (``EventStore.outcomes``).
+
+    ``ended`` sessions are those in a terminal status (completed, failed, timed out, abandoned,
+    stopped). Their duration runs from ``created_at`` to their last change (``updated_at``), in
+    wall-clock seconds. Percentiles are nearest-rank: ``duration_p95`` is the smallest duration that
+    at least 95% of the ended sessions do not exceed. The figures of ended sessions are ``None``
+    while none has ended.
+
+    Attributes:
+        type: the session type (``type_name``).
+        by_status: how many sessions of the type are in each status (by ``Status.value``), live
+            ones included.
+        ended: sessions of the type in a terminal status.
+        completed: of those, the ``COMPLETED`` ones.
+        success_rate: ``completed / ended``.
+        duration_mean, duration_p50, duration_p95: seconds from creation to the end.
+        events_mean: events per ended session (its log's length).
+
+    .. versionadded:: 0.1
+    """
+
+    type: str
+    by_status: Mapping[str, int]
+    ended: int
+    completed: int
+    success_rate: float | None
+    duration_mean: float | None
+    duration_p50: float | None
+    duration_p95: float | None
+    events_mean: float | None
+
+
+def nearest_rank(ordered: list[float], percent: int) -> float | None:
+    """The nearest-rank ``percent``-th percentile of ``ordered`` (ascending): ``None`` when empty.
+
+    It is the value at 1-based rank ``ceil(percent * n / 100)``, the definition the SQL stores use
+    (``rank * 100 >= percent * n``), so that every store reports the same figure.
+    """
+    if not ordered:
+        return None
+    rank = -(-percent * len(ordered) // 100)  # ceil, in integers
+    return ordered[max(rank, 1) - 1]

@@ -31,12 +31,15 @@ from ._records import (
     AppendExtras,
     EventData,
     IdempotentReply,
+    Outcomes,
     Reminder,
+    SessionOrder,
     SessionRecord,
     Snapshot,
     StoredEvent,
     StoredSession,
     StoreStats,
+    nearest_rank,
 )
 from ._status import Status
 
@@ -53,14 +56,17 @@ __all__ = [
     "EventData",
     "EventStore",
     "IdempotentReply",
+    "Outcomes",
     "Reminder",
     "RestartStrategy",
     "SessionRecord",
+    "SessionOrder",
     "Snapshot",
     "Status",
     "StoreStats",
     "StoredEvent",
     "StoredSession",
+    "nearest_rank",
 ]
 
 
@@ -170,11 +176,37 @@ class EventStore(Protocol):
         metadata: Mapping[str, Any] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        order_by: SessionOrder = "created_at",
+        descending: bool = False,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        updated_after: float | None = None,
+        updated_before: float | None = None,
     ) -> Sequence[SessionRecord]:
-        """Index entries matching every filter given (``metadata``: each key equal), oldest first."""
+        """Index entries matching every filter given, sorted by ``order_by`` then by id.
+
+        ``metadata`` matches entries whose metadata has each key equal to the value given.
+        ``order_by`` is ``"created_at"`` (the default: oldest first) or ``"updated_at"`` (the
+        entry's or its log's last change, as ``get`` reports it); ``descending`` reverses the order,
+        id included. The time bounds are wall-clock seconds (``time.time()``) and form half-open
+        ranges: ``created_after=t`` keeps sessions created at ``t`` or later, ``created_before=t``
+        those created before ``t``; likewise ``updated_*``. ``limit`` and ``offset`` apply last.
+
+        .. versionchanged:: 0.1 ``order_by``, ``descending`` and the time bounds.
+        """
 
     async def stats(self) -> StoreStats:
         """Counts of sessions by status and type, of events and of snapshots."""
+
+    async def outcomes(self) -> Mapping[str, Outcomes]:
+        """How the sessions of each stored type turned out, by type name (see :class:`Outcomes`).
+
+        A store computes it where the data lives (SQL aggregates in a database), not by reading
+        every session back. Durations use the same ``updated_at`` as ``get``; percentiles are
+        nearest-rank (:func:`runtime.abc.nearest_rank` states the definition).
+
+        .. versionadded:: 0.1
+        """
 
     async def delete(self, session_id: str) -> None:
         """Remove the session, its log, snapshots, reminders and replies. Unknown ids are ignored."""

@@ -32,6 +32,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -84,6 +85,32 @@ def _non_negative(text: str) -> int:
     return value
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _when(text: str) -> float:
+    """A point in time: ISO 8601 (UTC unless it says otherwise), or a duration ago (``90s``, ``1h``)."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit in _UNITS:
+        try:
+            ago = float(number)
+        except ValueError:
+            pass
+        else:
+            if ago < 0 or ago != ago or ago == float("inf"):
+                raise argparse.ArgumentTypeError(f"{text!r}: give a finite duration of 0 or more")
+            return time.time() - ago * _UNITS[unit]
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO 8601 time (2026-11-30T12:00:00Z) nor a duration ago (30m, 1h, 2d)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
 def _meta(text: str) -> tuple[str, object]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
@@ -131,7 +158,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = commands.add_parser("list", help="sessions in the store, oldest first, as a table")
+    p = commands.add_parser(
+        "list",
+        help="sessions in the store, oldest first, as a table",
+        epilog="Times are ISO 8601 (UTC unless an offset is given) or a duration ago: "
+        "--updated-after 1h lists the sessions that changed in the last hour.",
+    )
     p.add_argument("--status", choices=[s.value for s in Status], help="only sessions in this status")
     p.add_argument("--type", help="only sessions of this type (its type_name)")
     p.add_argument(
@@ -144,6 +176,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=_non_negative, help="at most this many sessions")
     p.add_argument("--offset", type=_non_negative, default=0, help="skip this many first")
+    p.add_argument(
+        "--sort",
+        choices=["created", "updated"],
+        default="created",
+        help="sort by creation time (the default) or by last change",
+    )
+    p.add_argument("--desc", action="store_true", help="newest first")
+    for bound, meaning in (
+        ("created-after", "created at or after WHEN"),
+        ("created-before", "created before WHEN"),
+        ("updated-after", "last changed at or after WHEN"),
+        ("updated-before", "last changed before WHEN"),
+    ):
+        p.add_argument(f"--{bound}", type=_when, metavar="WHEN", help=f"only sessions {meaning}")
 
     p = commands.add_parser("show", help="one session: its index entry and its state (needs --app)")
     p.add_argument("id", help="the session id")
@@ -160,7 +206,10 @@ def _parser() -> argparse.ArgumentParser:
         "--no-snapshot", action="store_true", help="fold the whole log instead of starting from a snapshot"
     )
 
-    commands.add_parser("stats", help="counts of sessions by status and type, of events and snapshots")
+    commands.add_parser(
+        "stats",
+        help="counts of sessions by status and type, of events and snapshots, and outcomes per type",
+    )
 
     commands.add_parser("nodes", help="the nodes sharing a PostgresStore, alive or not (needs --dsn)")
 
@@ -378,6 +427,12 @@ async def _list(store: Store, args: argparse.Namespace) -> None:
         metadata=dict(args.meta) or None,
         limit=args.limit,
         offset=args.offset,
+        order_by="updated_at" if args.sort == "updated" else "created_at",
+        descending=args.desc,
+        created_after=args.created_after,
+        created_before=args.created_before,
+        updated_after=args.updated_after,
+        updated_before=args.updated_before,
     )
     rows: list[tuple[str, ...]] = [
         (
@@ -558,6 +613,33 @@ async def _stats(store: Store, args: argparse.Namespace) -> None:
     if stats.by_type:
         print()
         print(_table(("TYPE", "SESSIONS"), [(k, str(v)) for k, v in sorted(stats.by_type.items())]))
+    outcomes = await store.outcomes()
+    if outcomes:
+        print()
+        print(
+            _table(
+                ("TYPE", "ENDED", "COMPLETED", "SUCCESS", "MEAN", "P50", "P95", "EVENTS/SESSION"),
+                [
+                    (
+                        name,
+                        str(o.ended),
+                        str(o.completed),
+                        "-" if o.success_rate is None else f"{o.success_rate:.1%}",
+                        _seconds(o.duration_mean),
+                        _seconds(o.duration_p50),
+                        _seconds(o.duration_p95),
+                        "-" if o.events_mean is None else f"{o.events_mean:.1f}",
+                    )
+                    for name, o in sorted(outcomes.items())
+                ],
+            )
+        )
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}s" if value < 100 else f"{value:.0f}s"
 
 
 _COMMANDS = {

@@ -13,14 +13,18 @@ import attrs
 from .._exceptions import SessionExists, SessionNotFound, VersionConflict
 from .._ids import check_session_id
 from .._records import (
+    ENDED,
     AppendExtras,
     EventData,
+    Outcomes,
     Reminder,
+    SessionOrder,
     SessionRecord,
     Snapshot,
     StoredEvent,
     StoredSession,
     StoreStats,
+    nearest_rank,
 )
 from .._status import Status
 
@@ -179,14 +183,30 @@ class MemoryStore:
         metadata: Mapping[str, Any] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        order_by: SessionOrder = "created_at",
+        descending: bool = False,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        updated_after: float | None = None,
+        updated_before: float | None = None,
     ) -> Sequence[SessionRecord]:
+        if order_by not in ("created_at", "updated_at"):
+            raise ValueError(f"order_by must be 'created_at' or 'updated_at', not {order_by!r}")
         found = [
             r
             for r in self._records.values()
             if (status is None or r.status is status)
             and (type is None or r.type == type)
             and (not metadata or all(r.metadata.get(k) == v for k, v in metadata.items()))
+            and (created_after is None or r.created_at >= created_after)
+            and (created_before is None or r.created_at < created_before)
+            and (updated_after is None or r.updated_at >= updated_after)
+            and (updated_before is None or r.updated_at < updated_before)
         ]
+        if order_by == "created_at":
+            found.sort(key=lambda r: (r.created_at, r.id), reverse=descending)
+        else:
+            found.sort(key=lambda r: (r.updated_at, r.id), reverse=descending)
         end = None if limit is None else offset + limit
         return found[offset:end]
 
@@ -198,6 +218,12 @@ class MemoryStore:
             by_status=dict(Counter(r.status.value for r in self._records.values())),
             by_type=dict(Counter(r.type for r in self._records.values())),
         )
+
+    async def outcomes(self) -> Mapping[str, Outcomes]:
+        by_type: dict[str, list[SessionRecord]] = {}
+        for record in self._records.values():
+            by_type.setdefault(record.type, []).append(record)
+        return {name: _outcomes(name, records) for name, records in sorted(by_type.items())}
 
     async def delete(self, session_id: str) -> None:
         self._records.pop(session_id, None)
@@ -279,3 +305,21 @@ class MemoryStore:
     async def load_reply(self, session_id: str, key: str) -> str | None:
         replies = self._replies.get(session_id)
         return None if replies is None else replies.get(key)
+
+
+def _outcomes(type_name: str, records: Sequence[SessionRecord]) -> Outcomes:
+    ended = [r for r in records if r.status in ENDED]
+    durations = sorted(r.updated_at - r.created_at for r in ended)
+    completed = sum(r.status is Status.COMPLETED for r in ended)
+    n = len(ended)
+    return Outcomes(
+        type=type_name,
+        by_status=dict(Counter(r.status.value for r in records)),
+        ended=n,
+        completed=completed,
+        success_rate=completed / n if n else None,
+        duration_mean=sum(durations) / n if n else None,
+        duration_p50=nearest_rank(durations, 50),
+        duration_p95=nearest_rank(durations, 95),
+        events_mean=sum(r.version for r in ended) / n if n else None,
+    )

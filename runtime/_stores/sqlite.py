@@ -24,7 +24,17 @@ import attrs
 
 from .._exceptions import CorruptEventLog, StoreError
 from .._ids import check_session_id
-from .._records import Reminder, SessionRecord, Snapshot, StoredEvent, StoredSession, StoreStats
+from .._records import (
+    ENDED,
+    Outcomes,
+    Reminder,
+    SessionOrder,
+    SessionRecord,
+    Snapshot,
+    StoredEvent,
+    StoredSession,
+    StoreStats,
+)
 from .._status import Status
 from ._sqlite_schema import connect_reader, connect_writer, file_identity
 from ._sqlite_wakeup import run_in_thread
@@ -182,6 +192,34 @@ def _read_events(
         raw.close()
         conn.text_factory = str
     raise StoreError(session_id, "read the log", "SQLite could not decode a row")
+
+
+_ORDER_BY = {
+    ("created_at", False): " ORDER BY created_at, id",
+    ("created_at", True): " ORDER BY created_at DESC, id DESC",
+    ("updated_at", False): " ORDER BY updated_at, id",
+    ("updated_at", True): " ORDER BY updated_at DESC, id DESC",
+}
+
+# Outcomes of ended sessions per type, in one statement: durations and log lengths of the ended
+# sessions, ranked per type for the nearest-rank percentiles (rank * 100 >= p * n, in integers).
+_ENDED_MARKS = ", ".join("?" * len(ENDED))
+_OUTCOMES = f"""
+WITH ended AS (
+    SELECT type, updated_at - created_at AS duration, version AS events
+    FROM sessions WHERE status IN ({_ENDED_MARKS})
+), ranked AS (
+    SELECT type, duration, events,
+        row_number() OVER (PARTITION BY type ORDER BY duration) AS rank,
+        count(*) OVER (PARTITION BY type) AS n
+    FROM ended
+)
+SELECT type, avg(duration),
+    min(CASE WHEN rank * 100 >= 50 * n THEN duration END),
+    min(CASE WHEN rank * 100 >= 95 * n THEN duration END),
+    avg(events)
+FROM ranked GROUP BY type
+"""
 
 
 _EVENT_FIELDS = ("session_id", "version", "type", "schema_version", "data", "recorded_at")
@@ -631,14 +669,34 @@ class SQLiteStore:
         metadata: Mapping[str, Any] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        order_by: SessionOrder = "created_at",
+        descending: bool = False,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        updated_after: float | None = None,
+        updated_before: float | None = None,
     ) -> Sequence[SessionRecord]:
-        """Index entries matching every filter given, oldest first (then by id).
+        """Index entries matching every filter given, by ``order_by`` (oldest first) then by id.
 
         ``metadata`` matches entries whose metadata has each key equal to the value given (compared
-        as JSON; ``None`` also matches a missing key, as in ``metadata.get(key) == None``).
+        as JSON; ``None`` also matches a missing key, as in ``metadata.get(key) == None``). The time
+        bounds are half-open: ``*_after`` inclusive, ``*_before`` exclusive
+        (:meth:`runtime.abc.EventStore.list`).
         """
+        order = _ORDER_BY.get((order_by, bool(descending)))
+        if order is None:
+            raise ValueError(f"order_by must be 'created_at' or 'updated_at', not {order_by!r}")
         where: list[str] = []
         params: list[object] = []
+        for column, bound, op in (
+            ("created_at", created_after, ">="),
+            ("created_at", created_before, "<"),
+            ("updated_at", updated_after, ">="),
+            ("updated_at", updated_before, "<"),
+        ):
+            if bound is not None:
+                where.append(f"{column} {op} ?")
+                params.append(float(bound))
         if status is not None:
             where.append("status = ?")
             params.append(status.value)
@@ -680,7 +738,7 @@ class SQLiteStore:
         sql = _SELECT_RECORD
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at, id LIMIT ? OFFSET ?"
+        sql += order + " LIMIT ? OFFSET ?"
         params += [-1 if limit is None else limit, offset]
 
         def query(conn: sqlite3.Connection) -> list[SessionRecord]:
@@ -763,3 +821,41 @@ class SQLiteStore:
             )
 
         return await self._read(None, "count sessions", query)
+
+    async def outcomes(self) -> Mapping[str, Outcomes]:
+        """How each type's sessions turned out, computed by SQLite (one consistent read)."""
+
+        def query(conn: sqlite3.Connection) -> dict[str, Outcomes]:
+            conn.execute("BEGIN")
+            try:
+                counts = conn.execute(
+                    "SELECT type, status, count(*) FROM sessions GROUP BY type, status"
+                ).fetchall()
+                ended = {
+                    row[0]: row[1:] for row in conn.execute(_OUTCOMES, [status.value for status in ENDED])
+                }
+            finally:
+                conn.execute("COMMIT")
+            by_type: dict[str, dict[str, int]] = {}
+            for type_name, status, count in counts:
+                by_type.setdefault(type_name, {})[status] = count
+            return {name: _outcomes(name, n, ended.get(name)) for name, n in sorted(by_type.items())}
+
+        return await self._read(None, "count outcomes", query)
+
+
+def _outcomes(type_name: str, by_status: dict[str, int], ended: tuple[Any, ...] | None) -> Outcomes:
+    n = sum(by_status.get(status.value, 0) for status in ENDED)
+    completed = by_status.get(Status.COMPLETED.value, 0)
+    mean, p50, p95, events = ended if ended is not None else (None, None, None, None)
+    return Outcomes(
+        type=type_name,
+        by_status=by_status,
+        ended=n,
+        completed=completed,
+        success_rate=completed / n if n else None,
+        duration_mean=mean,
+        duration_p50=p50,
+        duration_p95=p95,
+        events_mean=events,
+    )

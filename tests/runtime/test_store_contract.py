@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from runtime import (
     IdempotentReply,
     InvalidSessionId,
     MemoryStore,
+    Outcomes,
     Reminder,
     SessionExists,
     SessionNotFound,
@@ -38,7 +40,8 @@ def _postgres(request: pytest.FixtureRequest, _path: Path) -> EventStore:
 
 
 STORES: dict[str, StoreFactory] = {
-    "memory": lambda _request, _path: MemoryStore(),
+    # time.time looked up at each call, so that WallClock below can pin it.
+    "memory": lambda _request, _path: MemoryStore(clock=lambda: time.time()),
     "sqlite": lambda _request, path: SQLiteStore(path / "s.db"),
     "postgres": _postgres,
 }
@@ -104,6 +107,159 @@ class TestIndex:
         assert stats.snapshots == 1
         assert dict(stats.by_status) == {"completed": 1, "running": 1}
         assert dict(stats.by_type) == {"Game": 1, "Chat": 1}
+
+
+class WallClock:
+    """Stands in for ``time.time`` (which both stores stamp records with), at hand-picked times."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 0.0
+        monkeypatch.setattr(time, "time", lambda: self.now)
+
+    def at(self, t: float) -> None:
+        self.now = t
+
+
+async def outcome_fixture(store: EventStore, clock: WallClock) -> None:
+    """Five games and a chat, each created, changed and ended at a known wall-clock time.
+
+    ======  =======  ===========  ======  ===================  ========
+    id      created  ended at     events  status               duration
+    ======  =======  ===========  ======  ===================  ========
+    g1      1000     1010         3       completed            10
+    g2      1001     1031         1       failed               30
+    g3      1002     1022         2       completed            20
+    g4      1003     (1050)       5       running              -
+    g5      1004     1044         0       timed_out            40
+    c1      1005     (1006)       0       paused               -
+    ======  =======  ===========  ======  ===================  ========
+    """
+    for i, sid in enumerate(["g1", "g2", "g3", "g4", "g5"]):
+        clock.at(1000 + i)
+        await store.create(SessionRecord(sid, "Game"))
+    clock.at(1005)
+    await store.create(SessionRecord("c1", "Chat"))
+    clock.at(1005.5)
+    await store.append("g2", 0, [ev(1)])  # its end comes later, through the index alone
+    clock.at(1006)
+    await store.set_status("c1", Status.PAUSED)
+    clock.at(1010)
+    await store.append("g1", 0, [ev(1), ev(2), ev(3)], status=Status.COMPLETED)
+    clock.at(1022)
+    await store.append("g3", 0, [ev(1), ev(2)], status=Status.COMPLETED)
+    clock.at(1031)
+    await store.set_status("g2", Status.FAILED)
+    clock.at(1044)
+    await store.set_status("g5", Status.TIMED_OUT)
+    clock.at(1050)
+    await store.append("g4", 0, [ev(i) for i in range(5)])
+
+
+class TestOutcomes:
+    async def test_outcomes_by_hand(self, store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        """outcomes() gives each type's counts, success rate, durations and events, as worked out by hand."""
+        await outcome_fixture(store, WallClock(monkeypatch))
+        outcomes = await store.outcomes()
+        assert sorted(outcomes) == ["Chat", "Game"]
+        game = outcomes["Game"]
+        assert dict(game.by_status) == {"completed": 2, "failed": 1, "timed_out": 1, "running": 1}
+        # Ended: g1 (10 s, 3 events), g3 (20 s, 2), g2 (30 s, 1), g5 (40 s, 0).
+        assert (game.ended, game.completed, game.success_rate) == (4, 2, 0.5)
+        assert game.duration_mean == pytest.approx(25.0)
+        assert game.duration_p50 == pytest.approx(20.0)  # rank ceil(0.50 * 4) = 2
+        assert game.duration_p95 == pytest.approx(40.0)  # rank ceil(0.95 * 4) = 4
+        assert game.events_mean == pytest.approx(1.5)
+        assert outcomes["Chat"] == Outcomes(
+            type="Chat",
+            by_status={"paused": 1},
+            ended=0,
+            completed=0,
+            success_rate=None,
+            duration_mean=None,
+            duration_p50=None,
+            duration_p95=None,
+            events_mean=None,
+        )
+
+    async def test_percentiles_of_one_and_of_twenty(
+        self, store: EventStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Nearest rank: one ended session is its own p50 and p95; of 20 (1..20 s), p50 is 10 s, p95 19 s."""
+        clock = WallClock(monkeypatch)
+        clock.at(100)
+        await store.create(SessionRecord("solo", "Solo"))
+        clock.at(107)
+        await store.set_status("solo", Status.ABANDONED)
+        for i in range(1, 21):
+            clock.at(1000)
+            await store.create(SessionRecord(f"m{i:02}", "Many"))
+            clock.at(1000 + i)
+            await store.set_status(f"m{i:02}", Status.COMPLETED if i % 4 else Status.STOPPED)
+        outcomes = await store.outcomes()
+        solo = outcomes["Solo"]
+        assert (solo.ended, solo.success_rate, solo.duration_p50, solo.duration_p95) == (1, 0.0, 7.0, 7.0)
+        many = outcomes["Many"]
+        assert (many.ended, many.completed, many.success_rate) == (20, 15, 0.75)
+        assert (many.duration_p50, many.duration_p95) == (10.0, 19.0)
+        assert many.duration_mean == pytest.approx(10.5)
+        assert many.events_mean == 0.0
+
+    async def test_no_sessions(self, store: EventStore) -> None:
+        """An empty store has no outcomes."""
+        assert dict(await store.outcomes()) == {}
+
+
+class TestListOrder:
+    async def test_sort_orders(self, store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        """list() sorts by creation or last change, either way, and pages after sorting."""
+        await outcome_fixture(store, WallClock(monkeypatch))
+        created = ["g1", "g2", "g3", "g4", "g5", "c1"]
+        updated = ["c1", "g1", "g3", "g2", "g5", "g4"]
+        assert [r.id for r in await store.list()] == created
+        assert [r.id for r in await store.list(descending=True)] == created[::-1]
+        assert [r.id for r in await store.list(order_by="updated_at")] == updated
+        assert [r.id for r in await store.list(order_by="updated_at", descending=True)] == updated[::-1]
+        page = await store.list(order_by="updated_at", descending=True, limit=2, offset=1)
+        assert [r.id for r in page] == ["g5", "g2"]
+        assert [r.id for r in await store.list(type="Game", descending=True, limit=2)] == ["g5", "g4"]
+
+    async def test_ties_go_by_id(self, store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Sessions created at the same time come in id order (reversed when descending)."""
+        clock = WallClock(monkeypatch)
+        clock.at(5)
+        for sid in ["b", "c", "a"]:
+            await store.create(SessionRecord(sid, "Game"))
+        assert [r.id for r in await store.list()] == ["a", "b", "c"]
+        assert [r.id for r in await store.list(descending=True)] == ["c", "b", "a"]
+
+    async def test_time_ranges(self, store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Time bounds are half-open: *_after includes its instant, *_before excludes it."""
+        await outcome_fixture(store, WallClock(monkeypatch))
+
+        async def ids(**bounds: float | None) -> list[str]:
+            return [
+                r.id
+                for r in await store.list(
+                    created_after=bounds.get("created_after"),
+                    created_before=bounds.get("created_before"),
+                    updated_after=bounds.get("updated_after"),
+                    updated_before=bounds.get("updated_before"),
+                )
+            ]
+
+        assert await ids(created_after=1002) == ["g3", "g4", "g5", "c1"]
+        assert await ids(created_before=1002) == ["g1", "g2"]
+        assert await ids(created_after=1001, created_before=1003) == ["g2", "g3"]
+        # updated_at counts the log's last append as well as the entry's last change.
+        assert await ids(updated_after=1031) == ["g2", "g4", "g5"]
+        assert await ids(updated_before=1022) == ["g1", "c1"]
+        assert await ids(created_after=1001, updated_before=1044) == ["g2", "g3", "c1"]
+        assert await ids(created_after=2000) == []
+
+    async def test_unknown_order(self, store: EventStore) -> None:
+        """An order_by that is not a column it sorts by is a ValueError, not SQL."""
+        with pytest.raises(ValueError, match="order_by"):
+            await store.list(order_by="id; DROP TABLE sessions")  # type: ignore[arg-type]
 
 
 class TestLog:

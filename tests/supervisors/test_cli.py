@@ -109,11 +109,26 @@ class TestList:
             (["--meta", "level=3"], ["duel-1"]),
             (["--meta", 'level="3"'], []),
             (["--limit", "1", "--offset", "1"], ["duel-2"]),
+            (["--desc"], ["notes-1", "duel-2", "duel-1"]),
+            (["--sort", "updated", "--limit", "1"], ["duel-1"]),  # notes-1 and duel-2 changed later
+            (["--sort", "updated", "--desc", "--type", "Duel"], ["duel-2", "duel-1"]),
+            (["--updated-after", "1h"], ["duel-1", "duel-2", "notes-1"]),
+            (["--created-before", "1h"], []),
+            (["--created-after", "2099-01-01T00:00:00Z"], []),
+            (["--created-after", "2000-01-01", "--created-before", "2099-01-01T00:00+02:00"], None),
         ],
     )
-    def test_filters(self, db: Path, filters: list[str], expected: list[str]) -> None:
-        """Status, type, metadata (JSON values, else text), limit and offset."""
-        assert ids(ok("--db", db, "list", *filters)) == expected
+    def test_filters(self, db: Path, filters: list[str], expected: list[str] | None) -> None:
+        """Status, type, metadata (JSON values, else text), limit and offset, order, time ranges."""
+        everything = ["duel-1", "duel-2", "notes-1"]
+        assert ids(ok("--db", db, "list", *filters)) == (everything if expected is None else expected)
+
+    @pytest.mark.parametrize("when", ["yesterday", "-1h", "1x", "nanh"])
+    def test_bad_time(self, db: Path, when: str) -> None:
+        """A time that is neither ISO 8601 nor a duration ago is a usage error naming the option."""
+        done = run("--db", db, "list", f"--created-after={when}")
+        assert done.returncode == 2
+        assert "--created-after" in done.stderr
 
 
 class TestShowHistoryReplay:
@@ -202,6 +217,15 @@ class TestStatsAndGraph:
         assert out.startswith("sessions:  3\nevents:    9\nsnapshots: ")
         assert "\nSTATUS     SESSIONS\ncompleted  1\nrunning    2\n" in out
         assert "\nTYPE             SESSIONS\nDuel             2\ncliapp.Notebook  1\n" in out
+        outcomes = out.split("\n\n")[-1].splitlines()
+        assert outcomes[0].split() == [
+            "TYPE", "ENDED", "COMPLETED", "SUCCESS", "MEAN", "P50", "P95", "EVENTS/SESSION",
+        ]  # fmt: skip
+        duel, notebook = (line.split() for line in outcomes[1:])
+        assert duel[:4] == ["Duel", "1", "1", "100.0%"]
+        assert duel[-1] == "7.0"
+        assert all(d.endswith("s") for d in duel[4:7])
+        assert notebook == ["cliapp.Notebook", "0", "0", "-", "-", "-", "-", "-"]
 
     def test_graph(self) -> None:
         """DOT on stdout, the same as state_graph's."""

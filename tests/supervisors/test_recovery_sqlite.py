@@ -28,6 +28,7 @@ from runtime import (
     CorruptEventLog,
     EventData,
     EventRegistry,
+    Outcomes,
     RecoveryFailed,
     Reminder,
     Session,
@@ -217,19 +218,14 @@ class ProxyStore:
     ) -> None:
         await self.inner.set_status(session_id, status, reason=reason, error_type=error_type)
 
-    async def list(
-        self,
-        *,
-        status: Status | None = None,
-        type: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> Sequence[SessionRecord]:
-        return await self.inner.list(status=status, type=type, metadata=metadata, limit=limit, offset=offset)
+    async def list(self, **filters: Any) -> Sequence[SessionRecord]:
+        return await self.inner.list(**filters)
 
     async def stats(self) -> StoreStats:
         return await self.inner.stats()
+
+    async def outcomes(self) -> Mapping[str, Outcomes]:
+        return await self.inner.outcomes()
 
     async def delete(self, session_id: str) -> None:
         await self.inner.delete(session_id)

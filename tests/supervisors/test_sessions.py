@@ -590,6 +590,22 @@ class TestInspect:
         assert stats.starts == 2
         assert dict(stats.store.by_status) == {"running": 1, "completed": 1}
 
+    async def test_order_and_outcomes(self, sessions: SessionSupervisor) -> None:
+        """list() sorts newest first and by last change; stats() carries the store's outcomes per type."""
+        for name in ("a", "b", "c"):
+            await sessions.start(Counter, name)
+        await (await sessions.get("a")).call(Add(1))
+        await (await sessions.get("a")).call(Complete())
+        await (await sessions.get("b")).call(Fail("no"))
+        assert [r.id for r in await sessions.list(descending=True)] == ["c", "b", "a"]
+        assert next(r.id for r in await sessions.list(order_by="updated_at")) == "c"
+        outcome = (await sessions.stats()).outcomes["Counter"]
+        assert (outcome.ended, outcome.completed, outcome.success_rate) == (2, 1, 0.5)
+        assert dict(outcome.by_status) == {"completed": 1, "failed": 1, "running": 1}
+        assert outcome.events_mean == 1.5  # a: Added and its status change; b: its status change
+        assert outcome.duration_p95 is not None
+        assert outcome.duration_p95 >= 0
+
 
 class Broken(Session[dict[str, Any]]):
     """initial_state raises: every incarnation fails to recover."""
