@@ -60,7 +60,6 @@ __all__ = [
     "Reminder",
     "RestartStrategy",
     "SessionRecord",
-    "SessionOrder",
     "Snapshot",
     "Status",
     "StoreStats",
