@@ -803,6 +803,7 @@ class SessionHost:
                 None if reason is None else str(reason),
                 cell.version,
                 time.time(),
+                cell.metadata,
             )
         )
 

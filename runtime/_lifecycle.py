@@ -7,8 +7,9 @@ fit is dropped and counted (a slow subscriber loses notifications, never slows t
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Self, final
+from typing import Any, Self, final
 
 import anyio
 import attrs
@@ -31,6 +32,9 @@ class LifecycleEvent:
         reason: why, when known (a pause reason, "idle", "max_age", a failure...).
         version: the session's log length after the change.
         at: wall-clock time (``time.time()``), for display.
+        metadata: the session's metadata (what it was started with: user, channel...).
+
+    .. versionchanged:: 0.1 ``metadata``.
     """
 
     session_id: str
@@ -40,6 +44,7 @@ class LifecycleEvent:
     reason: str | None
     version: int
     at: float
+    metadata: Mapping[str, Any] = attrs.field(factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -50,6 +55,7 @@ class LifecycleEvent:
             "reason": self.reason,
             "version": self.version,
             "at": self.at,
+            "metadata": dict(self.metadata),
         }
 
 

@@ -10,6 +10,8 @@ receiver is busy retrying.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import http.client
 import json
 import logging
@@ -18,6 +20,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import final
@@ -26,7 +29,7 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from runtime import LifecycleEvent, LifecycleSubscription, SessionHost, Status
+from runtime import LifecycleEvent, LifecycleSubscription, SessionHost, Status, StatusChanged
 from runtime.abc import Clock
 
 from ._restart import Backoff
@@ -77,11 +80,16 @@ class WebhookNotifier:
     """POSTs each session's status changes to ``url``, as JSON, one event per request, in order.
 
     Each request's body is :meth:`LifecycleEvent.to_json` (``session_id``, ``type``, ``status``,
-    ``previous``, ``reason``, ``version``, ``at``) with ``Content-Type: application/json``. A
-    connection error, a socket timeout, 408, 429 or a 5xx is retried after ``backoff`` (read from
-    ``clock``); after ``max_attempts`` the event is logged at WARNING, counted as failed, and the next
-    one goes. Other statuses (3xx, 4xx) are not retried: redirects are not followed. Delivery is at
-    least once: a request that timed out may have reached the server, and is sent again.
+    ``previous``, ``reason``, ``version``, ``at``, ``metadata``) and ``result``: what the session
+    passed to ``complete()`` for a ``COMPLETED`` event (read back from its log, as JSON), ``null``
+    otherwise; a ``FAILED`` event's ``reason`` says why. ``docs/webhook.schema.json`` is the
+    payload's JSON schema. It is sent with ``Content-Type: application/json``. A connection error, a
+    socket timeout, 408, 429 or a 5xx is retried after ``backoff`` (read from ``clock``), or after
+    the server's ``Retry-After`` (seconds or an HTTP date) when it sends one, up to
+    ``max_retry_after``; after ``max_attempts`` the event is logged at WARNING, counted as failed,
+    and the next one goes. Other statuses (3xx, 4xx) are not retried: redirects are not followed.
+    Delivery is at least once: a request that timed out may have reached the server, and is sent
+    again.
 
     Run it next to the supervisor it watches::
 
@@ -112,6 +120,8 @@ class WebhookNotifier:
         clock: where the backoff sleeps (default: the watched supervisor's clock, so a test clock
             drives the retries too). The timeout is real time: it applies inside the worker thread.
         ssl_context: for ``https://`` URLs (default: ``ssl.create_default_context()``).
+        max_retry_after: the longest wait a server's ``Retry-After`` may ask for (seconds); a
+            longer one waits this long.
 
     Raises:
         ValueError: the URL is not ``http://`` or ``https://`` with a host, or carries credentials
@@ -134,8 +144,13 @@ class WebhookNotifier:
         buffer: int = 1000,
         clock: Clock | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        max_retry_after: float = 300.0,
     ) -> None:
         self._target = _Target.parse(url)
+        if not (isinstance(max_retry_after, int | float) and 0 <= max_retry_after < math.inf):
+            raise ValueError(
+                f"max_retry_after must be a finite number of seconds >= 0, got {max_retry_after!r}"
+            )
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
         if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
@@ -146,6 +161,7 @@ class WebhookNotifier:
         self.max_attempts = max_attempts
         self.timeout = float(timeout)
         self.buffer = buffer
+        self.max_retry_after = float(max_retry_after)
         self.statuses = _statuses(statuses)
         self._headers = _headers(headers)
         self._clock = clock
@@ -194,7 +210,7 @@ class WebhookNotifier:
                 if self.statuses is not None and event.status not in self.statuses:
                     self._filtered += 1
                     continue
-                await self._deliver(connection, clock, event)
+                await self._deliver(connection, clock, event, await _result(sessions, event))
         finally:
             subscription.close()
             self._dropped += subscription.dropped
@@ -202,16 +218,22 @@ class WebhookNotifier:
             self._running = False
             connection.close()
 
-    async def _deliver(self, connection: _Connection, clock: Clock, event: LifecycleEvent) -> None:
-        body = json.dumps(event.to_json(), separators=(",", ":")).encode()
+    async def _deliver(
+        self, connection: _Connection, clock: Clock, event: LifecycleEvent, result: object
+    ) -> None:
+        payload = event.to_json()
+        payload["result"] = result
+        body = json.dumps(payload, separators=(",", ":")).encode()
         outcome: int | Exception = 0
         attempt = 0
+        retry_after: float | None = None
         while attempt < self.max_attempts:
             if attempt:
                 self._retried += 1
-                await clock.sleep_until(clock.now() + self.backoff.delay(attempt - 1))
+                delay = self.backoff.delay(attempt - 1) if retry_after is None else retry_after
+                await clock.sleep_until(clock.now() + delay)
             attempt += 1
-            outcome = await self._post(connection, body)
+            outcome, retry_after = await self._post(connection, body)
             if isinstance(outcome, int) and 200 <= outcome < 300:
                 self._delivered += 1
                 return
@@ -235,13 +257,18 @@ class WebhookNotifier:
             _describe(outcome),
         )
 
-    async def _post(self, connection: _Connection, body: bytes) -> int | Exception:
-        """One attempt, in a worker thread; a cancellation cuts the request off and waits for the thread."""
+    async def _post(self, connection: _Connection, body: bytes) -> tuple[int | Exception, float | None]:
+        """One attempt, in a worker thread: its outcome, and the wait its ``Retry-After`` asks for.
+
+        A cancellation cuts the request off and waits for the thread.
+        """
         request = _Request(body, self._headers)
         try:
             # abandon_on_cancel: a cancellation must not wait out a server that does not answer;
             # the except clause below makes the thread return promptly, and waits for it.
-            return await anyio.to_thread.run_sync(connection.post, request, abandon_on_cancel=True)
+            outcome = await anyio.to_thread.run_sync(connection.post, request, abandon_on_cancel=True)
+            wait = retry_after_seconds(request.retry_after, time.time())
+            return outcome, None if wait is None else min(wait, self.max_retry_after)
         except anyio.get_cancelled_exc_class():
             if connection.abort(request):
                 with anyio.CancelScope(shield=True):
@@ -249,6 +276,45 @@ class WebhookNotifier:
                     # and the socket timeout ends those.
                     await anyio.to_thread.run_sync(request.done.wait, self.timeout + 1.0)
             raise
+
+
+async def _result(sessions: SessionHost, event: LifecycleEvent) -> object:
+    """What a COMPLETED session passed to ``complete()``, from the status event in its log."""
+    if event.status is not Status.COMPLETED or not event.version:
+        return None
+    try:
+        for stored in await sessions.store.read(event.session_id, event.version, event.version):
+            decoded = sessions.events.decode(stored.type, stored.schema_version, stored.data)
+            if isinstance(decoded, StatusChanged):
+                return decoded.result
+    except Exception as exc:  # the event goes out all the same, without its result
+        logger.warning(
+            "webhook: cannot read the result of session %r from the store: %s: %s",
+            event.session_id,
+            type(exc).__name__,
+            exc,
+        )
+    return None
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """The wait a ``Retry-After`` header asks for: delta-seconds or an HTTP date (RFC 9110, 10.2.3).
+
+    ``now`` is wall-clock time (``time.time()``), for dates; a date in the past means "now" (0).
+    ``None`` when there is no header or it is neither form.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": HTTP dates are GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - now)
 
 
 def _describe(outcome: int | Exception) -> str:
@@ -402,6 +468,7 @@ class _Connection:
                 raise ConnectionAbortedError("the webhook notifier is stopping")
             conn.request("POST", self._target.path, request.body, dict(request.headers))
             with conn.getresponse() as response:
+                request.retry_after = response.getheader("Retry-After")
                 response.read(_MAX_RESPONSE_BODY)
                 if response.will_close or not response.isclosed():
                     self._drop()  # closed by the server, or a body too long to drain
@@ -433,11 +500,12 @@ class _Connection:
 class _Request:
     """One attempt: what the worker thread sends, and how far it got (guarded by the connection's lock)."""
 
-    __slots__ = ("aborted", "body", "done", "headers", "started")
+    __slots__ = ("aborted", "body", "done", "headers", "retry_after", "started")
 
     def __init__(self, body: bytes, headers: Mapping[str, str]) -> None:
         self.body = body
         self.headers = headers
+        self.retry_after: str | None = None  # the last response's Retry-After header
         self.started = False
         self.aborted = False
         self.done = threading.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import json
 import logging
@@ -21,12 +22,13 @@ from typing import Any, cast, final
 import anyio
 import anyio.lowlevel
 import attrs
+import jsonschema
 import pytest
 
 from runtime import LifecycleSubscription, Status
 from supervisors import Backoff, ChildSpec, SessionSupervisor, Supervisor, _webhook
-from supervisors._webhook import WebhookNotifier, WebhookStatistics
-from tests.apps.counter import Add, Counter, Get
+from supervisors._webhook import WebhookNotifier, WebhookStatistics, retry_after_seconds
+from tests.apps.counter import Add, Complete, Counter, Fail, Get
 
 NO_JITTER = Backoff(initial=0.01, maximum=0.05, multiplier=2.0, jitter=0)
 
@@ -67,6 +69,7 @@ class Hook:
         self.slow_next = 0
         self.delay = 0.0
         self.hang_up = False  # close each connection after answering, without saying so
+        self.retry_after: str | None = None  # a Retry-After header on the failed answers
         self.release = threading.Event()
         self.handler_threads: set[threading.Thread] = set()
         self.server = _Server(self)
@@ -125,6 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
             if hook.fail_next:
                 hook.fail_next -= 1
                 status = hook.fail_status
+            retry_after = hook.retry_after if status != 200 else None
             delay = 0.0
             if hook.slow_next:
                 hook.slow_next -= 1
@@ -136,6 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
         if delay:
             hook.release.wait(delay)
         self.send_response(status)
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
         self.send_header("Content-Length", "0")
         self.end_headers()
         self.close_connection = hook.hang_up
@@ -192,9 +198,17 @@ async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 
         await anyio.to_thread.run_sync(time.sleep, 0.005)
 
 
+WEBHOOK_SCHEMA = jsonschema.Draft202012Validator(
+    json.loads((Path(__file__).parents[2] / "docs" / "webhook.schema.json").read_text())
+)
+
+
 async def ended(events: LifecycleSubscription) -> list[dict[str, object]]:
-    """What an ended subscription delivered, as the JSON the webhook should have received."""
-    return [event.to_json() async for event in events]
+    """What an ended subscription delivered, as the JSON the webhook should have received.
+
+    No session here completes, so no event carries a result.
+    """
+    return [dict(event.to_json(), result=None) async for event in events]
 
 
 def delivered(notifier: WebhookNotifier, count: int) -> Callable[[], bool]:
@@ -299,6 +313,8 @@ class TestDelivery:
             ("a", "stopped", "running", "normal", 4),
         ]
         assert bodies == await ended(mirror)
+        for body in bodies:
+            WEBHOOK_SCHEMA.validate(body)
         assert all(e["type"] == "Counter" and isinstance(e["at"], float) for e in bodies)
         first = hook.requests[0]
         assert (first.method, first.path) == ("POST", "/hooks/sessions?token=s3cret")
@@ -323,6 +339,90 @@ class TestDelivery:
         assert len({r.body for r in hook.requests}) == 1
         assert clock.delays == [0.1, 0.2]
         assert notifier.statistics() == WebhookStatistics(1, 2, 0, 0, 0)
+
+    async def test_payload_has_metadata_result_and_reason(self, hook: Hook) -> None:
+        """Bodies carry the session's metadata; COMPLETED its result, FAILED its reason; schema-valid."""
+        notifier = WebhookNotifier(hook.url, statuses={Status.COMPLETED, Status.FAILED})
+        async with SessionSupervisor() as sessions, anyio.create_task_group() as tg:
+            await tg.start(notifier.run, sessions)
+            a = await sessions.start(Counter, "a", metadata={"user": "ann", "channel": "c1"})
+            await a.call(Add(2))
+            await a.call(Complete({"score": 2, "moves": ["x", "y"]}))
+            b = await sessions.start(Counter, "b", metadata={"user": "bob"})
+            await b.call(Fail("out of budget"))
+            c = await sessions.start(Counter, "c")
+            await c.call(Complete())
+            await wait_until(delivered(notifier, 3), "three deliveries")
+            tg.cancel_scope.cancel()
+        bodies = hook.bodies
+        for body in bodies:
+            WEBHOOK_SCHEMA.validate(body)
+        assert [(e["session_id"], e["status"], e["metadata"], e["reason"], e["result"]) for e in bodies] == [
+            ("a", "completed", {"user": "ann", "channel": "c1"}, None, {"score": 2, "moves": ["x", "y"]}),
+            ("b", "failed", {"user": "bob"}, "out of budget", None),
+            ("c", "completed", {}, None, None),
+        ]
+
+    def test_schema_rejects_what_the_notifier_never_sends(self) -> None:
+        """The schema is strict: a result on a non-completed event, an unknown status or key fail."""
+        good = {
+            "session_id": "a",
+            "type": "Counter",
+            "status": "failed",
+            "previous": "running",
+            "reason": "no",
+            "version": 3,
+            "at": 1.5,
+            "metadata": {},
+            "result": None,
+        }
+        WEBHOOK_SCHEMA.validate(good)
+        for bad in (
+            dict(good, result=1),
+            dict(good, status="exploded"),
+            dict(good, extra=1),
+            {k: v for k, v in good.items() if k != "metadata"},
+        ):
+            assert not WEBHOOK_SCHEMA.is_valid(bad), bad
+
+    @pytest.mark.parametrize(
+        ("header", "expected"),
+        [
+            ("7", [7.0]),
+            ("0", [0.0]),
+            ("100000", [300.0]),  # capped at max_retry_after
+            ("soon", [0.1]),  # not a Retry-After: the backoff's delay
+        ],
+    )
+    async def test_retry_after_seconds_is_honoured(
+        self, hook: Hook, header: str, expected: list[float]
+    ) -> None:
+        """A 503 or 429 with Retry-After waits what it says (at most max_retry_after), not the backoff."""
+        hook.fail_next, hook.fail_status, hook.retry_after = 1, 503, header
+        clock = RecordingClock()
+        backoff = Backoff(initial=0.1, maximum=10, multiplier=2, jitter=0)
+        notifier = WebhookNotifier(hook.url, backoff=backoff, clock=clock)
+        async with SessionSupervisor() as sessions, anyio.create_task_group() as tg:
+            await tg.start(notifier.run, sessions)
+            await sessions.start(Counter, "a")
+            await wait_until(delivered(notifier, 1), "a delivery")
+            tg.cancel_scope.cancel()
+        assert hook.statuses == [503, 200]
+        assert clock.delays == expected
+
+    async def test_retry_after_date_is_honoured(self, hook: Hook) -> None:
+        """Retry-After as an HTTP date waits until then (measured against the wall clock)."""
+        hook.fail_next, hook.fail_status = 1, 429
+        hook.retry_after = email.utils.formatdate(time.time() + 60, usegmt=True)
+        clock = RecordingClock()
+        notifier = WebhookNotifier(hook.url, clock=clock)
+        async with SessionSupervisor() as sessions, anyio.create_task_group() as tg:
+            await tg.start(notifier.run, sessions)
+            await sessions.start(Counter, "a")
+            await wait_until(delivered(notifier, 1), "a delivery")
+            tg.cancel_scope.cancel()
+        (delay,) = clock.delays
+        assert 50 < delay <= 60  # whole seconds in the header; a slow machine eats a few
 
     async def test_default_backoff_has_jitter(self, hook: Hook) -> None:
         """By default: 0.1 s, 0.2 s, 0.4 s, 0.8 s, each stretched by up to 20 %."""
@@ -581,3 +681,26 @@ class TestRunning:
                 await wait_until(lambda: notifier.statistics().delivered == 2, "a second delivery")
                 tg.cancel_scope.cancel()
         assert [e["session_id"] for e in hook.bodies] == ["a", "b"]
+
+
+class TestRetryAfter:
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            (None, None),
+            ("120", 120.0),
+            (" 3 ", 3.0),
+            ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0),  # RFC 9110's example, 10 s after "now"
+            ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # in the past: now
+            ("Wednesday, 21-Oct-15 07:28:10 GMT", 10.0),  # the obsolete RFC 850 form
+            ("-5", None),
+            ("1.5", None),
+            ("tomorrow", None),
+            ("", None),
+            ("٣", None),  # a digit, but not an ASCII one
+        ],
+    )
+    def test_parse(self, value: str | None, expected: float | None) -> None:
+        """Delta-seconds and HTTP dates (RFC 9110 section 10.2.3); anything else is no header."""
+        now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+        assert retry_after_seconds(value, now) == expected
