@@ -5,6 +5,8 @@ Built on :mod:`runtime`'s public API only.
 
 from __future__ import annotations
 
+from ._admin import AdminServer as AdminServer
+from ._admin import serve_admin as serve_admin
 from ._config import Config as Config
 from ._config import ConfigError as ConfigError
 from ._config import MetricsConfig as MetricsConfig
@@ -36,6 +38,7 @@ from ._webhook import WebhookNotifier as WebhookNotifier
 from ._webhook import WebhookStatistics as WebhookStatistics
 
 __all__: list[str] = [
+    "AdminServer",
     "Backoff",
     "CleanupStats",
     "MetricsConfig",
@@ -65,4 +68,5 @@ __all__: list[str] = [
     "export_file_name",
     "load_config",
     "parse_config",
+    "serve_admin",
 ]
