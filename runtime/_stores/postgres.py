@@ -23,7 +23,17 @@ import attrs
 from .._exceptions import OwnedElsewhere, OwnershipLost, StoreError
 from .._ids import check_session_id
 from .._ownership import Lease, NodeInfo, Renewal
-from .._records import Reminder, SessionRecord, Snapshot, StoredEvent, StoredSession, StoreStats
+from .._records import (
+    ENDED,
+    Outcomes,
+    Reminder,
+    SessionOrder,
+    SessionRecord,
+    Snapshot,
+    StoredEvent,
+    StoredSession,
+    StoreStats,
+)
 from .._status import Status
 from ._sqlite_wakeup import run_in_thread
 from ._sqlite_writer import Kind
@@ -58,6 +68,32 @@ _SELECT_SNAPSHOT = (
     "SELECT version, state_version, data, taken_at FROM snapshots "
     "WHERE session = (SELECT key FROM sessions WHERE id = %s)"
 )
+_ORDER_BY = {
+    ("created_at", False): " ORDER BY created_at, id",
+    ("created_at", True): " ORDER BY created_at DESC, id DESC",
+    ("updated_at", False): " ORDER BY updated_at, id",
+    ("updated_at", True): " ORDER BY updated_at DESC, id DESC",
+}
+
+# Outcomes per type in one statement (one snapshot): counts by status of every session, and of the
+# ended ones the mean duration, its nearest-rank percentiles (percentile_disc is that definition)
+# and the mean log length.
+_OUTCOMES = """
+SELECT c.type, c.by_status::text, e.mean, e.p50, e.p95, e.events
+FROM (
+    SELECT type, json_object_agg(status, n) AS by_status
+    FROM (SELECT type, status, count(*) AS n FROM sessions GROUP BY type, status) AS s
+    GROUP BY type
+) AS c
+LEFT JOIN (
+    SELECT type, avg(updated_at - created_at) AS mean,
+        percentile_disc(0.5) WITHIN GROUP (ORDER BY updated_at - created_at) AS p50,
+        percentile_disc(0.95) WITHIN GROUP (ORDER BY updated_at - created_at) AS p95,
+        avg(version) AS events
+    FROM sessions WHERE status = ANY(%s) GROUP BY type
+) AS e ON e.type = c.type
+ORDER BY c.type
+"""
 
 
 @attrs.frozen(kw_only=True)
@@ -764,14 +800,34 @@ class PostgresStore:
         metadata: Mapping[str, Any] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        order_by: SessionOrder = "created_at",
+        descending: bool = False,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        updated_after: float | None = None,
+        updated_before: float | None = None,
     ) -> Sequence[SessionRecord]:
-        """Index entries matching every filter given, oldest first (then by id).
+        """Index entries matching every filter given, by ``order_by`` (oldest first) then by id.
 
         ``metadata`` matches entries whose metadata has each key equal to the value given (compared
-        as JSON; ``None`` also matches a missing key, as in ``metadata.get(key) == None``).
+        as JSON; ``None`` also matches a missing key, as in ``metadata.get(key) == None``). The time
+        bounds are half-open: ``*_after`` inclusive, ``*_before`` exclusive
+        (:meth:`runtime.abc.EventStore.list`).
         """
+        order = _ORDER_BY.get((order_by, bool(descending)))
+        if order is None:
+            raise ValueError(f"order_by must be 'created_at' or 'updated_at', not {order_by!r}")
         where: list[str] = []
         params: list[object] = []
+        for condition, bound in (
+            ("created_at >= %s", created_after),
+            ("created_at < %s", created_before),
+            ("updated_at >= %s", updated_after),
+            ("updated_at < %s", updated_before),
+        ):
+            if bound is not None:
+                where.append(condition)
+                params.append(float(bound))
         if status is not None:
             where.append("status = %s")
             params.append(status.value)
@@ -801,7 +857,7 @@ class PostgresStore:
         sql = _SELECT_RECORD
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at, id LIMIT %s OFFSET %s"
+        sql += order + " LIMIT %s OFFSET %s"
         params += [limit, offset]
 
         def query(conn: psycopg.Connection[Any]) -> list[SessionRecord]:
@@ -884,3 +940,36 @@ class PostgresStore:
             )
 
         return await self._read(None, "count sessions", query)
+
+    async def outcomes(self) -> Mapping[str, Outcomes]:
+        """How each type's sessions turned out, computed by PostgreSQL in one statement."""
+
+        def query(conn: psycopg.Connection[Any]) -> dict[str, Outcomes]:
+            rows = conn.execute(_OUTCOMES, ([status.value for status in ENDED],)).fetchall()
+            return {row[0]: _outcomes(*row) for row in rows}
+
+        return await self._read(None, "count outcomes", query)
+
+
+def _outcomes(
+    type_name: str,
+    by_status_json: str,
+    mean: Any,
+    p50: float | None,
+    p95: float | None,
+    events: Any,
+) -> Outcomes:
+    by_status: dict[str, int] = json.loads(by_status_json)
+    n = sum(by_status.get(status.value, 0) for status in ENDED)
+    completed = by_status.get(Status.COMPLETED.value, 0)
+    return Outcomes(
+        type=type_name,
+        by_status=by_status,
+        ended=n,
+        completed=completed,
+        success_rate=completed / n if n else None,
+        duration_mean=None if mean is None else float(mean),
+        duration_p50=p50,
+        duration_p95=p95,
+        events_mean=None if events is None else float(events),
+    )
