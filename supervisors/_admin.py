@@ -39,6 +39,9 @@ __all__ = ["AdminServer", "serve_admin"]
 
 logger = logging.getLogger("supervisors.admin")
 
+_COUNT_STORED_EVERY = 60.0
+"""Seconds between counts of the stored sessions (``sessionvisor_sessions_stored``)."""
+
 
 @final
 @attrs.frozen
@@ -243,8 +246,15 @@ class _Serving:
             await serve(self._app, config, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]
 
         async def watch_ready() -> None:
-            await self._app.sessions.ready()
+            sessions = self._app.sessions
+            await sessions.ready()
             self._app.ready = True
+            while True:  # the stored-sessions gauge, counted once a minute
+                try:
+                    await sessions.count_stored()
+                except Exception as exc:
+                    logger.warning("admin endpoint: cannot count the stored sessions: %s", exc)
+                await anyio.sleep(_COUNT_STORED_EVERY)
 
         tg.start_soon(run)
         tg.start_soon(watch_ready)

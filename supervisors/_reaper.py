@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -208,7 +208,14 @@ class Reaper:
         self.passes = 0
         self.crashes = 0
         self.export_failures = 0
+        self.errors = 0
+        """Checks that failed, over every pass."""
         self.totals: Counter[RemovalReason] = Counter()
+        self.due_monotonic = math.inf
+        """When the loop means to wake next, in ``time.monotonic()`` seconds (for the telemetry: a
+        reaper that stopped leaves it in the past)."""
+        self.observe_pass: Callable[[CleanupStats], None] | None = None
+        """Called with each pass's figures (the telemetry's histogram)."""
 
     # -- scheduling -----------------------------------------------------------------------------
 
@@ -221,6 +228,7 @@ class Reaper:
         self._marks.clear()
         self._wake = None
         self._next_wake = math.inf
+        self.due_monotonic = math.inf
         for cell in self.host.cells():
             self.schedule(cell.id)
 
@@ -265,6 +273,10 @@ class Reaper:
     def __len__(self) -> int:
         return len(self._wheel)
 
+    def next_deadline(self) -> float:
+        """The earliest deadline in the wheel, on the reaper's clock (``inf`` when none)."""
+        return self._wheel.next_deadline()
+
     # -- the actor ------------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> NoReturn:
@@ -285,6 +297,7 @@ class Reaper:
             if self.policy.max_memory_bytes is not None:
                 target = min(target, memory_due)
             self._next_wake = target
+            self.due_monotonic = time.monotonic() + max(0.0, target - self.clock.now())
             wake = self._wake = anyio.Event()
             async with anyio.create_task_group() as tg:
                 # Woken by the deadline, or sooner by a new earlier one (``_push`` sets ``wake``).
@@ -323,8 +336,12 @@ class Reaper:
                 removed[reason] += 1
                 self.host.metrics.removed(reason.value)
         self.passes += 1
+        self.errors += errors
         self.totals.update(removed)
-        return CleanupStats(dict(removed), due, errors, time.perf_counter() - started)
+        stats = CleanupStats(dict(removed), due, errors, time.perf_counter() - started)
+        if self.observe_pass is not None:
+            self.observe_pass(stats)
+        return stats
 
     async def _check(self, session_id: str, check: _Check, now: float) -> RemovalReason | None:
         host, p = self.host, self.policy

@@ -15,6 +15,7 @@ from runtime import (
     HealthThresholds,
     HistoryConfig,
     HostOptions,
+    HostStats,
     MemoryStore,
     Ownership,
     RateLimited,
@@ -31,6 +32,7 @@ from ._node import Node
 from ._reaper import CleanupStats, Reaper, ReaperPolicy, RemovalReason
 from ._restart import RestartPolicy
 from ._store_reaper import StoreReaper
+from ._telemetry import Telemetry
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -126,6 +128,9 @@ class SessionSupervisor(SessionHost):
         )
         self.reaper = Reaper(self, policy, self.clock)
         self.store_reaper = self._new_store_reaper()
+        self.telemetry = Telemetry(self, self.registry)
+        """The reaper's and this supervisor's figures in ``registry`` (see :mod:`._telemetry`)."""
+        self.telemetry.watch(self.reaper)
         self._ready = anyio.Event()
         self.to_resume = 0
         """How many ``resume_on_start`` sessions were running when the last process stopped (known
@@ -244,6 +249,23 @@ class SessionSupervisor(SessionHost):
             task_status.started(self)
             await anyio.sleep_forever()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def stats(self) -> HostStats:
+        """Counts of what this supervisor did, the store's counts and outcomes per type.
+
+        Also refreshes the ``sessionvisor_sessions_stored`` gauge.
+        """
+        stats = await super().stats()
+        self.telemetry.stored = stats.store.sessions
+        return stats
+
+    async def count_stored(self) -> int:
+        """Count the sessions in the store, for the ``sessionvisor_sessions_stored`` gauge.
+
+        .. versionadded:: 0.1
+        """
+        self.telemetry.stored = stored = (await self.store.stats()).sessions
+        return stored
 
     # -- the reaper's side of things ------------------------------------------------------------
 
