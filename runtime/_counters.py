@@ -87,6 +87,7 @@ class HostCounters:
 
     def quarantine(self, cell: SessionCell) -> None:
         self.quarantined += 1
+        cell.metrics.quarantined()
 
     def recorded(self, cell: SessionCell, count: int, seconds: float) -> None:
         self.events_recorded += count

@@ -328,6 +328,12 @@ class _Instruments:
         self.dead_letters = Counter(
             "sessionvisor_dead_letters", "Messages that could not be delivered.", ["type"], registry=None
         )
+        self.quarantines = Counter(
+            "sessionvisor_session_quarantines",
+            "Sessions quarantined as FAILED: their restart budget was spent (the session-level escalation).",
+            ["type"],
+            registry=None,
+        )
 
     def collectors(self) -> tuple[Collector, ...]:
         return (
@@ -342,6 +348,7 @@ class _Instruments:
             self.passivations,
             self.expirations,
             self.dead_letters,
+            self.quarantines,
         )
 
 
@@ -360,6 +367,7 @@ class TypeMetrics:
         "_expired",
         "_handled",
         "_passivated",
+        "_quarantined",
         "_recorded",
         "_recorded_seconds",
         "_recovered",
@@ -389,6 +397,7 @@ class TypeMetrics:
         self._passivated: Callable[[], None] = i.passivations.labels(t).inc
         self._expired = _Bounded(i.expirations, (t,), "sessionvisor_expirations")
         self._dead_letter: Callable[[], None] = i.dead_letters.labels(t).inc
+        self._quarantined: Callable[[], None] = i.quarantines.labels(t).inc
 
     def __repr__(self) -> str:
         return f"<TypeMetrics {self.type_name!r}>"
@@ -453,6 +462,13 @@ class TypeMetrics:
     def dead_letter(self) -> None:
         """A message to a session of this type could not be delivered."""
         self._dead_letter()
+
+    def quarantined(self) -> None:
+        """A session spent its restart budget and was quarantined as ``FAILED``.
+
+        .. versionadded:: 0.1
+        """
+        self._quarantined()
 
 
 @final

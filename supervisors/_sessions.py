@@ -161,6 +161,14 @@ class SessionSupervisor(SessionHost):
             self.spawn(self._take_over, self.ownership)
         return self
 
+    @property
+    def is_ready(self) -> bool:
+        """Whether ``ready()`` would return now and the supervisor is not shutting down.
+
+        .. versionadded:: 0.1
+        """
+        return self.reminder_scheduler.loaded.is_set() and self._ready.is_set() and not self.closing
+
     async def _take_over(self, ownership: Ownership) -> None:
         """Every ``lease_ttl / 3``: run here a share of the sessions of dead nodes that must run now
         (a reminder due, or ``resume_on_start``); the others move on their next message."""

@@ -12,6 +12,7 @@ store; these series make that alertable (examples/prometheus/alerts.yml):
   one lets it grow. Real (monotonic) seconds, so meaningful with the default clock only;
 * ``sessionvisor_reaper_estimated_memory_bytes``: the reaper's estimate of the active sessions'
   memory (what ``max_memory_bytes`` is compared with);
+* ``sessionvisor_ready``: 1 once ``sessions.ready()`` has returned, 0 before and while stopping;
 * ``sessionvisor_sessions_loaded`` and ``sessionvisor_sessions_stored``: sessions in this process
   and in the store. The stored count is as of the last ``sessions.stats()`` (``serve_admin``
   refreshes it every minute); it is absent until then.
@@ -79,6 +80,11 @@ class Telemetry:
         memory.add_metric([], reaper.estimated_bytes())
         loaded.add_metric([], len(self._sessions.cells()))
         yield from (passes, errors, crashes, deadlines, overdue, memory, loaded)
+        yield GaugeMetricFamily(
+            "sessionvisor_ready",
+            "1 once the supervisor is ready (sessions.ready() returned) and not shutting down.",
+            value=1.0 if self._sessions.is_ready else 0.0,
+        )
         if self.stored is not None:
             yield GaugeMetricFamily(
                 "sessionvisor_sessions_stored",

@@ -446,6 +446,7 @@ def test_grafana_dashboard_uses_only_real_series() -> None:
     game.restarted("RuntimeError")
     game.recovered("ok", 0.01, 1)
     game.expired("idle")
+    game.quarantined()
     metrics.rejected("mailbox_full")
     metrics.removed("terminal_ttl")
     metrics.snapshot_failed("encode")

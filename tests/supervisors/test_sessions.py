@@ -233,6 +233,8 @@ class TestCrashes:
             assert record is not None
             assert record.status is Status.FAILED
             assert (await sessions.stats()).quarantined == 1
+            quarantines = "sessionvisor_session_quarantines_total"
+            assert sessions.registry.get_sample_value(quarantines, {"type": "Counter"}) == 1
 
     async def test_crashes_spread_out_do_not_spend_the_budget(self) -> None:
         """Crashes further apart than `within` never quarantine."""

@@ -77,6 +77,14 @@ class TestReaperTelemetry:
             assert overdue is not None
             assert 120 <= overdue < 180
 
+    async def test_ready(self) -> None:
+        """sessionvisor_ready is 1 while the supervisor runs, 0 before it starts and once it stopped."""
+        sessions = SessionSupervisor()
+        assert value(sessions, "sessionvisor_ready") == 0
+        async with sessions:
+            assert value(sessions, "sessionvisor_ready") == 1
+        assert value(sessions, "sessionvisor_ready") == 0
+
     async def test_stored_sessions_after_a_count(self) -> None:
         """sessionvisor_sessions_stored appears once sessions.stats() or count_stored() has counted."""
         async with SessionSupervisor() as sessions:
