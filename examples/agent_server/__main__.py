@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import secrets
 import sys
 import time
@@ -267,7 +268,13 @@ async def main(options: Options, config: Config) -> int:
                         serve_metrics(sessions.registry, config.metrics.host, port)
                     )
                 except OSError as exc:
-                    print(f"error: cannot serve metrics on port {port}: {exc} (try --metrics-port 0)")
+                    # One line, on stderr, naming the address and the cause once.
+                    cause = os.strerror(exc.errno) if exc.errno else str(exc)
+                    print(
+                        f"error: cannot serve metrics on {config.metrics.host}:{port} ({cause}); "
+                        "--metrics-port 0 picks a free port",
+                        file=sys.stderr,
+                    )
                     return 2
                 print(f"metrics: {server.url}")
             await tg.start(notifier.run, sessions)

@@ -32,7 +32,6 @@ import anyio
 import attrs
 from anyio.abc import SocketAttribute
 
-# serve_metrics is not exported from runtime yet (another engineer is finishing it).
 from runtime import HostStats, PostgresStore, SQLiteStore, Status, serve_metrics
 from runtime.abc import EventStore
 from supervisors import (
@@ -199,12 +198,25 @@ async def show_progress(
         )
 
 
-async def stop_on_signal(stop: anyio.Event) -> None:
+async def stop_on_signals(stop: anyio.Event) -> None:
+    """Ctrl-C or SIGTERM stops the run; later ones are noted, never raised (the summary still comes)."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
-            print("stopping...", flush=True)
-            stop.set()
-            return
+            if stop.is_set():
+                print("still stopping: the summary follows", flush=True)
+            else:
+                print("stopping...", flush=True)
+                stop.set()
+
+
+async def run(options: Options, config: Config) -> int:
+    """:func:`main`, with the signals watched from its first line to its last."""
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signals, stop)
+        status = await main(options, config, stop)
+        tg.cancel_scope.cancel()
+    return status
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -214,7 +226,7 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def main(options: Options, config: Config) -> int:
+async def main(options: Options, config: Config, stop: anyio.Event | None = None) -> int:
     run_id = f"{time.strftime('%H%M%S')}-{secrets.token_hex(2)}"
     rng = random.Random(options.seed)
     chaos = Chaos(options.chaos, random.Random(rng.random()))
@@ -270,13 +282,19 @@ async def main(options: Options, config: Config) -> int:
                     )
                 except OSError as exc:
                     await listener.aclose()
-                    print(f"error: cannot serve metrics on port {port}: {exc} (try --metrics-port 0)")
+                    # One line, on stderr, naming the address and the cause once.
+                    cause = os.strerror(exc.errno) if exc.errno else str(exc)
+                    print(
+                        f"error: cannot serve metrics on {config.metrics.host}:{port} ({cause}); "
+                        "--metrics-port 0 picks a free port",
+                        file=sys.stderr,
+                    )
                     return 2
                 print(f"metrics: {endpoint.url}")
             began = anyio.current_time()
             async with anyio.create_task_group() as tg:
-                stop = anyio.Event()
-                tg.start_soon(stop_on_signal, stop)
+                if stop is None:
+                    stop = anyio.Event()
                 tg.start_soon(count_lifecycle, sessions, tally)
                 tg.start_soon(server.serve, listener)
                 print(
@@ -427,4 +445,4 @@ if __name__ == "__main__":
     # Hundreds of rooms with moves in flight: let their short-lived objects die in the collector's
     # first generation instead of being walked again by older ones (README, "Performance").
     gc.set_threshold(20_000, 10, 10)
-    sys.exit(anyio.run(main, options, config, backend=options.backend))
+    sys.exit(anyio.run(run, options, config, backend=options.backend))

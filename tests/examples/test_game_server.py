@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -366,6 +367,68 @@ class TestProgram:
         assert program.returncode == 0, out + err
         assert "stopping..." in out
         assert "acknowledged, not stored: 0" in out
+
+    @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+    def test_second_ctrl_c_prints_no_traceback_and_the_summary_still_comes(self, tmp_path: Path) -> None:
+        """Two SIGINTs in a row: the second is noted, not raised; the run still ends with its summary."""
+        program = subprocess.Popen(
+            [sys.executable, "-m", "examples.game_server", "--duration", "0", "--metrics-port", "0"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert program.stdout is not None
+        for line in program.stdout:
+            if line.startswith("16 bots"):
+                break
+        time.sleep(0.5)
+        program.send_signal(signal.SIGINT)
+        for line in program.stdout:
+            if line.startswith("stopping..."):
+                break
+        program.send_signal(signal.SIGINT)
+        out, err = program.communicate(timeout=60)
+        assert program.returncode == 0, out + err
+        assert "Traceback" not in err
+        assert "KeyboardInterrupt" not in err
+        assert "still stopping: the summary follows" in out
+        assert "== summary" in out
+        assert "acknowledged, not stored: 0" in out
+
+    def test_metrics_port_in_use_is_one_line_on_stderr(self, tmp_path: Path) -> None:
+        """A metrics port in use: exit 2, one line on stderr naming the address and the cause once."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            done = run_example("game_server", tmp_path, "--metrics-port", str(port), "--duration", "1")
+        assert done.returncode == 2, done.stdout + done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert lines == [
+            f"error: cannot serve metrics on 127.0.0.1:{port} (Address already in use); "
+            "--metrics-port 0 picks a free port"
+        ]
+        assert "error" not in done.stdout
+
+    def test_the_cli_finds_the_rooms_through_the_package(self, tmp_path: Path) -> None:
+        """`sessionvisor --app examples.game_server show ROOM` rebuilds a room kept with --db."""
+        done = run_program(tmp_path, "--duration", "1", "--bots", "2", "--chaos", "0", "--db", "kept.db")
+        assert done.returncode == 0, done.stdout + done.stderr
+        cli = [sys.executable, "-m", "supervisors._cli", "--db", "kept.db"]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        listed = subprocess.run(
+            [*cli, "list", "--limit", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+        )
+        room = listed.stdout.splitlines()[1].split()[0]
+        for app in ("examples.game_server", "examples.game_server.game"):
+            shown = subprocess.run(
+                [*cli, "--app", app, "show", room], cwd=tmp_path, env=env, capture_output=True, text=True
+            )
+            assert shown.returncode == 0, shown.stderr
+            assert "type:" in shown.stdout
+            assert "game.Room" in shown.stdout
 
     def test_a_bad_config_is_a_usage_error(self, tmp_path: Path) -> None:
         (tmp_path / "bad.toml").write_text("[reaper]\nidle_timout = 3\n")
