@@ -27,7 +27,16 @@ from cattrs.preconf.json import make_converter
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from runtime import Inspection, Outcomes, SessionNotFound, SessionRecord, Status, TransitionRecord
+from runtime import (
+    Inspection,
+    InvalidSessionId,
+    Outcomes,
+    SessionNotFound,
+    SessionRecord,
+    Status,
+    TransitionRecord,
+    check_session_id,
+)
 
 if TYPE_CHECKING:
     from ._sessions import SessionSupervisor
@@ -374,10 +383,12 @@ class AdminApp:
         return 200, content_type.encode(), body
 
     async def _session(self, session_id: str, history: bool) -> bytes:
-        if not session_id or "/" in session_id or len(session_id) > MAX_ID_LENGTH:
-            raise _Answer(
-                404, _error("not_found", "no session has such an id", id=session_id[:MAX_ID_LENGTH])
-            )
+        if not session_id or "/" in session_id:  # "/sessions//history", "/sessions/a/b"
+            raise _Answer(404, _error("not_found", "no such route", id=session_id[:MAX_ID_LENGTH]))
+        try:
+            check_session_id(session_id)
+        except InvalidSessionId as exc:
+            raise BadParameter("id", str(exc)[:500]) from None
         known = self.sessions.cached(session_id) is not None or await self.sessions.store.get(session_id)
         if not known:
             raise _Answer(404, _error("not_found", f"no session {session_id!r}", id=session_id))

@@ -205,6 +205,10 @@ class TestBadInput:
                 assert answer.status_code == 404, path
                 assert answer.json()["error"] == "not_found"
             assert (await http.get("/sessions/nope")).json()["id"] == "nope"
+            for bad in ("%00", "x" * 2000):  # ids no store accepts: a 400 naming the id
+                answer = await http.get(f"/sessions/{bad}")
+                assert answer.status_code == 400, bad
+                assert answer.json()["parameter"] == "id"
             other = await http.get("/nothing/here")
             assert other.status_code == 404
             assert "/sessions/{id}" in other.json()["message"]
