@@ -214,6 +214,8 @@ class Reaper:
         self.due_monotonic = math.inf
         """When the loop means to wake next, in ``time.monotonic()`` seconds (for the telemetry: a
         reaper that stopped leaves it in the past)."""
+        self.last_estimate: int | None = None
+        """The memory estimate of the last check (``max_memory_bytes`` set), for the telemetry."""
         self.observe_pass: Callable[[CleanupStats], None] | None = None
         """Called with each pass's figures (the telemetry's histogram)."""
 
@@ -525,7 +527,8 @@ class Reaper:
         limit = self.policy.max_memory_bytes
         if limit is None:
             return 0
-        excess = self.estimated_bytes() - limit
+        self.last_estimate = estimate = self.estimated_bytes()
+        excess = estimate - limit
         evicted = 0
         for session_id in self.idle_candidates():
             if excess <= 0:

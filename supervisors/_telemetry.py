@@ -11,7 +11,8 @@ store; these series make that alertable (examples/prometheus/alerts.yml):
   reaper keeps it near 0 whatever the load (it sleeps until its next deadline); a stopped or hung
   one lets it grow. Real (monotonic) seconds, so meaningful with the default clock only;
 * ``sessionvisor_reaper_estimated_memory_bytes``: the reaper's estimate of the active sessions'
-  memory (what ``max_memory_bytes`` is compared with);
+  memory at its last memory check (with ``max_memory_bytes`` set; the estimate walks every session,
+  so a scrape never computes it);
 * ``sessionvisor_ready``: 1 once ``sessions.ready()`` has returned, 0 before and while stopping;
 * ``sessionvisor_sessions_loaded`` and ``sessionvisor_sessions_stored``: sessions in this process
   and in the store. The stored count is as of the last ``sessions.stats()`` (``serve_admin``
@@ -66,20 +67,30 @@ class Telemetry:
         self._pass_seconds.observe(stats.duration)
 
     def describe(self) -> list[Metric]:
-        return list(self._families())
+        return [
+            *self._families(),
+            GaugeMetricFamily("sessionvisor_reaper_estimated_memory_bytes", ""),
+            GaugeMetricFamily("sessionvisor_ready", ""),
+            GaugeMetricFamily("sessionvisor_sessions_stored", ""),
+        ]
 
     def collect(self) -> Iterator[Metric]:
         reaper = self._sessions.reaper
-        passes, errors, crashes, deadlines, overdue, memory, loaded = self._families()
+        passes, errors, crashes, deadlines, overdue, loaded = self._families()
         passes.add_metric([], reaper.passes)
         errors.add_metric([], reaper.errors)
         crashes.add_metric([], reaper.crashes)
         deadlines.add_metric([], len(reaper))
         due = reaper.due_monotonic
         overdue.add_metric([], max(0.0, time.monotonic() - due) if math.isfinite(due) else 0.0)
-        memory.add_metric([], reaper.estimated_bytes())
-        loaded.add_metric([], len(self._sessions.cells()))
-        yield from (passes, errors, crashes, deadlines, overdue, memory, loaded)
+        loaded.add_metric([], self._sessions.loaded_count)
+        yield from (passes, errors, crashes, deadlines, overdue, loaded)
+        if reaper.last_estimate is not None:  # measured by the memory checks only: no scan here
+            yield GaugeMetricFamily(
+                "sessionvisor_reaper_estimated_memory_bytes",
+                "The reaper's estimate of the active sessions' memory, at its last memory check.",
+                value=reaper.last_estimate,
+            )
         yield GaugeMetricFamily(
             "sessionvisor_ready",
             "1 once the supervisor is ready (sessions.ready() returned) and not shutting down.",
@@ -100,7 +111,6 @@ class Telemetry:
         GaugeMetricFamily,
         GaugeMetricFamily,
         GaugeMetricFamily,
-        GaugeMetricFamily,
     ]:
         return (
             CounterMetricFamily("sessionvisor_reaper_passes", "Reaper passes (each acts on what is due)."),
@@ -112,10 +122,6 @@ class Telemetry:
             GaugeMetricFamily(
                 "sessionvisor_reaper_overdue_seconds",
                 "Seconds the reaper is past its planned wake-up (near 0 while it works).",
-            ),
-            GaugeMetricFamily(
-                "sessionvisor_reaper_estimated_memory_bytes",
-                "The reaper's estimate of the active sessions' memory.",
             ),
             GaugeMetricFamily("sessionvisor_sessions_loaded", "Sessions loaded in this process."),
         )

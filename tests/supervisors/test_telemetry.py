@@ -37,9 +37,7 @@ class TestReaperTelemetry:
             assert value(sessions, "sessionvisor_reaper_passes_total") == 0
             assert value(sessions, "sessionvisor_reaper_deadlines") == 2  # one idle check each
             assert value(sessions, "sessionvisor_sessions_loaded") == 2
-            memory = value(sessions, "sessionvisor_reaper_estimated_memory_bytes")
-            assert memory is not None
-            assert memory > 0
+            assert value(sessions, "sessionvisor_reaper_estimated_memory_bytes") is None  # no limit
             await clock.advance(61)
             await anyio.wait_all_tasks_blocked()
             assert value(sessions, "sessionvisor_reaper_passes_total") == 1
@@ -49,6 +47,39 @@ class TestReaperTelemetry:
             await sessions.reap()
             assert value(sessions, "sessionvisor_reaper_passes_total") == 2
             assert value(sessions, "sessionvisor_reaper_pass_duration_seconds_count") == 2
+
+    async def test_memory_estimate_of_the_last_check(self) -> None:
+        """With max_memory_bytes, the gauge shows the estimate of the reaper's last memory check."""
+        clock = ManualClock()
+        policy = ReaperPolicy(max_memory_bytes=10**9, memory_check_interval=5)
+        async with SessionSupervisor(clock=clock, reaper=policy) as sessions:
+            await (await sessions.start(Counter, "a")).call(Add(1))
+            assert value(sessions, "sessionvisor_reaper_estimated_memory_bytes") is None
+            await clock.advance(6)
+            await anyio.wait_all_tasks_blocked()
+            memory = value(sessions, "sessionvisor_reaper_estimated_memory_bytes")
+            assert memory == sessions.reaper.estimated_bytes()
+            assert memory is not None
+            assert memory > 0
+
+    async def test_sessions_by_status_follow_every_change(self) -> None:
+        """sessionvisor_sessions counts loaded sessions by status as they change, start to forget."""
+        async with SessionSupervisor() as sessions:
+            a = await sessions.start(Counter, "a")
+            await sessions.start(Counter, "b")
+            await a.pause("maintenance")
+
+            def count(status: str) -> float | None:
+                return sessions.registry.get_sample_value(
+                    "sessionvisor_sessions", {"type": "Counter", "status": status}
+                )
+
+            assert (count("running"), count("paused")) == (1, 1)
+            await a.stop()
+            assert (count("running"), count("paused"), count("stopped")) == (1, None, 1)
+            sessions.forget("a")
+            assert count("stopped") is None
+            assert value(sessions, "sessionvisor_sessions_loaded") == 1
 
     async def test_failed_checks_are_errors(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A check that raises is counted in sessionvisor_reaper_errors_total."""
