@@ -796,11 +796,14 @@ class SessionHost:
         self._by_status[key] = self._by_status.get(key, 0) + change
 
     def _count_queued(self) -> dict[str, int]:
-        queued: dict[str, int] = {}
+        # Still a walk of every loaded session, kept lean: most mailboxes are empty (len 0), and
+        # the type's name is looked up only for those that are not.
+        queued = {type_name: 0 for type_name, _ in list(self._by_status)}
         for cell in list(self._cells.values()):
-            if cell.active:
+            mailbox = cell.mailbox
+            if mailbox is not None and (depth := len(mailbox)):
                 name = cell.cls.type_name or cell.cls.__name__
-                queued[name] = queued.get(name, 0) + cell.mailbox_depth
+                queued[name] = queued.get(name, 0) + depth
         return queued
 
     # -- hooks (a supervisor adds its policies here) ---------------------------------------------
