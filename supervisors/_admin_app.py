@@ -401,7 +401,7 @@ class AdminApp:
 
     async def _stats(self) -> dict[str, object]:
         stats = await self.sessions.stats()
-        host = attrs.asdict(stats, recurse=False)
+        host = attrs.asdict(stats)  # the node's figures and the nodes sharing the store included
         store = attrs.asdict(stats.store)
         del host["store"], host["outcomes"]
         return {
