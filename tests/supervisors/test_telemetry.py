@@ -109,10 +109,11 @@ class TestReaperTelemetry:
             assert 120 <= overdue < 180
 
     async def test_ready(self) -> None:
-        """sessionvisor_ready is 1 while the supervisor runs, 0 before it starts and once it stopped."""
+        """sessionvisor_ready is 1 once ready() returns, 0 before the supervisor starts and after it."""
         sessions = SessionSupervisor()
         assert value(sessions, "sessionvisor_ready") == 0
         async with sessions:
+            await sessions.ready()  # reminders loaded, resumptions scheduled: a moment after entering
             assert value(sessions, "sessionvisor_ready") == 1
         assert value(sessions, "sessionvisor_ready") == 0
 
