@@ -23,7 +23,7 @@ from ._cell import SessionCell
 from ._clock import AnyioClock, wait_until
 from ._counters import HostCounters, HostStats
 from ._deadlines import CallDeadlines
-from ._events import register_runtime_events
+from ._events import check_value, register_runtime_events
 from ._exact import SnapshotGuard
 from ._exceptions import (
     OwnedElsewhere,
@@ -36,6 +36,7 @@ from ._exceptions import (
     SessionStopped,
     ShuttingDown,
     TypeNameTaken,
+    UnencodableValue,
     UnknownSessionType,
 )
 from ._history import history_json, records
@@ -322,17 +323,25 @@ class SessionHost:
             InvalidSessionId: ``session_id`` breaks the rule of :func:`runtime.check_session_id`.
             SessionExists: the id is taken (active or stored).
             ShuttingDown: the host is shutting down.
+            UnencodableValue: a part of ``args`` or ``metadata`` would not come back exactly from
+                the store's JSON (NaN, an integer out of range, an object that is not JSON); its
+                ``path`` names it, e.g. ``args['limit']``. Nothing is kept.
         """
         if self.closing or self._tg is None:
             raise ShuttingDown(session_id)
         sid = check_session_id(session_id) if session_id is not None else secrets.token_urlsafe(16)
         if sid in self._cells:
             raise SessionExists(sid)
-        type_name = self.register_type(cls)
-        await self.admit_start(sid)
         # Empty ones are shared: with 100,000 sessions two empty dicts each add up.
         args = dict(args) if args else _EMPTY
         metadata = dict(metadata) if metadata else _EMPTY
+        for path, value in (("args", args), ("metadata", metadata)):
+            try:
+                check_value(value, path)
+            except UnencodableValue as exc:
+                raise UnencodableValue(exc.path, exc.value, exc.reason, session_id=sid) from None
+        type_name = self.register_type(cls)
+        await self.admit_start(sid)
         first = cls()
         state = first.initial_state(args)  # bad args fail the start, before anything is kept
         ownership = self.ownership

@@ -446,8 +446,10 @@ class PostgresStore:
         """
         check_session_id(record.id)
         try:
-            args_json = json.dumps(dict(record.args), separators=(",", ":"))
-            metadata_json = json.dumps(dict(record.metadata), sort_keys=True, separators=(",", ":"))
+            args_json = json.dumps(dict(record.args), separators=(",", ":"), allow_nan=False)
+            metadata_json = json.dumps(
+                dict(record.metadata), sort_keys=True, separators=(",", ":"), allow_nan=False
+            )
         except (TypeError, ValueError) as exc:
             raise StoreError(
                 record.id, "create", f"args and metadata must be JSON-serialisable ({exc})"

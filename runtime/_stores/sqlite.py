@@ -104,7 +104,7 @@ class SQLiteStoreStatistics:
 
 
 def _dump(value: Mapping[str, Any], *, sort_keys: bool) -> str:
-    return json.dumps(dict(value), sort_keys=sort_keys, separators=(",", ":"))
+    return json.dumps(dict(value), sort_keys=sort_keys, separators=(",", ":"), allow_nan=False)
 
 
 def _record(row: tuple[Any, ...]) -> SessionRecord:

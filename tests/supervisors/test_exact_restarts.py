@@ -226,3 +226,31 @@ class TestRefusal:
             restored = await state_of(await again.get("s"))
             assert restored == {"edge": 2**64 - 1}  # the edge of the range comes back exactly
             assert first_difference({"edge": 2**64 - 1}, restored) is None
+
+    @pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+    @pytest.mark.parametrize(
+        ("args", "metadata", "path"),
+        [
+            ({"limit": float("nan")}, None, "args['limit']"),
+            ({"big": [1, 2**64]}, None, "args['big'][1]"),
+            (None, {"channel": float("inf")}, "metadata['channel']"),
+        ],
+        ids=["nan-arg", "big-int-arg", "inf-metadata"],
+    )
+    async def test_unencodable_start_arguments_are_refused_and_nothing_kept(
+        self,
+        db: Path,
+        store_kind: str,
+        args: dict[str, object] | None,
+        metadata: dict[str, object] | None,
+        path: str,
+    ) -> None:
+        """Issue 17: args and metadata are stored as standard JSON, so a start with NaN is refused."""
+        store = SQLiteStore(db) if store_kind == "sqlite" else None
+        async with SessionSupervisor(store=store, session_types=[Values]) as sessions:
+            with pytest.raises(UnencodableValue, match=r"^session 's': ") as info:
+                await sessions.start(Values, "s", args=args, metadata=metadata)
+            assert (info.value.path, info.value.session_id) == (path, "s")
+            assert await sessions.store.get("s") is None
+            assert sessions.cached("s") is None
+            await sessions.start(Values, "s")  # the id was not taken
