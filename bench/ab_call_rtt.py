@@ -1,11 +1,15 @@
 """The call round trip at depth 1 of two source trees, interleaved, in CPU time (issue 14). Prints JSON.
 
+Two figures per backend: a call that records nothing (``asyncio``, ``trio``) and a call that records
+one event on MemoryStore (``asyncio/one_event``, ``trio/one_event``).
+
     python bench/ab_call_rtt.py BASE_TREE NEW_TREE [ROUNDS] [CALLS]
 
-Each round runs ``bench_session``'s ``Echo`` session (``call`` with no events, 1,000 warm-up calls,
-then CALLS timed) in a fresh process per tree, alternating which goes first, both backends, best of
-3 per process. Timed with ``time.process_time``: on a shared, loaded machine the time a process
-spends descheduled is not the runtime's, and wall-clock A/B figures swung +-50% there.
+Each round runs ``bench_session``'s ``Echo`` session (``call`` with no events, or ``"tick"``, which
+records one event; 1,000 warm-up calls, then CALLS timed) in a fresh process per tree, alternating
+which goes first, both backends, best of 3 per process. Timed with ``time.process_time``: on a
+shared, loaded machine the time a process spends descheduled is not the runtime's, and wall-clock
+A/B figures swung +-50% there.
 """
 
 import json
@@ -25,27 +29,29 @@ import time
 import bench_session as b
 from supervisors import SessionSupervisor
 
-async def rtt(n):
+async def rtt(n, message=None):
     # bench_session.session_call_rtt, timed in CPU time: the machine is shared, and time spent
     # descheduled is not the runtime's.
     async with SessionSupervisor() as sessions:
         ref = await sessions.start(b.Echo, "echo")
         call = ref.call
         for i in range(1000):
-            await call(i)
+            await call(i if message is None else message)
         start = time.process_time()
         for i in range(n):
-            await call(i)
+            await call(i if message is None else message)
         return (time.process_time() - start) / n
 
 out = {{}}
 for backend in ('asyncio', 'trio'):
     out[backend] = min(anyio.run(rtt, {calls}, backend=backend) for _ in range(3)) * 1e6
+    one = min(anyio.run(rtt, {calls}, 'tick', backend=backend) for _ in range(3))
+    out[backend + '/one_event'] = one * 1e6
 print(json.dumps(out))
 """
 res: dict[str, dict[str, list[float]]] = {
-    "base": {"asyncio": [], "trio": []},
-    "new": {"asyncio": [], "trio": []},
+    name: {"asyncio": [], "trio": [], "asyncio/one_event": [], "trio/one_event": []}
+    for name in ("base", "new")
 }
 for r in range(rounds):
     for name, tree in (("base", base), ("new", new)) if r % 2 == 0 else (("new", new), ("base", base)):
@@ -59,10 +65,10 @@ for r in range(rounds):
         for k in d:
             res[name][k].append(d[k])
 summary: dict[str, object] = {}
-for backend in ("asyncio", "trio"):
-    b, n = res["base"][backend], res["new"][backend]
+for figure in res["base"]:
+    b, n = res["base"][figure], res["new"][figure]
     ratios = [y / x for x, y in zip(b, n, strict=True)]
-    summary[backend] = {
+    summary[figure] = {
         "base_median_us": statistics.median(b),
         "new_median_us": statistics.median(n),
         "ratio_of_medians": statistics.median(n) / statistics.median(b),
