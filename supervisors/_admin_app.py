@@ -362,10 +362,7 @@ class AdminApp:
             return 200, _JSON, _dumps(body)
         if path.startswith("/sessions/"):
             _no_parameters(query)
-            rest = path[len("/sessions/") :]
-            session_id, history = rest, False
-            if rest.endswith("/history"):
-                session_id, history = rest[: -len("/history")], True
+            session_id, history = _session_route(scope)
             return 200, _JSON, await self._session(session_id, history)
         raise _Answer(
             404,
@@ -383,8 +380,6 @@ class AdminApp:
         return 200, content_type.encode(), body
 
     async def _session(self, session_id: str, history: bool) -> bytes:
-        if not session_id or "/" in session_id:  # "/sessions//history", "/sessions/a/b"
-            raise _Answer(404, _error("not_found", "no such route", id=session_id[:MAX_ID_LENGTH]))
         try:
             check_session_id(session_id)
         except InvalidSessionId as exc:
@@ -412,6 +407,27 @@ class AdminApp:
 
 
 _JSON: Final = b"application/json"
+
+
+def _session_route(scope: Scope) -> tuple[str, bool]:
+    """``(id, history?)`` of ``/sessions/{id}`` or ``/sessions/{id}/history``.
+
+    Split on the path as sent (``raw_path``), then percent-decoded, so that an id holding ``/``
+    is addressed as ``/sessions/a%2Fb``; any other shape is a 404.
+    """
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:  # a server that does not pass the path as sent: ids holding "/" cannot be addressed
+        raw = urllib.parse.quote(scope["path"], safe="/").encode("ascii")
+    parts = raw.split(b"?", 1)[0].split(b"/")[2:]  # b"", b"sessions", then the rest
+    if len(parts) == 1 or (len(parts) == 2 and parts[1] == b"history"):
+        try:
+            session_id = urllib.parse.unquote_to_bytes(parts[0]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadParameter("id", "it is not UTF-8 once percent-decoded") from None
+        if session_id:
+            return session_id, len(parts) == 2
+    shown = b"/".join(parts).decode("latin-1")[:MAX_ID_LENGTH]
+    raise _Answer(404, _error("not_found", "no such route", id=shown))
 
 
 def _dumps(value: object) -> bytes:

@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -200,18 +201,38 @@ class TestBadInput:
     async def test_unknown_session_and_route(self) -> None:
         """Unknown ids and routes are 404 with a JSON body that says what is served."""
         async with admin() as (_, server), httpx.AsyncClient(base_url=server.url) as http:
-            for path in ("/sessions/nope", "/sessions/nope/history", "/sessions/a%2Fb", "/sessions//history"):
+            for path in (
+                "/sessions/nope",
+                "/sessions/nope/history",
+                "/sessions/a%2Fb",
+                "/sessions//history",
+                "/sessions/a/b",
+                "/sessions/a/history/x",
+            ):
                 answer = await http.get(path)
                 assert answer.status_code == 404, path
                 assert answer.json()["error"] == "not_found"
             assert (await http.get("/sessions/nope")).json()["id"] == "nope"
-            for bad in ("%00", "x" * 2000):  # ids no store accepts: a 400 naming the id
+            assert (await http.get("/sessions/a%2Fb")).json()["id"] == "a/b"
+            for bad in ("%00", "x" * 2000, "%FF"):  # ids no store accepts: a 400 naming the id
                 answer = await http.get(f"/sessions/{bad}")
                 assert answer.status_code == 400, bad
                 assert answer.json()["parameter"] == "id"
             other = await http.get("/nothing/here")
             assert other.status_code == 404
             assert "/sessions/{id}" in other.json()["message"]
+
+    async def test_ids_holding_a_slash(self) -> None:
+        """An id holding "/" (or "?", "#", a space) is addressed percent-encoded, history included."""
+        async with admin() as (sessions, server), httpx.AsyncClient(base_url=server.url) as http:
+            for session_id in ("room/1", "a b?c#d", "history"):
+                await (await sessions.start(Counter, session_id)).call(Add(1))
+                quoted = urllib.parse.quote(session_id, safe="")
+                answer = await http.get(f"/sessions/{quoted}")
+                assert (answer.status_code, answer.json()["id"]) == (200, session_id), answer.text
+                history = await http.get(f"/sessions/{quoted}/history")
+                assert (history.status_code, history.json()["session_id"]) == (200, session_id)
+            assert (await http.get("/sessions/room/1")).status_code == 404  # not percent-encoded
 
     @pytest.mark.parametrize(
         ("query", "parameter"),
