@@ -139,6 +139,9 @@ class SessionHost:
         for cls in session_types:
             self.register_type(cls)
         self._cells: dict[str, SessionCell] = {}
+        # Many nodes: starts of one id in progress here. A second start waits for the first, so
+        # that the loser of the race cannot release the lease the winner runs under.
+        self._starting: dict[str, anyio.Event] = {}
         self._tg: TaskGroup | None = None
         self._running = 0
         self._all_stopped: anyio.Event | None = None
@@ -345,18 +348,46 @@ class SessionHost:
         first = cls()
         state = first.initial_state(args)  # bad args fail the start, before anything is kept
         ownership = self.ownership
-        if ownership is not None:
+        if ownership is None:
+            await self._create(sid, type_name, args, metadata)
+            return self._activate_new(sid, cls, first, state, args, metadata)
+        while (earlier := self._starting.get(sid)) is not None:
+            await earlier.wait()
+            if sid in self._cells:
+                raise SessionExists(sid)
+        self._starting[sid] = started = anyio.Event()
+        try:
             await ownership.acquire(sid)  # OwnedElsewhere: another node has it (started it, perhaps)
+            await self._create(sid, type_name, args, metadata)
+            return self._activate_new(sid, cls, first, state, args, metadata)
+        finally:
+            del self._starting[sid]
+            started.set()
+
+    async def _create(
+        self, sid: str, type_name: str, args: Mapping[str, Any], metadata: Mapping[str, Any]
+    ) -> None:
+        """Keep a new session in the store; with a node, give its lease back if that fails."""
         deadline = self.first_deadline(self.wall())
         try:
             await self.store.create(
                 SessionRecord(sid, type_name, Status.RUNNING, args, metadata, deadline=deadline)
             )
         except BaseException:
-            if ownership is not None:
+            if self.ownership is not None:
                 with anyio.CancelScope(shield=True):
-                    await ownership.release(sid)
+                    await self.ownership.release(sid)
             raise
+
+    def _activate_new(
+        self,
+        sid: str,
+        cls: type[Session[Any]],
+        first: Session[Any],
+        state: Any,
+        args: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+    ) -> SessionRef:
         if sid in self._cells:  # the store accepted it, so only a racing load could have added it
             raise SessionExists(sid)
         cell = SessionCell(self, sid, cls, args, metadata, Status.RUNNING)

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, final
 
+import anyio
 import attrs
 
 from ._clock import AnyioClock
@@ -164,6 +165,7 @@ class Ownership:
         self.lease_ttl = lease_ttl
         self._clock: Clock = clock if clock is not None else AnyioClock()
         self._held: dict[str, int] = {}
+        self._acquiring: dict[str, anyio.Event] = {}
         self._acquired = 0
         self._released = 0
         self._lost = 0
@@ -209,7 +211,16 @@ class Ownership:
         Raises:
             OwnedElsewhere: another live node owns it.
         """
-        lease = await self.store.acquire(session_id)
+        # One acquisition per session at a time: two in flight would each take a new epoch, and
+        # the one answered last would leave this node fencing its appends with a stale epoch.
+        while (pending := self._acquiring.get(session_id)) is not None:
+            await pending.wait()
+        self._acquiring[session_id] = done = anyio.Event()
+        try:
+            lease = await self.store.acquire(session_id)
+        finally:
+            del self._acquiring[session_id]
+            done.set()
         self._held[session_id] = lease.epoch
         self._acquired += 1
         return lease

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from runtime import MemoryStore, OwnedElsewhere, OwnershipLost, PostgresStore, Status
+from runtime import MemoryStore, OwnedElsewhere, OwnershipLost, PostgresStore, SessionExists, Status
 from supervisors import Node, SessionSupervisor
 from tests.apps.counter import Add, Counter, Get
 from tests.pg import PgTarget
@@ -106,6 +106,31 @@ class TestOwnership:
                     tg.start_soon(start, "a", a)
                     tg.start_soon(start, "b", b)
                 assert sorted(map(str, outcome.values())) in (["1", "a"], ["1", "b"])
+
+    async def test_racing_starts_on_one_node_keep_the_winners_lease(self, pg: PgTarget) -> None:
+        """Two starts of one id at once on one node (two players creating one room), 20 times: the
+        loser gets SessionExists and leaves the winner's lease alone; nothing of it is refused."""
+        async with node(pg, "a") as a:
+            for i in range(20):
+                sid = f"twice-{i}"
+                outcomes: list[object] = []
+
+                async def start(sid: str = sid, outcomes: list[object] = outcomes) -> None:
+                    try:
+                        outcomes.append(await a.start(Counter, sid))
+                    except SessionExists as exc:
+                        outcomes.append(exc)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(start)
+                    tg.start_soon(start)
+                assert sum(isinstance(o, SessionExists) for o in outcomes) == 1, outcomes
+                assert await (await a.get(sid)).call(Add(1)) == 1
+                located = await a.locate(sid)
+                assert located is not None and located.node == "a"
+            stats = (await a.stats()).node
+            assert stats is not None
+            assert (stats.fencing_refusals, stats.lost) == (0, 0)
 
     async def test_shutdown_releases_and_another_node_carries_on(self, pg: PgTarget) -> None:
         """A node leaving releases its leases: the next message elsewhere continues from the log."""
