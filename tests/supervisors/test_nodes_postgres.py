@@ -127,7 +127,8 @@ class TestOwnership:
                 assert sum(isinstance(o, SessionExists) for o in outcomes) == 1, outcomes
                 assert await (await a.get(sid)).call(Add(1)) == 1
                 located = await a.locate(sid)
-                assert located is not None and located.node == "a"
+                assert located is not None
+                assert located.node == "a"
             stats = (await a.stats()).node
             assert stats is not None
             assert (stats.fencing_refusals, stats.lost) == (0, 0)
