@@ -242,7 +242,9 @@ class SessionCell:
         recovery.
         """
         backend = self.host.backend
-        self.mailbox = Mailbox(self.cls.mailbox_size, trio=backend is not None and backend.is_trio)
+        self.mailbox = Mailbox(
+            self.cls.mailbox_size, trio=backend is not None and backend.is_trio, count=self.metrics.queued
+        )
         self.active = True
         self.handoff = None
         self.host.spawn_actor(self, initial)

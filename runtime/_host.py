@@ -107,7 +107,6 @@ class SessionHost:
         self.registry: CollectorRegistry = self.metrics.registry
         """This host's own Prometheus registry (serve it with ``runtime.serve_metrics``)."""
         self.metrics.observe_sessions(self._count_sessions)
-        self.metrics.observe_mailboxes(self._count_queued)
         self.metrics.observe_store(store)
         if ownership is not None:
             self.metrics.observe_ownership(ownership.statistics)
@@ -834,17 +833,6 @@ class SessionHost:
     def _tally(self, cell: SessionCell, status: Status, change: int) -> None:
         key = (cell.cls.type_name or cell.cls.__name__, status.value)
         self._by_status[key] = self._by_status.get(key, 0) + change
-
-    def _count_queued(self) -> dict[str, int]:
-        # Still a walk of every loaded session, kept lean: most mailboxes are empty (len 0), and
-        # the type's name is looked up only for those that are not.
-        queued = {type_name: 0 for type_name, _ in list(self._by_status)}
-        for cell in list(self._cells.values()):
-            mailbox = cell.mailbox
-            if mailbox is not None and (depth := len(mailbox)):
-                name = cell.cls.type_name or cell.cls.__name__
-                queued[name] = queued.get(name, 0) + depth
-        return queued
 
     # -- hooks (a supervisor adds its policies here) ---------------------------------------------
 

@@ -15,7 +15,7 @@ from ._park import Parking
 if TYPE_CHECKING:
     from ._session import Reply
 
-__all__ = ["CALL_CHAIN", "Envelope", "Kind", "Mailbox"]
+__all__ = ["CALL_CHAIN", "Envelope", "Kind", "Mailbox", "QueuedCount"]
 
 T = TypeVar("T")
 
@@ -55,6 +55,21 @@ class Envelope:
         return f"<Envelope {self.kind.value} {self.message!r}>"
 
 
+@final
+class QueuedCount:
+    """Items queued, kept by the mailboxes that share it (one per session type: a scrape reads it).
+
+    Kept on put and take rather than summed at scrape time: with 100,000 loaded sessions a walk of
+    every mailbox cost a scrape 66 ms of the event loop's GIL. An addition per put and per take is
+    a few tens of nanoseconds on a call that costs microseconds.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
 class Mailbox(Parking, Generic[T]):
     r"""A bounded FIFO with one receiver (the actor) and any number of senders.
 
@@ -69,9 +84,9 @@ class Mailbox(Parking, Generic[T]):
     ``EndOfStream`` (get after close once drained).
     """
 
-    __slots__ = ("_closed", "_room", "queued", "size")
+    __slots__ = ("_closed", "_count", "_room", "queued", "size")
 
-    def __init__(self, size: int, *, trio: bool | None = None) -> None:
+    def __init__(self, size: int, *, trio: bool | None = None, count: QueuedCount | None = None) -> None:
         if size < 1:
             raise ValueError(f"mailbox size must be >= 1, got {size}")
         self.size = size
@@ -84,6 +99,8 @@ class Mailbox(Parking, Generic[T]):
         """
         self._closed = False
         self._room: deque[anyio.Event] | None = None  # senders waiting for room, oldest first
+        self._count = QueuedCount() if count is None else count
+        """Added to on every put, taken from on every take (shared by a type's mailboxes)."""
 
     def __len__(self) -> int:
         items = self.queued
@@ -102,6 +119,7 @@ class Mailbox(Parking, Generic[T]):
         if items is None:
             items = self.queued = deque()
         items.append(item)
+        self._count.value += 1
         if self._parked is not None:
             self._wake()
 
@@ -136,6 +154,7 @@ class Mailbox(Parking, Generic[T]):
         if items is None:
             items = self.queued = deque()
         items.append(item)
+        self._count.value += 1
         if self._parked is not None:
             self._wake()
 
@@ -145,6 +164,7 @@ class Mailbox(Parking, Generic[T]):
         if not items:
             return None
         item = items.popleft()
+        self._count.value -= 1
         if not items:
             self.queued = None
         if self._room:
@@ -155,6 +175,7 @@ class Mailbox(Parking, Generic[T]):
         items = self.queued
         if items:
             item = items.popleft()
+            self._count.value -= 1
             if not items:
                 self.queued = None  # an empty deque costs 760 bytes: keep none while idle
             if self._room:

@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from runtime import EventData, MemoryStore, SessionRecord
+from runtime._mailbox import Mailbox
 from runtime._metrics import MESSAGE_KINDS, SessionMetrics, TreeMetrics, serve_metrics
 from runtime._stores.sqlite import SQLiteStore, SQLiteStoreStatistics
 
@@ -109,7 +110,15 @@ class TestSessionMetrics:
         metrics.snapshot_failed("encode")
         metrics.dead_letter("Game")
         metrics.observe_sessions(lambda: {("Game", "running"): 2, ("Game", "passivated"): 5})
-        metrics.observe_mailboxes(lambda: {"Game": 7, "Chat": 0})
+        # Queued messages are counted by the mailboxes of the type, as they are put and taken.
+        first, second = Mailbox[int](10, count=game.queued), Mailbox[int](10, count=game.queued)
+        for i in range(5):
+            first.put_nowait(i)
+            second.put_nowait(i)
+        first.get_nowait()
+        assert second.poll() == 0
+        await second.get()
+        assert len(first) + len(second) == 7
 
         async with serve_metrics(metrics.registry, port=0) as server:
             assert server.port != 0
@@ -223,7 +232,7 @@ class TestSessionMetrics:
             raise RuntimeError("index unavailable")
 
         metrics.observe_sessions(broken)
-        metrics.observe_mailboxes(lambda: {"Game": 1})
+        Mailbox[int](1, count=metrics.for_type("Game").queued).put_nowait(1)
         async with serve_metrics(metrics.registry, port=0) as server:
             f = await scrape(server.url)
         assert "sessionvisor_sessions" not in f
@@ -451,7 +460,7 @@ def test_grafana_dashboard_uses_only_real_series() -> None:
     metrics.removed("terminal_ttl")
     metrics.snapshot_failed("encode")
     metrics.observe_sessions(lambda: {("Game", "running"): 1})
-    metrics.observe_mailboxes(lambda: {"Game": 1})
+    Mailbox[int](1, count=game.queued).put_nowait(1)
     metrics.observe_store(SQLiteStore("unused.db"))  # statistics() works before open()
     tree = TreeMetrics(registry)
     tree.restarted("root", "child")

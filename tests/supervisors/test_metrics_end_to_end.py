@@ -6,11 +6,12 @@ import urllib.request
 
 import anyio
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runtime import SessionCrashed, serve_metrics
 from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
-from tests.apps.counter import Add, AddMany, Boom, Counter, Get
+from tests.apps.counter import Add, AddMany, Boom, Counter, Get, WaitFor
 
 pytestmark = pytest.mark.anyio
 
@@ -59,6 +60,47 @@ async def test_figures_match_what_happened() -> None:
     assert value(samples, "sessionvisor_sessions", status="stopped", **t) == 1
     assert value(samples, "sessionvisor_append_duration_seconds_count", **t) == 2  # two record()s
     assert not any("session_id" in dict(labels) for _, labels in samples)
+
+
+async def test_queued_messages_follow_puts_and_takes() -> None:
+    """The mailbox gauge counts what is queued now: while a turn blocks, after a crash, at shutdown."""
+    policy = RestartPolicy(backoff=Backoff(initial=0))
+    async with SessionSupervisor(restarts=policy) as sessions:
+        async with serve_metrics(sessions.registry, port=0) as server:
+            url = f"http://127.0.0.1:{server.port}/metrics"
+            a = await sessions.start(Counter, "a")
+            b = await sessions.start(Counter, "b")
+            gate = anyio.Event()
+            await a.cast(WaitFor(gate))  # taken: the turn blocks on the gate
+            await a.cast(Boom())  # queued behind it, crashes the session when its turn comes
+            for n in range(4):
+                await a.cast(Add(n))
+            await b.cast(WaitFor(gate))
+            await b.cast(Add(1))
+            await anyio.wait_all_tasks_blocked()  # both actors have taken their first message
+            blocked = await scrape(url)
+            gate.set()
+            assert await a.call(Get()) == 6  # after the crash the mailbox kept the 4 adds
+            assert await b.call(Get()) == 1
+            drained = await scrape(url)
+            gate2 = anyio.Event()
+            await a.cast(WaitFor(gate2))
+            for n in range(3):
+                await a.cast(Add(n))
+            await anyio.wait_all_tasks_blocked()
+            before_stop = await scrape(url)
+            gate2.set()
+    # Shut down with nothing blocking: every queued message was handled or answered.
+    after = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(sessions.registry).decode())
+        for s in family.samples
+    }
+    t = {"type": "Counter"}
+    assert value(blocked, "sessionvisor_mailbox_messages", **t) == 6  # 5 behind a's turn, 1 behind b's
+    assert value(drained, "sessionvisor_mailbox_messages", **t) == 0
+    assert value(before_stop, "sessionvisor_mailbox_messages", **t) == 3
+    assert value(after, "sessionvisor_mailbox_messages", **t) == 0
 
 
 async def test_two_supervisors_in_one_process() -> None:
