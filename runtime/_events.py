@@ -97,7 +97,7 @@ def _exact_json(plain: Any, original: object, path: str) -> str:
     except (ValueError, TypeError) as exc:  # NaN or infinity (allow_nan=False), or not JSON at all
         check_value(original, path)
         raise UnencodableValue(path, original, f"{type(exc).__name__}: {exc}") from exc
-    if _LONG_DIGITS.search(text) is not None:
+    if len(text) >= 19 and _LONG_DIGITS.search(text) is not None:
         check_value(original, path)
     return text
 
@@ -212,7 +212,8 @@ class EventRegistry:
         self._by_cls: dict[type[Any], EventType] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
         self._structure: dict[type[Any], Callable[[Any, Any], Any]] = {}
-        self._unstructure: dict[type[Any], Callable[[Any], Any]] = {}
+        self._encoders: dict[type[Any], tuple[str, int, Callable[[Any], Any]]] = {}
+        """By class: the stored name, the version and the unstructure hook (one look-up per event)."""
 
     def register(self, cls: type[Any], *, name: str | None = None, version: int = 1) -> EventType:
         """Register ``cls`` (an attrs class) under ``name`` (default: the class name) and ``version``.
@@ -235,7 +236,7 @@ class EventRegistry:
         self._by_cls[cls] = entry
         # Hooks are built on first use, once every annotation resolves.
         self._structure.pop(cls, None)
-        self._unstructure.pop(cls, None)
+        self._encoders.pop(cls, None)
         return entry
 
     def add_upcaster(self, name: str, from_version: int, fn: Upcaster) -> None:
@@ -269,13 +270,23 @@ class EventRegistry:
                 an object the codec cannot encode); its path names the event type and field.
         """
         cls = type(event)
-        entry = self._by_cls.get(cls)
-        if entry is None:
-            raise UnknownEventType(cls.__name__, 0)
-        unstructure = self._unstructure.get(cls)
-        if unstructure is None:
-            unstructure = self._unstructure[cls] = _converter.get_unstructure_hook(cls)
-        return EventData(entry.name, entry.version, _exact_json(unstructure(event), event, entry.name))
+        known = self._encoders.get(cls)
+        if known is None:
+            entry = self._by_cls.get(cls)
+            if entry is None:
+                raise UnknownEventType(cls.__name__, 0)
+            hook = _converter.get_unstructure_hook(cls)
+            known = self._encoders[cls] = (entry.name, entry.version, hook)
+        name, version, unstructure = known
+        plain = unstructure(event)
+        # _exact_json, inlined for the path of every recorded event.
+        try:
+            text = _dumps(plain)
+        except (ValueError, TypeError):
+            text = _exact_json(plain, event, name)  # raises, naming the field
+        if len(text) >= 19 and _LONG_DIGITS.search(text) is not None:
+            check_value(event, name)
+        return EventData(name, version, text)
 
     def decode(self, type_name: str, schema_version: int, data: str) -> object:
         """Decode a stored payload, upcasting it to the registered version first.

@@ -7,6 +7,7 @@ message queued) pay for an attribute look-up and an addition, never a label look
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Final, final
 
@@ -122,13 +123,14 @@ class TypeMetrics:
     """
 
     __slots__ = (
+        "_append_bounds",
+        "_append_seconds",
         "_dead_letter",
         "_expired",
         "_handled",
         "_passivated",
         "_quarantined",
         "_recorded",
-        "_recorded_seconds",
         "_recovered",
         "_recovery_seconds",
         "_replayed",
@@ -150,7 +152,9 @@ class TypeMetrics:
         self._recovery_seconds: Callable[[float], None] = i.recovery_seconds.labels(t).observe
         self._replayed: Callable[[float], None] = i.replayed.labels(t).inc
         self._recorded = i.recorded.labels(t)
-        self._recorded_seconds = i.append_seconds.observer(t)
+        # Observed inline by recorded() (a call less per record than through an observer).
+        self._append_seconds = i.append_seconds.labels(t)
+        self._append_bounds = i.append_seconds.bounds
         self._handled: dict[str, Callable[[float], None]] = {
             kind: i.handling.observer(t, kind) for kind in MESSAGE_KINDS
         }
@@ -195,7 +199,9 @@ class TypeMetrics:
     def recorded(self, count: int, seconds: float) -> None:
         """One ``record()`` appended ``count`` events durably in ``seconds``."""
         self._recorded.value += count
-        self._recorded_seconds(seconds)
+        child = self._append_seconds
+        child.counts[bisect_left(self._append_bounds, seconds)] += 1
+        child.sum += seconds
 
     def started(self) -> None:
         """A new session of this type was started (not a restart, not a reactivation)."""

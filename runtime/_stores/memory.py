@@ -105,7 +105,7 @@ class MemoryStore:
             )
         version = expected_version + len(events)
         if status is None:
-            record = attrs.evolve(record, version=version, updated_at=now)
+            record = _advanced(record, version, now)
         else:
             record = attrs.evolve(
                 record, version=version, updated_at=now, status=status, status_reason=None, error_type=None
@@ -322,4 +322,41 @@ def _outcomes(type_name: str, records: Sequence[SessionRecord]) -> Outcomes:
         duration_p50=nearest_rank(durations, 50),
         duration_p95=nearest_rank(durations, 95),
         events_mean=sum(r.version for r in ended) / n if n else None,
+    )
+
+
+_RECORD_FIELDS = (
+    "id",
+    "type",
+    "status",
+    "args",
+    "metadata",
+    "version",
+    "created_at",
+    "updated_at",
+    "deadline",
+    "handled",
+    "status_reason",
+    "error_type",
+)
+if tuple(field.name for field in attrs.fields(SessionRecord)) != _RECORD_FIELDS:  # pragma: no cover
+    raise RuntimeError("SessionRecord's fields changed: update memory._advanced and _RECORD_FIELDS")
+
+
+def _advanced(r: SessionRecord, version: int, now: float) -> SessionRecord:
+    """``attrs.evolve(r, version=version, updated_at=now)``, on the path of every append: positional
+    arguments cost a third of evolve's walk of the fields (0.7 against 1.8 µs)."""
+    return SessionRecord(
+        r.id,
+        r.type,
+        r.status,
+        r.args,
+        r.metadata,
+        version,
+        r.created_at,
+        now,
+        r.deadline,
+        r.handled,
+        r.status_reason,
+        r.error_type,
     )
