@@ -58,7 +58,6 @@ _RUNNING: Final = Status.RUNNING
 _KIND_NAMES: Final[dict[Kind, str]] = {
     kind: kind.value if kind in (Kind.CALL, Kind.CAST, Kind.INFO) else "system" for kind in Kind
 }
-_USER_KINDS: Final = frozenset({Kind.CALL, Kind.CAST, Kind.INFO})
 
 
 class _Reload(Exception):
@@ -243,10 +242,11 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
                     return None
         kind = env.kind
         reply = env.reply
-        if cell.status is not _RUNNING and kind in _USER_KINDS:
-            cell.reject(env)  # paused since this message was queued
-            continue
-        if kind in _USER_KINDS:
+        # A user message (call, cast, info): by identity, as an Enum hashes in Python.
+        if kind is _CALL or kind is _CAST or kind is _INFO:
+            if cell.status is not _RUNNING:
+                cell.reject(env)  # paused since this message was queued
+                continue
             cell.messages += 1
         cell.turn_started = now()
         started = perf_counter()
