@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from trio.testing import MockClock
 
+from tests.apps.counter import Counter
+from tests.apps.recovery_app import Ledger
 from tests.pg import PgTarget, own_schema
 
 
@@ -16,7 +21,35 @@ def anyio_backend(request: pytest.FixtureRequest) -> object:
     return "asyncio"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_probes() -> Iterator[None]:
+    """The test apps' class-level probes (``Counter.logs``, ``Ledger.journal``) start empty in every test."""
+    Counter.logs.clear()
+    Ledger.journal.clear()
+    yield
+    Counter.logs.clear()
+    Ledger.journal.clear()
+
+
 @pytest.fixture
 def pg() -> Iterator[PgTarget]:
     """A PostgreSQL server and a schema of this test's own (dropped afterwards); skips without one."""
     yield from own_schema()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost (made with the openssl command): cert, key."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is not installed (and cryptography is not a dependency)")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    request = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost"
+    san = "subjectAltName=IP:127.0.0.1,DNS:localhost"
+    subprocess.run(
+        [openssl, *request.split(), "-addext", san, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key

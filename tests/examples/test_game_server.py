@@ -29,10 +29,11 @@ from examples.game_server.game import Chaos, Join, Leave, Look, Move, Room, Wait
 from examples.game_server.server import GameServer
 from runtime import EventData, MemoryStore, SessionCrashed, SessionRecord, SessionRef, SessionStopped, Status
 from runtime.testing import ManualClock
-from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
+from supervisors import ReaperPolicy, SessionSupervisor
 from tests.examples.programs import REPO, run_example
+from tests.helpers import no_backoff, status_of
 
-NO_BACKOFF = RestartPolicy(max_restarts=50, within=10, backoff=Backoff(initial=0))
+CRASH_TOLERANT = no_backoff(max_restarts=50, within=10)
 
 
 class ForcedChaos(Chaos):
@@ -44,10 +45,6 @@ class ForcedChaos(Chaos):
 
     def roll(self) -> Literal["before", "after"] | None:
         return self.plan.pop(0) if self.plan else None
-
-
-def status_of(ref: SessionRef) -> Status | None:
-    return ref.status
 
 
 async def moved(room: SessionRef, player: str, turn: int, word: str) -> dict[str, Any]:
@@ -86,7 +83,7 @@ class TestRoom:
     @pytest.fixture
     async def sessions(self, clock: ManualClock) -> AsyncIterator[SessionSupervisor]:
         async with SessionSupervisor(
-            clock=clock, restarts=NO_BACKOFF, reaper=ReaperPolicy(abandon_after=3)
+            clock=clock, restarts=CRASH_TOLERANT, reaper=ReaperPolicy(abandon_after=3)
         ) as sessions:
             yield sessions
 
@@ -162,7 +159,7 @@ class TestRoom:
         assert chaos.lost_replies == {("r1", 0)}
         state = await look(room)
         assert (state["turn"], state["current"], state["scores"]["ann"]) == (1, "bob", len(word))
-        assert sessions.restart_policy == NO_BACKOFF
+        assert sessions.restart_policy == CRASH_TOLERANT
         assert (await sessions.stats()).restarts == 1
 
     async def test_crash_before_recording_loses_nothing(self, sessions: SessionSupervisor) -> None:

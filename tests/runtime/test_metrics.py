@@ -7,10 +7,8 @@ import http.client
 import json
 import logging
 import re
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import urllib.error
@@ -398,24 +396,6 @@ class TestServeMetrics:
         with pytest.raises(ValueError, match="cannot load the certificate"):
             async with serve_metrics(CollectorRegistry(), port=0, certfile="/nonexistent/cert.pem"):
                 pass  # pragma: no cover
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is not installed (and cryptography is not a dependency)")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    request = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost"
-    san = "subjectAltName=IP:127.0.0.1,DNS:localhost"
-    subprocess.run(
-        [openssl, *request.split(), "-addext", san, "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 class TestTLS:

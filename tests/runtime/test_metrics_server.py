@@ -21,9 +21,7 @@ from anyio.from_thread import start_blocking_portal
 from prometheus_client import CollectorRegistry, Counter
 
 from runtime import MetricsServer, serve_metrics
-from tests.runtime.test_metrics import certificate, our_threads
-
-__all__ = ["certificate"]  # a fixture, imported for the TLS case
+from tests.runtime.test_metrics import our_threads
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -31,15 +31,16 @@ from runtime._stores import _sqlite_writer
 from runtime._stores.postgres import PostgresStore
 from runtime.abc import EventStore
 from runtime.testing import ManualClock
-from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
+from supervisors import ReaperPolicy, SessionSupervisor
 from tests.apps.held_store import HeldStore
 from tests.apps.tagged import Crash, Later, Read, Tag, Tags, tagger, tags_of
+from tests.helpers import no_backoff, status_of
 from tests.pg import PgTarget
 from tests.runtime.test_sqlite_store import CommitGate
 
 pytestmark = pytest.mark.anyio
 
-NO_BACKOFF = RestartPolicy(max_restarts=100, within=60.0, backoff=Backoff(initial=0))
+CRASH_TOLERANT = no_backoff(max_restarts=100)
 
 
 def _postgres(request: pytest.FixtureRequest, _path: Path) -> EventStore:
@@ -61,7 +62,7 @@ def held(request: pytest.FixtureRequest, tmp_path: Path) -> HeldStore:
 
 @pytest.fixture
 async def sessions(held: HeldStore) -> AsyncIterator[SessionSupervisor]:
-    async with SessionSupervisor(store=held, restarts=NO_BACKOFF) as s:
+    async with SessionSupervisor(store=held, restarts=CRASH_TOLERANT) as s:
         yield s
 
 
@@ -110,11 +111,6 @@ class Calls:
         return set(self.results)
 
 
-def status_of(ref: SessionRef) -> Status | None:
-    """The ref's status, read through a call (so that type checkers do not narrow it)."""
-    return ref.status
-
-
 async def stored_tags(store: HeldStore, sid: str) -> tuple[int, ...]:
     return tags_of(await store.inner.read(sid))
 
@@ -158,7 +154,7 @@ class TestOrderAndDurability:
         monkeypatch.setattr(_sqlite_writer, "commit", gate.commit)
         store = HeldStore(SQLiteStore(tmp_path / "s.db"))
         try:
-            async with SessionSupervisor(store=store, restarts=NO_BACKOFF) as sessions:
+            async with SessionSupervisor(store=store, restarts=CRASH_TOLERANT) as sessions:
                 ref = await sessions.start(tagger(8), "s")
                 gate.close()
                 async with anyio.create_task_group() as tg:
@@ -316,7 +312,7 @@ class TestWaitsForCommits:
         """Leaving the supervisor answers every caller whose events were in flight."""
         finished_while_held: set[int] = set()
         async with anyio.create_task_group() as tg:
-            sessions = SessionSupervisor(store=held, restarts=NO_BACKOFF)
+            sessions = SessionSupervisor(store=held, restarts=CRASH_TOLERANT)
             await sessions.__aenter__()
             try:
                 ref = await sessions.start(tagger(8), "s")

@@ -34,12 +34,13 @@ from runtime import (
 )
 from runtime.abc import EventStore
 from runtime.testing import ManualClock
-from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
+from supervisors import ReaperPolicy, SessionSupervisor
 from tests.apps.tagged import Crash, Read, Tag, Tags, tagger, tags_of
+from tests.helpers import no_backoff
 
 pytestmark = pytest.mark.anyio
 
-POLICY = RestartPolicy(max_restarts=10_000, within=1.0, backoff=Backoff(initial=0))
+POLICY = no_backoff(max_restarts=10_000, within=1.0)
 
 
 class SlowFlakyStore:

@@ -8,59 +8,17 @@ the stored log must hold every acknowledged event, in order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime import EventData, MemoryStore, SessionCrashed, Status, StoredEvent, StoredSession, StoreError
-from supervisors import Backoff, RestartPolicy, SessionSupervisor
+from runtime import MemoryStore, SessionCrashed, StoreError
+from supervisors import SessionSupervisor
 from tests.apps.counter import Add, AddMany, AddThenBoom, Boom, Counter, Get
+from tests.helpers import ProxyStore, no_backoff
 
 pytestmark = pytest.mark.anyio
-
-
-class FlakyStore:
-    """A MemoryStore whose next append or read can be made to fail."""
-
-    def __init__(self) -> None:
-        self.inner = MemoryStore()
-        self.fail_append = False
-        self.fail_read = False
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-    async def append(
-        self,
-        session_id: str,
-        expected_version: int,
-        events: Sequence[EventData],
-        *,
-        status: Status | None = None,
-    ) -> int:
-        if self.fail_append:
-            self.fail_append = False
-            raise OSError("injected append failure")
-        return await self.inner.append(session_id, expected_version, events, status=status)
-
-    async def read(
-        self, session_id: str, from_version: int = 1, to_version: int | None = None
-    ) -> Sequence[StoredEvent]:
-        if self.fail_read:
-            self.fail_read = False
-            raise OSError("injected read failure")
-        return await self.inner.read(session_id, from_version, to_version)
-
-    async def load_session(
-        self, session_id: str, *, after_snapshot: bool = True, to_version: int | None = None
-    ) -> StoredSession | None:
-        if self.fail_read:  # a recovery reads through load_session
-            self.fail_read = False
-            raise OSError("injected read failure")
-        return await self.inner.load_session(session_id, after_snapshot=after_snapshot, to_version=to_version)
 
 
 @attrs.frozen
@@ -97,17 +55,17 @@ commands = st.lists(
     max_size=25,
 )
 
-POLICY = RestartPolicy(max_restarts=1000, within=1.0, backoff=Backoff(initial=0))
+POLICY = no_backoff(max_restarts=1000, within=1.0)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=commands)
 async def test_state_is_the_fold_of_the_log(script: list[object]) -> None:
     """Any command sequence with crashes anywhere ends where a fold of the stored events does."""
-    store = FlakyStore()
+    store = ProxyStore(MemoryStore())
     model = 0
     acknowledged: list[int] = []
-    sessions = SessionSupervisor(store=store, restarts=POLICY, session_types=[Counter])  # type: ignore[arg-type]
+    sessions = SessionSupervisor(store=store, restarts=POLICY, session_types=[Counter])
     await sessions.__aenter__()
     try:
         ref = await sessions.start(Counter, "p")
@@ -134,13 +92,14 @@ async def test_state_is_the_fold_of_the_log(script: list[object]) -> None:
                     store.fail_append = True
                     with pytest.raises(StoreError, match="injected"):
                         await ref.call(Add(1000))
+                    store.fail_append = False
                 case RecoveryFails():
                     store.fail_read = True
                     with pytest.raises(SessionCrashed):
                         await ref.call(Boom())
                 case ProcessRestart():
                     await sessions.__aexit__(None, None, None)
-                    sessions = SessionSupervisor(store=store, restarts=POLICY, session_types=[Counter])  # type: ignore[arg-type]
+                    sessions = SessionSupervisor(store=store, restarts=POLICY, session_types=[Counter])
                     await sessions.__aenter__()
                     ref = await sessions.get("p")
             assert await ref.call(Get()) == model

@@ -7,7 +7,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -17,7 +17,6 @@ from runtime import (
     MemoryStore,
     RateLimited,
     SessionPaused,
-    SessionRef,
     SessionStopped,
     Snapshot,
     Status,
@@ -27,25 +26,14 @@ from runtime.testing import ManualClock
 from supervisors import ReaperPolicy, RemovalReason, SessionSupervisor, export_file_name
 from supervisors import _reaper as reaper_module
 from tests.apps.counter import Add, After, Counter, Defer, Get, Release, WaitFor
+from tests.helpers import status_of
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def _clear_logs() -> Iterator[None]:
-    Counter.logs.clear()
-    yield
-    Counter.logs.clear()
 
 
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
-
-
-def status_of(ref: SessionRef) -> Status | None:
-    """The ref's status, read through a call (so that type checkers do not narrow it)."""
-    return ref.status
 
 
 def supervisor(clock: ManualClock, **policy: object) -> SessionSupervisor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -14,13 +13,6 @@ from supervisors import ReaperPolicy, SessionSupervisor
 from tests.apps.counter import Add, Counter
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def _clear_logs() -> Iterator[None]:
-    Counter.logs.clear()
-    yield
-    Counter.logs.clear()
 
 
 def value(sessions: SessionSupervisor, name: str) -> float | None:

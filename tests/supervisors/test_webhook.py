@@ -6,10 +6,8 @@ import email.utils
 import functools
 import json
 import logging
-import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -31,13 +29,6 @@ from supervisors._webhook import WebhookNotifier, WebhookStatistics, retry_after
 from tests.apps.counter import Add, Complete, Counter, Fail, Get
 
 NO_JITTER = Backoff(initial=0.01, maximum=0.05, multiplier=2.0, jitter=0)
-
-
-@pytest.fixture(autouse=True)
-def _clear_logs() -> Iterator[None]:
-    Counter.logs.clear()
-    yield
-    Counter.logs.clear()
 
 
 # -- a real webhook receiver ------------------------------------------------------------------------
@@ -546,24 +537,6 @@ class TestDelivery:
                 tg.cancel_scope.cancel()
             assert [e["session_id"] for e in tls_hook.bodies] == ["a"]
         assert "SSLCertVerificationError" in caplog.text
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is not installed (and cryptography is not a dependency)")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    request = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost"
-    files = ["-keyout", str(key), "-out", str(cert)]
-    subprocess.run(
-        [openssl, *request.split(), "-addext", "subjectAltName=IP:127.0.0.1", *files],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 # -- never in the way -------------------------------------------------------------------------------
