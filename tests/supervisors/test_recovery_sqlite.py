@@ -24,32 +24,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runtime import (
-    AppendExtras,
     CorruptEventLog,
     EventData,
     EventRegistry,
-    Outcomes,
     RecoveryFailed,
-    Reminder,
     Session,
     SessionCrashed,
     SessionError,
-    SessionRecord,
     SessionRef,
     SessionStopped,
     Snapshot,
     SQLiteStore,
     Status,
-    StoredEvent,
-    StoredSession,
     StoreError,
-    StoreStats,
     VersionConflict,
     default_registry,
     replay,
 )
 from runtime._stores import _sqlite_writer
-from supervisors import Backoff, RestartPolicy, SessionSupervisor
+from supervisors import SessionSupervisor
 from tests.apps.recovery_app import (
     Added,
     Crash,
@@ -62,18 +55,11 @@ from tests.apps.recovery_app import (
     fold,
     ledger_class,
 )
+from tests.helpers import NO_BACKOFF, ProxyStore, no_backoff
 
 pytestmark = pytest.mark.anyio
 
-NO_BACKOFF = RestartPolicy(max_restarts=3, within=60.0, backoff=Backoff(initial=0))
-UNLIMITED = RestartPolicy(max_restarts=1000, within=1.0, backoff=Backoff(initial=0))
-
-
-@pytest.fixture(autouse=True)
-def _clear_journal() -> Iterator[None]:
-    Ledger.journal.clear()
-    yield
-    Ledger.journal.clear()
+UNLIMITED = no_backoff(max_restarts=1000, within=1.0)
 
 
 # -- the file, seen through the stdlib sqlite3 module ------------------------------------------------
@@ -134,175 +120,11 @@ async def read(ref: SessionRef) -> tuple[int, Tally]:
     return version, state
 
 
-# -- a store that fails or distorts on demand ---------------------------------------------------------
-
-
-class ProxyStore:
-    """An SQLiteStore with failures on demand; it also keeps every snapshot saved through it."""
-
-    def __init__(self, inner: SQLiteStore) -> None:
-        self.inner = inner
-        self.fail_append = False
-        self.fail_read = False
-        self.fail_snapshot = False
-        self.repeat_on_read: int | None = None
-        """``read`` returns the event at this version twice (as a store without a unique key could)."""
-        self.snapshots: list[Snapshot] = []
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def create(self, record: SessionRecord) -> None:
-        await self.inner.create(record)
-
-    async def append(
-        self,
-        session_id: str,
-        expected_version: int,
-        events: Sequence[EventData],
-        *,
-        status: Status | None = None,
-        extras: AppendExtras | None = None,
-    ) -> int:
-        if self.fail_append:
-            raise OSError("injected append failure")
-        return await self.inner.append(session_id, expected_version, events, status=status, extras=extras)
-
-    async def read(
-        self, session_id: str, from_version: int = 1, to_version: int | None = None
-    ) -> Sequence[StoredEvent]:
-        if self.fail_read:
-            self.fail_read = False
-            raise OSError("injected read failure")
-        return self._distort(await self.inner.read(session_id, from_version, to_version))
-
-    async def load_session(
-        self, session_id: str, *, after_snapshot: bool = True, to_version: int | None = None
-    ) -> StoredSession | None:
-        if self.fail_read:
-            self.fail_read = False
-            raise OSError("injected read failure")
-        view = await self.inner.load_session(session_id, after_snapshot=after_snapshot, to_version=to_version)
-        return None if view is None else attrs.evolve(view, events=self._distort(view.events))
-
-    def _distort(self, stored_events: Sequence[StoredEvent]) -> list[StoredEvent]:
-        events = list(stored_events)
-        for i, stored in enumerate(events):
-            if stored.version == self.repeat_on_read:
-                events.insert(i + 1, stored)
-                break
-        return events
-
-    async def save_snapshot(self, snapshot: Snapshot) -> None:
-        if self.fail_snapshot:
-            raise OSError("injected snapshot failure")
-        await self.inner.save_snapshot(snapshot)
-        self.snapshots.append(snapshot)
-
-    async def load_snapshot(self, session_id: str) -> Snapshot | None:
-        return await self.inner.load_snapshot(session_id)
-
-    async def get(self, session_id: str) -> SessionRecord | None:
-        return await self.inner.get(session_id)
-
-    async def set_status(
-        self,
-        session_id: str,
-        status: Status,
-        *,
-        reason: str | None = None,
-        error_type: str | None = None,
-    ) -> None:
-        await self.inner.set_status(session_id, status, reason=reason, error_type=error_type)
-
-    async def list(self, **filters: Any) -> Sequence[SessionRecord]:
-        return await self.inner.list(**filters)
-
-    async def stats(self) -> StoreStats:
-        return await self.inner.stats()
-
-    async def outcomes(self) -> Mapping[str, Outcomes]:
-        return await self.inner.outcomes()
-
-    async def delete(self, session_id: str) -> None:
-        await self.inner.delete(session_id)
-
-    async def set_reminder(self, reminder: Reminder) -> None:
-        await self.inner.set_reminder(reminder)
-
-    async def remove_reminder(self, session_id: str, name: str) -> None:
-        await self.inner.remove_reminder(session_id, name)
-
-    async def reminders(self, session_id: str) -> Sequence[Reminder]:
-        return await self.inner.reminders(session_id)
-
-    async def due_reminders(self, until: float, *, limit: int) -> Sequence[Reminder]:
-        return await self.inner.due_reminders(until, limit=limit)
-
-    async def set_deadline(self, session_id: str, deadline: float | None) -> None:
-        await self.inner.set_deadline(session_id, deadline)
-
-    async def due_sessions(self, until: float, *, limit: int) -> Sequence[SessionRecord]:
-        return await self.inner.due_sessions(until, limit=limit)
-
-    async def load_reply(self, session_id: str, key: str) -> str | None:
-        return await self.inner.load_reply(session_id, key)
-
-
 # -- 1. a process restart -----------------------------------------------------------------------------
 
 
 class TestRoundTrip:
-    async def test_new_supervisor_reactivates_sessions_with_their_state(self, tmp_path: Path) -> None:
-        """Sessions written by one supervisor come back, state and version, under the next one."""
-        path = tmp_path / "s.db"
-        expected: dict[str, tuple[int, Tally]] = {}
-        async with SessionSupervisor(store=SQLiteStore(path)) as first:
-            for i in range(4):
-                ref = await first.start(Ledger, f"s{i}", {"start": i * 100}, metadata={"i": i})
-                evs: list[object] = []
-                for k in range(i * 7):  # 0, 7, 14 and 21 events: before and after snapshots
-                    ev: object = Added(k) if k % 3 else Named(f"n{k}")
-                    evs.append(ev)
-                    await ref.call(Put((ev,)))
-                expected[ref.id] = (len(evs), fold(evs, Tally(total=i * 100)))
-                assert await ref.call(Read()) == expected[ref.id]
-        async with SessionSupervisor(store=SQLiteStore(path), session_types=[Ledger]) as second:
-            assert sorted(r.id for r in await second.list()) == sorted(expected)
-            for sid, want in expected.items():
-                ref = await second.get(sid)
-                assert ref.status is Status.PASSIVATED
-                assert await ref.call(Read()) == want
-                assert (await second.get(sid)).status is Status.RUNNING
-            # The reactivated sessions carry on from there.
-            s3 = second.ref("s3")
-            version, state = expected["s3"]
-            assert await s3.call(Put(added(1000))) == (version + 1, fold([Added(1000)], state))
-            assert (await second.stats()).restarts == 0
-        assert versions(path, "s3") == list(range(1, version + 2))
-
-    async def test_terminal_and_paused_statuses_survive_a_restart(self, tmp_path: Path) -> None:
-        """A completed session stays completed and a paused one paused, in a new process."""
-        path = tmp_path / "s.db"
-        async with SessionSupervisor(store=SQLiteStore(path)) as first:
-            done = await first.start(Ledger, "done")
-            await done.call(Put(added(5)))
-            assert await done.call(Finish()) == "finished"
-            paused = await first.start(Ledger, "paused")
-            await paused.call(Put(added(6)))
-            await paused.pause("maintenance")
-        async with SessionSupervisor(store=SQLiteStore(path), session_types=[Ledger]) as second:
-            done = await second.get("done")
-            assert done.status is Status.COMPLETED
-            with pytest.raises(SessionStopped, match="'done'"):
-                await done.call(Read())
-            paused = await second.get("paused")
-            assert paused.status is Status.PAUSED
-            await paused.resume()
-            assert await paused.call(Read()) == (3, Tally(total=6, count=1))
+    """More round trips, on SQLite and PostgreSQL: test_recovery_stores.py."""
 
     async def test_session_without_snapshot_replays_its_whole_log(self, tmp_path: Path) -> None:
         """With its snapshot gone, a session is rebuilt from its first event."""
@@ -859,90 +681,7 @@ class TestTruncatedTail:
 
 
 class TestTwoWriters:
-    async def test_stale_copy_gets_version_conflict_then_reloads(self, tmp_path: Path) -> None:
-        """The stale supervisor's record fails with VersionConflict; its next message reloads the log."""
-        path = tmp_path / "s.db"
-        async with (
-            SessionSupervisor(store=SQLiteStore(path), session_types=[Ledger]) as a,
-            SessionSupervisor(store=SQLiteStore(path), session_types=[Ledger]) as b,
-        ):
-            in_a = await a.start(Ledger, "s")
-            assert await in_a.call(Put(added(1))) == (1, fold(added(1)))
-            in_b = await b.get("s")
-            assert await in_b.call(Put(added(2))) == (2, fold(added(1, 2)))
-
-            with pytest.raises(VersionConflict, match="'s'") as info:
-                await in_a.call(Put(added(100)))
-            assert (info.value.session_id, info.value.expected, info.value.actual) == ("s", 1, 2)
-            assert await in_a.call(Read()) == (2, fold(added(1, 2)))  # reloaded, without 100
-            assert await in_a.call(Put(added(3))) == (3, fold(added(1, 2, 3)))
-
-            with pytest.raises(VersionConflict):
-                await in_b.call(Put(added(200)))
-            assert await in_b.call(Read()) == (3, fold(added(1, 2, 3)))
-            for sessions in (a, b):
-                stats = await sessions.stats()
-                assert (stats.restarts, stats.quarantined) == (0, 0)
-            assert in_a.status is in_b.status is Status.RUNNING
-        assert versions(path, "s") == [1, 2, 3]
-        assert [row[-2] for row in rows(path, "s")] == [b'{"n":1}', b'{"n":2}', b'{"n":3}']
-
-    async def test_racing_writers_never_fork_the_log(self, tmp_path: Path) -> None:
-        """Two supervisors appending to one session at once: one linear log of every acknowledged event."""
-        path = tmp_path / "s.db"
-        acked: list[int] = []
-        conflicts = 0
-        async with (
-            SessionSupervisor(store=SQLiteStore(path), session_types=[Ledger]) as a,
-            SessionSupervisor(store=SQLiteStore(path), session_types=[Ledger]) as b,
-        ):
-            await a.start(Ledger, "s")
-            refs = [await a.get("s"), await b.get("s")]
-
-            async def writer(ref: Any, n: int) -> None:
-                nonlocal conflicts
-                while True:
-                    try:
-                        version, _ = await ref.call(Put(added(n)), timeout=30)
-                    except VersionConflict:
-                        conflicts += 1
-                        continue
-                    acked.append(n)
-                    assert isinstance(version, int)
-                    return
-
-            async with anyio.create_task_group() as tg:
-                for n in range(1, 41):
-                    tg.start_soon(writer, refs[n % 2], n)
-            for ref in refs:
-                version, state = await read(ref)
-                if version < 40:  # this copy is stale: its next record would fail, then reload
-                    with pytest.raises(VersionConflict):
-                        await ref.call(Put(added(0)))
-                    version, state = await read(ref)
-                assert version == 40
-                assert state.total == sum(range(1, 41))
-        assert conflicts > 0
-        assert versions(path, "s") == list(range(1, 41))
-        stored = sorted(int(row[-2][5:-1]) for row in rows(path, "s"))
-        assert stored == sorted(acked) == list(range(1, 41))
-
-    async def test_stale_incarnation_is_stopped_before_the_reload(self, tmp_path: Path) -> None:
-        """The stale copy's on_stop runs once, before the reloaded incarnation's on_start."""
-        path = tmp_path / "s.db"
-        async with (
-            SessionSupervisor(store=SQLiteStore(path), session_types=[Ledger]) as a,
-            SessionSupervisor(store=SQLiteStore(path), session_types=[Ledger]) as b,
-        ):
-            in_a = await a.start(Ledger, "s")
-            await in_a.call(Put(added(1)))
-            await (await b.get("s")).call(Put(added(2)))
-            with pytest.raises(VersionConflict):
-                await in_a.call(Put(added(3)))
-            await in_a.call(Read())
-            journal = [(what, detail) for sid, what, detail in Ledger.journal if sid == "s"]
-            # a starts, b starts, a's stale copy stops, a's reloaded copy starts
-            assert [what for what, _ in journal] == ["start", "start", "stop", "start"]
+    """More, on SQLite and PostgreSQL: test_recovery_stores.py."""
 
     async def test_recovery_races_the_other_writers_snapshots(self, tmp_path: Path) -> None:
         """One supervisor records and snapshots at every event while another recovers the same
