@@ -145,6 +145,11 @@ class Counter(Session[int]):
                 if n:
                     await self.record(Added(n))
                 return self.state
+            case WaitFor(gate=gate, then_add=n):
+                await gate.wait()
+                if n:
+                    await self.record(Added(n))
+                return self.state
             case CallOther(ref=ref, message=m):
                 return await ref.call(m)
             case Defer():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -25,6 +25,7 @@ from runtime import (
     ShuttingDown,
     Status,
     StoreError,
+    UnknownSessionType,
 )
 from runtime.testing import ManualClock
 from supervisors import Backoff, RestartPolicy, SessionSupervisor
@@ -45,17 +46,9 @@ from tests.apps.counter import (
     StopMe,
     WaitFor,
 )
+from tests.helpers import GRANULARITY, NO_BACKOFF, busy, fails_at
 
 pytestmark = pytest.mark.anyio
-
-NO_BACKOFF = RestartPolicy(max_restarts=3, within=60.0, backoff=Backoff(initial=0))
-
-
-@pytest.fixture(autouse=True)
-def _clear_logs() -> Iterator[None]:
-    Counter.logs.clear()
-    yield
-    Counter.logs.clear()
 
 
 @pytest.fixture
@@ -281,13 +274,23 @@ class TestCrashes:
 
 
 class TestTimeouts:
-    async def test_call_timeout_leaves_handler_running(self, sessions: SessionSupervisor) -> None:
-        """CallTimeout is raised; the handler finishes and records; its late reply is dropped."""
-        c = await sessions.start(Counter, "c")
-        with pytest.raises(CallTimeout, match="'c'") as info:
-            await c.call(Sleep(0.2, then_add=4), timeout=0.05)
-        assert isinstance(info.value, TimeoutError)
-        assert await c.call(Get(), timeout=60) == 4
+    """Timeouts in virtual time: the supervisor's ManualClock, on both backends."""
+
+    async def test_call_timeout_leaves_handler_running(self) -> None:
+        """CallTimeout at its deadline; the handler finishes and records; its late reply is dropped."""
+        clock = ManualClock()
+        async with SessionSupervisor(clock=clock) as sessions:
+            c = await sessions.start(Counter, "c")
+            gate = anyio.Event()
+            at, error = await fails_at(
+                clock, lambda: c.call(WaitFor(gate, then_add=4), timeout=0.05), [0.049, 0.006]
+            )
+            assert 0.05 <= at <= 0.05 + GRANULARITY
+            assert isinstance(error, CallTimeout)
+            assert isinstance(error, TimeoutError)
+            assert (error.session_id, error.timeout) == ("c", 0.05)
+            gate.set()
+            assert await c.call(Get()) == 4
 
     async def test_timeout_while_waiting_for_room(self) -> None:
         """A call that cannot even get into a full mailbox times out too, and is never handled."""
@@ -295,39 +298,42 @@ class TestTimeouts:
         class Tiny(Counter):
             mailbox_size = 1
 
-        async with SessionSupervisor() as sessions:
+        clock = ManualClock()
+        async with SessionSupervisor(clock=clock) as sessions:
             c = await sessions.start(Tiny, "tiny")
-            gate = anyio.Event()
-            await c.cast(WaitFor(gate))
-            await anyio.wait_all_tasks_blocked()
+            gate = await busy(c)
             c.cast_nowait(Add(1))  # fills the mailbox
-            with pytest.raises(CallTimeout):
-                await c.call(Add(100), timeout=0.05)
+            at, error = await fails_at(clock, lambda: c.call(Add(100), timeout=0.05), [0.049, 0.006])
+            assert 0.05 <= at <= 0.05 + GRANULARITY
+            assert isinstance(error, CallTimeout)
             gate.set()
             assert await c.call(Get()) == 1
 
-    async def test_many_timeouts_each_fire_once(self, sessions: SessionSupervisor) -> None:
-        """Concurrent calls with different timeouts: each times out on its own deadline."""
-        c = await sessions.start(Counter, "c")
-        gate = anyio.Event()
-        await c.cast(WaitFor(gate))
-        outcomes: dict[float, str] = {}
+    async def test_many_timeouts_each_fire_once(self) -> None:
+        """Concurrent calls with different timeouts: each times out once, on its own deadline."""
+        clock = ManualClock()
+        async with SessionSupervisor(clock=clock) as sessions:
+            c = await sessions.start(Counter, "c")
+            gate = await busy(c)
+            outcomes: dict[float, list[float]] = {0.3: [], 0.1: [], 0.2: []}
 
-        async def call(timeout: float) -> None:
-            start = anyio.current_time()
-            try:
-                await c.call(Get(), timeout=timeout)
-                outcomes[timeout] = "answered"
-            except CallTimeout:
-                outcomes[timeout] = f"{anyio.current_time() - start:.2f}"
+            async def call(timeout: float) -> None:
+                try:
+                    await c.call(Get(), timeout=timeout)
+                except CallTimeout:
+                    outcomes[timeout].append(clock.now())
 
-        async with anyio.create_task_group() as tg:
-            for t in (0.3, 0.1, 0.2):
-                tg.start_soon(call, t)
-        gate.set()
-        assert set(outcomes) == {0.1, 0.2, 0.3}
-        for timeout, took in outcomes.items():
-            assert timeout <= float(took) < timeout + 0.1
+            async with anyio.create_task_group() as tg:
+                for t in outcomes:
+                    tg.start_soon(call, t)
+                await anyio.wait_all_tasks_blocked()
+                for _ in range(40):
+                    await clock.advance(0.01)
+            gate.set()
+            for timeout, times in outcomes.items():
+                assert len(times) == 1, (timeout, times)
+                assert timeout <= times[0] <= timeout + GRANULARITY + 0.01
+            assert await c.call(Get()) == 0
 
     async def test_deferred_reply(self, sessions: SessionSupervisor) -> None:
         """A handler can answer later through its Reply; other messages go on meanwhile."""
@@ -523,8 +529,9 @@ class TestRecovery:
         async with SessionSupervisor(store=store) as first:
             await first.start(Counter, "c")
         async with SessionSupervisor(store=store) as second:
-            with pytest.raises(Exception, match="session_types"):
+            with pytest.raises(UnknownSessionType, match="session_types") as info:
                 await second.get("c")
+            assert (info.value.session_id, info.value.type_name) == ("c", "Counter")
 
 
 class TestShutdown:
@@ -592,21 +599,26 @@ class TestInspect:
         assert stats.starts == 2
         assert dict(stats.store.by_status) == {"running": 1, "completed": 1}
 
-    async def test_order_and_outcomes(self, sessions: SessionSupervisor) -> None:
-        """list() sorts newest first and by last change; stats() carries the store's outcomes per type."""
-        for name in ("a", "b", "c"):
-            await sessions.start(Counter, name)
-        await (await sessions.get("a")).call(Add(1))
-        await (await sessions.get("a")).call(Complete())
-        await (await sessions.get("b")).call(Fail("no"))
-        assert [r.id for r in await sessions.list(descending=True)] == ["c", "b", "a"]
-        assert next(r.id for r in await sessions.list(order_by="updated_at")) == "c"
-        outcome = (await sessions.stats()).outcomes["Counter"]
+    async def test_order_and_outcomes(self) -> None:
+        """list() sorts newest first and by last change; stats() carries the store's outcomes per type,
+        durations from creation to the end on the store's clock."""
+        clock = ManualClock()
+        async with SessionSupervisor(store=MemoryStore(clock=clock.now), restarts=NO_BACKOFF) as sessions:
+            for name in ("a", "b", "c"):  # created at 0, 1 and 2
+                await sessions.start(Counter, name)
+                clock.jump(1)
+            clock.jump(2)
+            await (await sessions.get("a")).call(Add(1))
+            await (await sessions.get("a")).call(Complete())  # at 5: 5 s after its start
+            clock.jump(2)
+            await (await sessions.get("b")).call(Fail("no"))  # at 7: 6 s after its start
+            assert [r.id for r in await sessions.list(descending=True)] == ["c", "b", "a"]
+            assert next(r.id for r in await sessions.list(order_by="updated_at")) == "c"
+            outcome = (await sessions.stats()).outcomes["Counter"]
         assert (outcome.ended, outcome.completed, outcome.success_rate) == (2, 1, 0.5)
         assert dict(outcome.by_status) == {"completed": 1, "failed": 1, "running": 1}
         assert outcome.events_mean == 1.5  # a: Added and its status change; b: its status change
-        assert outcome.duration_p95 is not None
-        assert outcome.duration_p95 >= 0
+        assert (outcome.duration_mean, outcome.duration_p50, outcome.duration_p95) == (5.5, 5.0, 6.0)
 
 
 class Broken(Session[dict[str, Any]]):

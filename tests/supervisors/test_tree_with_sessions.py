@@ -10,7 +10,7 @@ from runtime import MemoryStore, SessionCrashed, ShuttingDown, StoreError
 from supervisors import (
     Backoff,
     ChildSpec,
-    RestartIntensityExceeded,
+    ChildStartFailed,
     RestartPolicy,
     SessionSupervisor,
     Supervisor,
@@ -58,18 +58,26 @@ async def test_session_crashes_stay_inside_and_workers_restart() -> None:
         await c.call(Get())
 
 
-async def test_failing_session_supervisor_escalates() -> None:
-    """A session supervisor whose store cannot open crashes as a child; the tree gives up."""
+async def test_session_supervisor_that_cannot_open_its_store_fails_the_tree() -> None:
+    """A session supervisor whose store cannot open fails to start; the tree stops at once with
+    ChildStartFailed naming it, the store's error as the reason, and no second attempt."""
 
     store = MemoryStore()
+    opens: list[str] = []
 
     async def fail_open() -> None:
+        opens.append("open")
         raise StoreError(None, "open", "disk gone")
 
     store.open = fail_open  # type: ignore[method-assign]
     tree = Supervisor([ChildSpec("sessions", SessionSupervisor(store=store))], max_restarts=2)
-    with pytest.raises(Exception) as info:  # noqa: PT011 - checked below, as a group or not
+    with pytest.RaisesGroup(pytest.RaisesExc(ChildStartFailed, match="'sessions'")) as info:
         async with anyio.create_task_group() as tg:
             await tg.start(tree.run)
-    errors = info.value.exceptions if isinstance(info.value, BaseExceptionGroup) else [info.value]
-    assert any(isinstance(e, (StoreError, RestartIntensityExceeded)) or "disk gone" in str(e) for e in errors)
+    failed = info.value.exceptions[0]
+    assert isinstance(failed, ChildStartFailed)
+    assert failed.child_id == "sessions"
+    assert isinstance(failed.reason, StoreError)
+    reason = failed.reason
+    assert (reason.session_id, reason.action, reason.detail) == (None, "open", "disk gone")
+    assert opens == ["open"]
