@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime import SessionCrashed, serve_metrics
+from runtime import SessionCrashed, TooManySessions, serve_metrics
 from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
 from tests.apps.counter import Add, AddMany, Boom, Counter, Get, WaitFor
 
@@ -126,8 +126,9 @@ async def test_rejections_and_reaper_removals() -> None:
     policy = ReaperPolicy(max_sessions=1, idle_timeout=10)
     async with SessionSupervisor(clock=clock, reaper=policy) as sessions:
         await sessions.start(Counter, "a")
-        with pytest.raises(Exception, match="limit of 1"):
+        with pytest.raises(TooManySessions, match="limit of 1") as info:
             await sessions.start(Counter, "b")
+        assert (info.value.session_id, info.value.limit) == ("b", 1)
         await clock.advance(11)
         async with serve_metrics(sessions.registry, port=0) as server:
             samples = await scrape(f"http://127.0.0.1:{server.port}/metrics")

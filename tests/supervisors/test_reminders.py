@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from runtime import InvalidReminder, MemoryStore, Status
+from runtime import InvalidReminder, MemoryStore, SessionCrashed, Status
 from runtime.testing import ManualClock
 from supervisors import Backoff, ReaperPolicy, RestartPolicy, SessionSupervisor
 from tests.apps.alarm import Alarm, Ping
@@ -112,8 +112,9 @@ class TestDurability:
         async with supervisor(clock) as sessions:
             a = await sessions.start(Alarm, "a")
             await a.call(("schedule", "turn", 10, "t"))
-            with pytest.raises(Exception, match="asked to crash"):
+            with pytest.raises(SessionCrashed) as info:
                 await a.call("crash")
+            assert str(info.value.__cause__) == "asked to crash"
             await clock.advance(10)
             assert Alarm.fired == [("a", 10.0, "t")]
 
