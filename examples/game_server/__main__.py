@@ -8,6 +8,10 @@ move was lost. Started again on the same file after a kill, it says how many roo
 their timers and the reaper finish or abandon them, and checks the moves the killed run acknowledged
 too (from the journal of acknowledged moves beside the file).
 
+``--dsn DSN --node NAME`` runs it as one node among several sharing a PostgreSQL schema; ``--dsn DSN
+--nodes 3`` starts three such nodes, plays the bots against them, kills one with SIGKILL midway and
+audits the moves and the rooms' owners across all of them (cluster.py).
+
 Exit status: 0 when every acknowledged move is in the store (and every stored move nobody
 acknowledged is explained by a crash), 1 otherwise, 2 for a usage error.
 """
@@ -84,6 +88,11 @@ class Options:
     dsn: str | None = None
     schema: str = "sessionvisor_game"
     node: str | None = None
+    lease_ttl: float | None = None
+    nodes: int = 0
+    kill_after: float | None = None
+    serve_bots: bool = False
+    run_id: str | None = None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -122,9 +131,43 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--node",
         help="run as this node among several sharing --dsn: rooms another node owns are redirected there",
     )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        help="start this many node processes on --dsn, play the bots against them, SIGKILL one "
+        "midway (--kill-after) and audit the moves and owners across all of them",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        help="seconds a node's leases last without renewal (default 10; 2 with --nodes)",
+    )
+    parser.add_argument(
+        "--kill-after",
+        type=float,
+        help="with --nodes: seconds into the run when one node is killed with SIGKILL (default: a "
+        "third of --duration; beyond --duration, none is)",
+    )
+    # A node started by --nodes: bot-style configuration, its run's id given (not for people).
+    parser.add_argument("--serve-bots", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--run-id", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     if ns.node is not None and ns.dsn is None:
         parser.error("--node needs --dsn: nodes share a PostgreSQL store")
+    if ns.nodes:
+        if ns.dsn is None:
+            parser.error("--nodes needs --dsn: the nodes share a PostgreSQL store")
+        if ns.node is not None:
+            parser.error("--nodes starts its own nodes: leave --node out")
+        if not 2 <= ns.nodes <= 8:
+            parser.error("--nodes is 2 to 8")
+    if ns.lease_ttl is not None and not 0 < ns.lease_ttl < math.inf:
+        parser.error("--lease-ttl is a positive number of seconds")
+    if (ns.lease_ttl is not None and ns.node is None and not ns.nodes) or (
+        ns.kill_after is not None and not ns.nodes
+    ):
+        parser.error("--lease-ttl goes with --node or --nodes, --kill-after with --nodes")
     if ns.dsn is not None and ns.db is not None:
         parser.error("--db and --dsn name two stores: give one")
     if not 0 <= ns.chaos < 1:
@@ -132,6 +175,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     if ns.bots < 0 or not 2 <= ns.size <= 6 or ns.rounds < 1 or ns.turn_seconds <= 0:
         parser.error("--bots >= 0, 2 <= --size <= 6, --rounds >= 1, --turn-seconds > 0")
     duration = ns.duration if ns.duration is not None else (20.0 if ns.bots else 0.0)
+    if ns.nodes and (ns.bots < 2 or duration <= 0):
+        parser.error("--nodes plays bots for a while: --bots >= 2 and --duration > 0")
     return Options(
         duration=duration,
         bots=ns.bots,
@@ -153,6 +198,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         dsn=ns.dsn,
         schema=ns.schema,
         node=ns.node,
+        lease_ttl=ns.lease_ttl,
+        nodes=ns.nodes,
+        kill_after=ns.kill_after,
+        serve_bots=ns.serve_bots,
+        run_id=ns.run_id,
     )
 
 
@@ -219,6 +269,11 @@ async def run(options: Options, config: Config) -> int:
     return status
 
 
+def new_run_id() -> str:
+    """A run's id: its rooms' names begin with it, and their metadata hold it (``run``)."""
+    return f"{time.strftime('%H%M%S')}-{secrets.token_hex(2)}"
+
+
 def _percentile(values: list[float], p: float) -> float:
     if not values:
         return 0.0
@@ -227,7 +282,7 @@ def _percentile(values: list[float], p: float) -> float:
 
 
 async def main(options: Options, config: Config, stop: anyio.Event | None = None) -> int:
-    run_id = f"{time.strftime('%H%M%S')}-{secrets.token_hex(2)}"
+    run_id = options.run_id or new_run_id()
     rng = random.Random(options.seed)
     chaos = Chaos(options.chaos, random.Random(rng.random()))
     room_cls = room_class(chaos)
@@ -256,7 +311,10 @@ async def main(options: Options, config: Config, stop: anyio.Event | None = None
         return 2
     game_port = listener.extra(SocketAttribute.local_port)
     # A node tells clients of rooms it does not own where to go: its own address, as they reach it.
-    node = None if options.node is None else Node(options.node, address=f"{options.host}:{game_port}")
+    node = None
+    if options.node is not None:
+        ttl = options.lease_ttl if options.lease_ttl is not None else 10.0
+        node = Node(options.node, address=f"{options.host}:{game_port}", lease_ttl=ttl)
     sessions = config.session_supervisor(session_types=[room_cls], store=store, node=node)
     journal = None
     async with sessions:
@@ -433,7 +491,7 @@ def setup(argv: Sequence[str] | None = None) -> tuple[Options, Config]:
     """Parse the command line, read the configuration (exit 2 if bad), set up logging."""
     options = parse_args(argv)
     default = DEFAULT_CONFIG
-    if not options.bots:  # played by hand: people think longer than bots
+    if not options.bots and not options.serve_bots:  # played by hand: people think longer than bots
         default = attrs.evolve(
             default, reaper=attrs.evolve(default.reaper, abandon_after=HAND_PLAY_ABANDON_AFTER)
         )
@@ -442,6 +500,10 @@ def setup(argv: Sequence[str] | None = None) -> tuple[Options, Config]:
 
 if __name__ == "__main__":
     options, config = setup()
+    if options.nodes:
+        from .cluster import run_cluster
+
+        sys.exit(anyio.run(run_cluster, options, backend=options.backend))
     # Hundreds of rooms with moves in flight: let their short-lived objects die in the collector's
     # first generation instead of being walked again by older ones (README, "Performance").
     gc.set_threshold(20_000, 10, 10)

@@ -3,6 +3,10 @@
 Every move acknowledged to a bot is also appended to a journal beside the database (``<db>.acked``,
 one JSON line per move, written before the bot goes on): a run that is killed leaves its
 acknowledged moves there, and the next run on the same database checks them too.
+
+On several nodes (PostgreSQL), :func:`check_owners` also reads the fencing epoch each event was
+recorded under: a room's log must be one line of versions whose epochs never go back, or two nodes
+would have recorded for it at once.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from typing import TextIO
 
 import attrs
 
+from runtime import PostgresStore
 from runtime.abc import EventStore
 
-__all__ = ["AckJournal", "Audit", "count_stored_moves", "read_journal"]
+__all__ = ["AckJournal", "Audit", "OwnerAudit", "check_owners", "count_stored_moves", "read_journal"]
 
 _PAGE = 500
 
@@ -124,3 +129,59 @@ async def count_stored_moves(
         explained=frozenset(stored_not_acked & uncertain),
         by_status=by_status,
     )
+
+
+@attrs.frozen
+class OwnerAudit:
+    """Who recorded each room's events, from the fencing epochs in the log (several nodes).
+
+    Attributes:
+        rooms: rooms whose logs were read.
+        leases: rooms whose events were recorded under more than one lease (moved to another node,
+            or released and taken again): their epochs must go up along the log.
+        forks: rooms whose versions are not 1, 2, 3... (two writers appended the same version).
+        went_back: rooms with an event recorded under an older epoch after one under a newer: an
+            owner that had lost the room recorded after its successor. Must be empty, as ``forks``.
+        unfenced: rooms with events recorded without an epoch (by a process that was not a node).
+    """
+
+    rooms: int
+    leases: frozenset[str]
+    forks: frozenset[str]
+    went_back: frozenset[str]
+    unfenced: frozenset[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.forks and not self.went_back
+
+
+async def check_owners(store: PostgresStore, runs: Collection[str]) -> OwnerAudit:
+    """Read the epochs of every room of ``runs`` (``store`` must be open) and check them."""
+    rooms = 0
+    leases: set[str] = set()
+    forks: set[str] = set()
+    went_back: set[str] = set()
+    unfenced: set[str] = set()
+    for run_id in runs:
+        offset = 0
+        while True:
+            page = await store.list(type="game.Room", metadata={"run": run_id}, limit=_PAGE, offset=offset)
+            for record in page:
+                rooms += 1
+                rows = await store.read_epochs(record.id)
+                if [version for version, _ in rows] != list(range(1, len(rows) + 1)):
+                    forks.add(record.id)
+                epochs = [epoch for _, epoch in rows]
+                if None in epochs:
+                    unfenced.add(record.id)
+                    continue
+                fenced = [epoch for epoch in epochs if epoch is not None]
+                if fenced != sorted(fenced):
+                    went_back.add(record.id)
+                if len(set(fenced)) > 1:
+                    leases.add(record.id)
+            if len(page) < _PAGE:
+                break
+            offset += _PAGE
+    return OwnerAudit(rooms, frozenset(leases), frozenset(forks), frozenset(went_back), frozenset(unfenced))

@@ -1,12 +1,15 @@
 """The game server on several nodes sharing one PostgreSQL store (issue 15).
 
 In-process: two servers, each with its own ``SessionSupervisor`` joined as a node, and a client that
-is redirected from one to the other. As programs: two ``python -m examples.game_server --dsn ... --node``
-processes playing at once on one schema, each audit finding every acknowledged move.
+is redirected from one to the other (by hand, and by a bot's ``Seat``). As programs: two
+``python -m examples.game_server --dsn ... --node`` processes playing at once on one schema, each audit
+finding every acknowledged move; and ``--nodes 3``, which kills one of three nodes midway and audits
+the moves and the owners across all of them.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,7 +21,7 @@ import anyio.abc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from examples.game_server.bots import Client
+from examples.game_server.bots import BotStats, Client, Seat
 from examples.game_server.game import Room
 from examples.game_server.server import GameServer
 from runtime import PostgresStore
@@ -70,6 +73,23 @@ class TestRedirect:
                         joined = await bob.request(op="join", room="r", rounds=3)
                         assert (joined["phase"], joined["current"]) == ("playing", "ann")
 
+    async def test_a_bot_follows_the_redirect(self, pg: PgTarget) -> None:
+        """A bot's seat sent to the wrong node is redirected, joins on the owner and plays there."""
+        with anyio.fail_after(60):
+            async with game_node(pg, "a") as port_a, game_node(pg, "b") as port_b:
+                async with await Client.connect("127.0.0.1", port_a) as ann:
+                    await ann.request(op="hello", name="ann")
+                    await ann.request(op="join", room="r", rounds=3)
+                    stats = BotStats()
+                    seat = Seat([f"127.0.0.1:{port_b}", f"127.0.0.1:{port_a}"], "bob", stats)
+                    try:
+                        joined = await seat.join("r", rounds=3)
+                        assert (joined["phase"], joined["current"]) == ("playing", "ann")
+                        assert stats.redirects == 1
+                        assert (await seat.request(op="look", room="r"))["players"] == ["ann", "bob"]
+                    finally:
+                        await seat.aclose()
+
 
 @pytest.mark.slow
 def test_two_node_programs_lose_no_move(pg: PgTarget, tmp_path: Path) -> None:
@@ -107,3 +127,47 @@ def test_two_node_programs_lose_no_move(pg: PgTarget, tmp_path: Path) -> None:
         assert run.returncode == 0, out + err
         assert "acknowledged, not stored: 0  (no acknowledged move was lost)" in out
         assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_three_nodes_one_killed_audit(pg: PgTarget) -> None:
+    """``--nodes 3``: node b is killed with SIGKILL midway; its rooms carry on elsewhere, and the audit
+    across all nodes finds every acknowledged move and no room recorded by two nodes."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "examples.game_server",
+            "--dsn",
+            pg.dsn,
+            "--schema",
+            pg.schema,
+            "--nodes",
+            "3",
+            "--duration",
+            "7",
+            "--kill-after",
+            "2",
+            "--lease-ttl",
+            "1",
+            "--bots",
+            "12",
+            "--seed",
+            "3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    out = run.stdout
+    assert run.returncode == 0, out + run.stderr
+    assert "acknowledged, not stored: 0  (no acknowledged move was lost)" in out
+    assert "rooms recorded by two nodes: 0  (no room was recorded by two nodes)" in out
+    assert "0 unexplained" in out
+    assert "nodes      a: exit 0, b: killed, c: exit 0\n" in out
+    moved = re.search(r"(\d+) rooms carried on elsewhere, (\d+) moves acknowledged in them afterwards", out)
+    assert moved is not None, out
+    assert int(moved[1]) > 0, out  # b had rooms in play when it died, and they went on
+    assert int(moved[2]) > 0, out
