@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, final
 import anyio
 import attrs
 
-from ._clock import AnyioClock
+from ._clock import AnyioClock, wait_until
 from ._exceptions import StoreError
 
 if TYPE_CHECKING:
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["Lease", "NodeInfo", "Ownership", "OwnershipStatistics", "Renewal"]
 
 logger = logging.getLogger(__name__)
+
+_MAX_RENEWALS = 2
+"""Renewal rounds in flight at once: one that hangs, and the next, on another connection."""
 
 
 @attrs.frozen
@@ -258,12 +261,8 @@ class Ownership:
         except StoreError:
             self._renewal_failures += 1
             logger.warning("node %r could not renew its %d leases", self.node, len(self._held), exc_info=True)
-            if started - last_ok >= self.lease_ttl and self._held:
-                # Not renewed for lease_ttl: another node may own any of them by now.
-                stale, self._held = self._held, {}
-                self._lost += len(stale)
-                for sid, epoch in stale.items():
-                    on_lost(Lease(sid, self.node, epoch, 0.0))
+            if started - last_ok >= self.lease_ttl:
+                self._give_up(on_lost)
             return last_ok
         self._renewals += 1
         for lease in renewal.lost:
@@ -273,10 +272,52 @@ class Ownership:
                 on_lost(lease)
         return started
 
+    def _give_up(self, on_lost: Callable[[Lease], object]) -> None:
+        """Not renewed for lease_ttl: another node may own any of the leases by now."""
+        stale, self._held = self._held, {}
+        self._lost += len(stale)
+        for sid, epoch in stale.items():
+            on_lost(Lease(sid, self.node, epoch, 0.0))
+
     async def run(self, on_lost: Callable[[Lease], object]) -> None:
-        """Renew the leases every ``lease_ttl / 3`` seconds until cancelled."""
+        """Renew the leases every ``lease_ttl / 3`` seconds until cancelled.
+
+        A renewal may hang rather than fail (a link that holds packets, a half-open connection: the
+        store's thread waits on the socket). The loop does not wait for it past the leases' end:
+        ``lease_ttl`` after the last renewal that reached the store, it gives every lease up whether
+        the one in flight has answered or not, and it starts the next rounds meanwhile (at most
+        two in flight), so that a healthy connection renews as soon as there is one.
+        """
         interval = self.lease_ttl / 3
+        # When the last renewal that reached the store started (or the leases were last given up:
+        # those held since are younger): every lease held lasts until lease_ttl after it at least.
         last_ok = self._clock.now()
-        while True:
-            await self._clock.sleep_until(self._clock.now() + interval)
-            last_ok = await self.renew_once(on_lost, last_ok)
+        in_flight = 0
+
+        async def renewal(done: anyio.Event) -> None:
+            nonlocal last_ok, in_flight
+            in_flight += 1
+            try:
+                last_ok = max(last_ok, await self.renew_once(on_lost, last_ok))
+            finally:
+                in_flight -= 1
+                done.set()
+
+        async with anyio.create_task_group() as tg:
+            while True:
+                await self._clock.sleep_until(self._clock.now() + interval)
+                if in_flight < _MAX_RENEWALS:
+                    done = anyio.Event()
+                    tg.start_soon(renewal, done)
+                    await wait_until(self._clock, last_ok + self.lease_ttl, done)
+                now = self._clock.now()
+                if now - last_ok >= self.lease_ttl:
+                    if self._held:
+                        logger.warning(
+                            "node %r: no renewal answered for %g s (lease_ttl): giving its %d leases up",
+                            self.node,
+                            now - last_ok,
+                            len(self._held),
+                        )
+                        self._give_up(on_lost)
+                    last_ok = now  # every lease held from now on was taken since

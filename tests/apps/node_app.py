@@ -6,8 +6,9 @@ Each request is one line ``{"req": 1, "op": "add", "id": "s1", "n": 5}`` and get
 the same ``req``: ``{"req": 1, "ok": 5, "version": 1, "epoch": 1}`` (the new total, the version of the
 event recorded and the lease's epoch, once the event is durable), or ``{"req": 1, "error":
 "OwnedElsewhere", "node": "b"}``. ``add`` starts the session when the store has none; requests run
-concurrently. Other ops: ``locate`` (the owning node or null) and ``stats`` (the node's ownership
-counters). A ``{"ready": "a"}`` line says the node has joined. Runs until stdin closes or it is killed.
+concurrently. Other ops: ``locate`` (the owning node or null), ``stats`` (the node's ownership
+counters) and ``owned`` (the leases held and lost, from memory: answered even when the store is
+not). A ``{"ready": "a"}`` line says the node has joined. Runs until stdin closes or it is killed.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ async def handle(sessions: SessionSupervisor, store: PostgresStore, request: dic
                     "ok": {"held": node.leases_held, "lost": node.lost, "refused": node.fencing_refusals},
                 }
             )
+        elif op == "owned":  # from memory, without asking the store (which may not answer)
+            ownership = sessions.ownership
+            assert ownership is not None
+            counts = ownership.statistics()
+            emit({"req": req, "ok": {"held": counts.leases_held, "lost": counts.lost}})
         else:
             emit({"req": req, "error": "BadRequest", "detail": f"unknown op {op!r}"})
     except OwnedElsewhere as exc:

@@ -280,6 +280,8 @@ class FailingLeases:
     def __init__(self, inner: PostgresStore) -> None:
         self.inner = inner
         self.cut = False
+        self.hang = False
+        """Renewals wait forever instead of failing (a link that holds packets)."""
 
     async def join(self, node: str, *, address: str | None = None, lease_ttl: float = 10.0) -> None:
         await self.inner.join(node, address=address, lease_ttl=lease_ttl)
@@ -294,6 +296,8 @@ class FailingLeases:
         await self.inner.release(session_id)
 
     async def renew(self) -> Renewal:
+        if self.hang:
+            await anyio.sleep_forever()
         if self.cut:
             raise StoreError(None, "renew leases", "connection refused")
         return await self.inner.renew()
@@ -358,6 +362,39 @@ class TestOwnership:
                 tg.cancel_scope.cancel()
             assert lost == ["s1"]
             assert own.statistics().leases_held == 0
+        finally:
+            await inner.aclose()
+
+    async def test_hung_renewal_gives_the_leases_up_after_lease_ttl(self, pg: PgTarget) -> None:
+        """A renewal that never answers does not hold the loop: lease_ttl after the last renewal that
+        answered, every lease is given up; a later round that answers renews again."""
+        clock = ManualClock()
+        inner = PostgresStore(pg.dsn, schema=pg.schema)
+        await inner.open()
+        try:
+            leases = FailingLeases(inner)
+            own = Ownership(leases, node="a", lease_ttl=9.0, clock=clock)
+            await own.join()
+            await own.acquire("s1")
+            lost: list[str] = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(own.run, lambda lease: lost.append(lease.session_id))
+                await anyio.wait_all_tasks_blocked()
+                await advance_until(clock, 3.0, lambda: own.statistics().renewals == 1)  # t=3: renewed
+                leases.hang = True
+                await clock.advance(3.0)  # t=6: this round hangs
+                await clock.advance(3.0)  # t=9: and so does the next
+                await anyio.wait_all_tasks_blocked()
+                assert lost == []  # 9 s since t=0, 6 s since the last renewal: the lease holds
+                await clock.advance(3.0)  # t=12: lease_ttl since t=3
+                await anyio.wait_all_tasks_blocked()
+                assert lost == ["s1"]
+                assert own.statistics().leases_held == 0
+                leases.hang = False
+                await own.acquire("s2")
+                await advance_until(clock, 3.0, lambda: own.statistics().renewals == 2)  # t=15
+                tg.cancel_scope.cancel()
+            assert own.holds("s2")
         finally:
             await inner.aclose()
 

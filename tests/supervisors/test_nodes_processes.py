@@ -224,3 +224,35 @@ def test_node_cut_from_postgres_acknowledges_nothing(pg: PgTarget, nodes: list[N
         assert [(v, e, n) for v, e, n in events] == [(1, 1, 1), (2, 2, 10)]
     finally:
         relay.close()
+
+
+def test_node_on_a_hung_link_gives_its_leases_up_within_lease_ttl(
+    pg: PgTarget, nodes: list[NodeProcess]
+) -> None:
+    """The link to PostgreSQL holds every packet (no error, no reset): the renewal in flight hangs,
+    yet the node gives its leases up lease_ttl after the last renewal that answered, so that its
+    copies stop instead of waiting on the socket (another node may own them by then)."""
+    port = int(psycopg.conninfo.conninfo_to_dict(pg.dsn).get("port") or 5432)
+    relay = Relay(port)
+    try:
+        a = NodeProcess(
+            psycopg.conninfo.make_conninfo(pg.dsn, host="127.0.0.1", port=relay.port), pg.schema, "a"
+        )
+        nodes.append(a)
+        for sid in ("s1", "s2"):
+            assert a.request("add", id=sid, n=1)["ok"] == 1
+        assert a.request("owned")["ok"] == {"held": 2, "lost": 0}
+        relay.cut.set()
+        cut = time.monotonic()
+        owned = a.request("owned")["ok"]
+        while owned["held"] and time.monotonic() - cut < 3 * TTL:
+            time.sleep(0.05)
+            owned = a.request("owned")["ok"]
+        given_up = time.monotonic() - cut
+        # At most lease_ttl after the last renewal, which came at most lease_ttl / 3 before the cut;
+        # the rest is slack for a loaded machine. Without the bound it never happens (the renewal
+        # waits on its socket until the link heals).
+        assert owned == {"held": 0, "lost": 2}, f"still holding leases {given_up:.1f} s after the cut"
+        assert given_up <= TTL + 2.0, given_up
+    finally:
+        relay.close()
