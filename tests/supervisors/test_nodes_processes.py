@@ -44,6 +44,21 @@ def log(pg: PgTarget, sid: str) -> list[tuple[int, int, int]]:
     return [(version, epoch, json.loads(data)["n"]) for version, epoch, data in rows]
 
 
+def first_recorded_after(pg: PgTarget, sid: str, *, epoch: int) -> float:
+    """When the first event of ``sid`` under a lease newer than ``epoch`` was recorded (the recording
+    node's wall clock)."""
+    with psycopg.connect(pg.dsn) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg.schema)))
+        row = conn.execute(
+            "SELECT min(e.recorded_at) FROM events AS e JOIN sessions AS s ON s.key = e.session "
+            "WHERE s.id = %s AND e.epoch > %s",
+            (sid, epoch),
+        ).fetchone()
+    assert row is not None
+    assert row[0] is not None, f"{sid} has no event under a newer lease"
+    return float(row[0])
+
+
 def check_log(pg: PgTarget, sid: str, acknowledged: list[int]) -> list[tuple[int, int, int]]:
     """One linear log, epochs never going back, holding every acknowledged total as a prefix sum."""
     events = log(pg, sid)
@@ -76,7 +91,7 @@ def test_racing_first_messages_get_one_owner(pg: PgTarget, nodes: list[NodeProce
 
 
 def test_sigkill_failover_keeps_every_acknowledged_event(pg: PgTarget, nodes: list[NodeProcess]) -> None:
-    """Three nodes; SIGKILL the owner under load: its sessions answer on the others within lease_ttl + 1 s."""
+    """Three nodes; SIGKILL the owner under load: its sessions run on the others within lease_ttl + 1 s."""
     a, b, c = (NodeProcess(pg.dsn, pg.schema, name) for name in "abc")
     nodes += [a, b, c]
     sessions = [f"f{i}" for i in range(6)]
@@ -87,30 +102,31 @@ def test_sigkill_failover_keeps_every_acknowledged_event(pg: PgTarget, nodes: li
     for sid in sessions:
         a.send("add", id=sid, n=1)
     a.signal(signal.SIGKILL)
-    killed = time.monotonic()
-    served: dict[str, float] = {}
-    slowest_answer = 0.0  # the machine's own latency, which the bound allows for on top
+    killed = time.time()  # the wall clock, which the survivors' writers stamp events with too
+    served: set[str] = set()
     survivors = [b, c]
-    while len(served) < len(sessions) and time.monotonic() - killed < TTL + 30:
-        for k, sid in enumerate(sessions):
-            if sid in served:
-                continue
-            sent = time.monotonic()
-            reply = survivors[k % 2].request("add", id=sid, n=1)
-            slowest_answer = max(slowest_answer, time.monotonic() - sent)
+    while len(served) < len(sessions) and time.time() - killed < TTL + 30:
+        # Every session not served yet is asked at once: a slow answer delays no other.
+        sent = {
+            sid: (survivors[k % 2], survivors[k % 2].send("add", id=sid, n=1))
+            for k, sid in enumerate(sessions)
+            if sid not in served
+        }
+        for sid, (node, req) in sent.items():
+            reply = node.wait(req)
+            assert reply is not None, sid
             if "ok" in reply:
-                served[sid] = time.monotonic() - killed
+                served.add(sid)
                 acked[sid].append(reply["ok"])
             else:
                 assert reply == {**reply, "error": "OwnedElsewhere", "node": "a"}
         time.sleep(0.05)
     assert sorted(served) == sorted(sessions)
-    slowest = max(served.values())
-    bound = TTL + 1.0 + slowest_answer
-    assert slowest <= bound, (
-        f"sessions served again {slowest:.2f}s after the kill (lease_ttl {TTL}, slowest answer "
-        f"{slowest_answer:.2f}s)"
-    )
+    # When each session ran again, on the survivor's own clock: its first event under the new lease.
+    # Not when the test read the answer (the pipes and this process wait on the machine's load).
+    took = {sid: first_recorded_after(pg, sid, epoch=1) - killed for sid in sessions}
+    slowest = max(took.values())
+    assert slowest <= TTL + 1.0, f"sessions ran again {took} s after the kill (lease_ttl {TTL})"
     for sid in sessions:
         events = check_log(pg, sid, acked[sid])
         assert {epoch for _, epoch, _ in events} <= {1, 2}
