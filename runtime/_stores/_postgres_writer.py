@@ -103,15 +103,22 @@ class Op(Ticket):
     error_type | None)``; SAVE_SNAPSHOT ``(version, state_version, data, taken_at)``; DELETE ``()``;
     SET_REMINDER ``(name, due_at, message)``; REMOVE_REMINDER ``(name,)``; SET_DEADLINE ``(deadline |
     None,)``. Statuses are ``Status.value`` strings.
+
+    ``fence``: for the other writes of a session's copy (status, snapshot, reminders, deadline), the
+    lease ``(node, epoch)`` the copy holds, checked like an append's: the write is refused with
+    ``OwnershipLost`` once the lease has moved on (a stale copy writes nothing).
     """
 
-    __slots__ = ("args", "error", "kind", "result", "session_id")
+    __slots__ = ("args", "error", "fence", "kind", "result", "session_id")
 
-    def __init__(self, kind: Kind, session_id: str, args: tuple[Any, ...]) -> None:
+    def __init__(
+        self, kind: Kind, session_id: str, args: tuple[Any, ...], fence: tuple[str, int] | None = None
+    ) -> None:
         Ticket.__init__(self)
         self.kind = kind
         self.session_id = session_id
         self.args = args
+        self.fence = fence
         self.result: int | None = None
         self.error: Exception | None = None
 
@@ -129,7 +136,7 @@ class _Batch:
         self.versions: dict[int, list[Any]] = {}
         # Fired reminders to remove, column by column (keys, names, due times).
         self.fired: tuple[list[object], ...] = ([], [], [])
-        # The current leases (node, epoch) of the sessions whose appends carry an epoch.
+        # The current leases (node, epoch) of the sessions whose writes carry an epoch.
         self.leases: dict[str, tuple[str | None, int]] = {}
 
     def clear(self) -> None:
@@ -357,9 +364,15 @@ class PgWriter:
             ids = sorted({op.session_id for op in batch})
             cur.execute(_LOCK_HEADS, (ids,))
             pending = _Batch({sid: [key, version] for sid, key, version in cur})
-            fenced = sorted({op.session_id for op in batch if op.kind is Kind.APPEND and op.args[4]})
+            fenced = sorted(
+                {
+                    op.session_id
+                    for op in batch
+                    if op.fence is not None or (op.kind is Kind.APPEND and op.args[4])
+                }
+            )
             if fenced:
-                # The leases of the appends that carry an epoch, held (FOR SHARE) until COMMIT: a
+                # The leases of the writes that carry an epoch, held (FOR SHARE) until COMMIT: a
                 # takeover waits for this transaction, and this one sees one that committed first.
                 cur.execute(_LOCK_LEASES, (fenced,))
                 pending.leases = {sid: (node, epoch) for sid, node, epoch in cur}
@@ -421,6 +434,11 @@ class PgWriter:
         sid = op.session_id
         kind = op.kind
         head = pending.heads.get(sid)
+        held = op.fence
+        if held is not None and pending.leases.get(sid) != held:
+            lease = pending.leases.get(sid)
+            op.error = OwnershipLost(sid, held[0], held[1], None if lease is None else lease[0])
+            return
         if kind is Kind.APPEND:
             expected: int = op.args[0]
             events: Sequence[EventData] = op.args[1]

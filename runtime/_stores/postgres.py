@@ -53,6 +53,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _LAST_VERSION = 2**63 - 1
+# A session's writes besides its appends (which carry their fence themselves): fenced by the lease a
+# node's copy holds, so that a stale copy's status, snapshot, reminders or deadline never land.
+_FENCED = frozenset(
+    {Kind.SET_STATUS, Kind.SAVE_SNAPSHOT, Kind.SET_REMINDER, Kind.REMOVE_REMINDER, Kind.SET_DEADLINE}
+)
 _INSTALL_HINT = "install the extra: pip install 'sessionvisor[postgres]'"
 
 _SELECT_RECORD = (
@@ -429,7 +434,13 @@ class PostgresStore:
         writer = self._writer
         if writer is None or self._state == "closed":
             raise self._closed_error(session_id, kind.value)
-        op = Op(kind, session_id, args)
+        fence = None
+        if kind in _FENCED and self._node is not None:
+            # A node's copy writes under the lease it holds: refused once the lease moved on.
+            epoch = self._fences.get(session_id)
+            if epoch is not None:
+                fence = (self._node, epoch)
+        op = Op(kind, session_id, args, fence)
         writer.submit(op)
         await op.wait()
         if op.error is not None:

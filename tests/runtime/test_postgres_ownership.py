@@ -26,6 +26,7 @@ from runtime import (
     Reminder,
     Renewal,
     SessionRecord,
+    Snapshot,
     Status,
     StoreError,
     VersionConflict,
@@ -166,6 +167,39 @@ class TestFencing:
                     (1, 1),
                     (2, 2),
                 ]
+
+    async def test_a_stale_copy_writes_no_status_snapshot_reminder_or_deadline(self, pg: PgTarget) -> None:
+        """After a takeover, every other write of the old owner is refused as its appends are (in the
+        same transaction, against the same lease); the new owner's go through."""
+        async with node(pg, "a") as a, node(pg, "b") as b:
+            await a.create(SessionRecord("s", "Game"))
+            await a.acquire("s")
+            await a.append("s", 0, [ev(1)])
+            await a.set_reminder(Reminder("s", "kept", 1e9, "{}"))
+            expire(pg, "a")
+            await b.acquire("s")
+            stale_writes = [
+                a.set_status("s", Status.FAILED, reason="stale"),
+                a.save_snapshot(Snapshot("s", 1, 1, '{"stale":true}')),
+                a.set_reminder(Reminder("s", "stale", 1e9, "{}")),
+                a.remove_reminder("s", "kept"),
+                a.set_deadline("s", 123.0),
+            ]
+            for write in stale_writes:
+                with pytest.raises(OwnershipLost) as info:
+                    await write
+                assert (info.value.node, info.value.epoch, info.value.owner) == ("a", 1, "b")
+            record = await b.get("s")
+            assert record is not None
+            assert (record.status, record.deadline) == (Status.RUNNING, None)
+            assert await b.load_snapshot("s") is None
+            assert [r.name for r in await b.reminders("s")] == ["kept"]
+            await b.set_status("s", Status.PAUSED, reason="new owner")  # fenced by b's own lease
+            await b.save_snapshot(Snapshot("s", 1, 1, "{}"))
+            record = await b.get("s")
+            assert record is not None
+            assert record.status is Status.PAUSED
+            assert await b.load_snapshot("s") is not None
 
     async def test_fencing_holds_inside_a_batch(self, pg: PgTarget) -> None:
         """In one batch, the fenced append fails alone: the other sessions' appends are written."""
