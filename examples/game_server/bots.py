@@ -141,11 +141,17 @@ class Seat:
                 return answer
             self.stats.redirects += 1
             address = answer.get("address")
-            if isinstance(address, str) and address in self.addresses:
+            if isinstance(address, str) and ":" in address:
                 await self.aclose()
-                self.at = self.addresses.index(address)
+                self.at = self._index(address)
             else:  # the room moved while this node held it: ask again where it is now
                 await anyio.sleep(_RETRY)
+
+    def _index(self, address: str) -> int:
+        """Where ``address`` is among the nodes (a node not known yet is added)."""
+        if address not in self.addresses:
+            self.addresses.append(address)
+        return self.addresses.index(address)
 
     async def _lost(self) -> None:
         await self.aclose()
@@ -178,8 +184,8 @@ class Seat:
                         self.stats.redirects += 1
                         address = answer.get("address")
                         await self.aclose()
-                        if isinstance(address, str) and address in self.addresses:
-                            self.at = self.addresses.index(address)
+                        if isinstance(address, str) and ":" in address:
+                            self.at = self._index(address)
                         await anyio.sleep(_RETRY)
             except _GONE:
                 await self._lost()
