@@ -78,6 +78,16 @@ _SET_HEAD_AND_STATUS = (
     "error_type = NULL WHERE key = ?"
 )
 """The index's acknowledged head moves in the same transaction as the events (issue 13)."""
+_SET_HEADS = {
+    n: "UPDATE sessions SET version = v.column2, updated_at = ? FROM (VALUES "
+    + ", ".join(["(?, ?)"] * n)
+    + ") AS v WHERE sessions.key = v.column1"
+    for n in _CHUNKS
+}
+"""The heads of 1, 2, 4 ... 128 sessions in one statement (UPDATE FROM, SQLite 3.33 or later), for
+the reason the events go in with multi-row INSERTs: one step instead of one per session (1,000
+sessions: +9% events/s on asyncio, +20% on trio, bench/README.md "Pipelined persistence")."""
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)
 
 
 class Kind(enum.Enum):
@@ -437,7 +447,16 @@ class Writer:
             rows.clear()
         if heads:
             plain = [(version, now, key) for key, (version, status) in heads.items() if status is None]
-            if plain:
+            if plain and _UPDATE_FROM:
+                pairs: list[object] = []  # (key, version) of each session, flat
+                for version, _, key in plain:
+                    pairs += (key, version)
+                count, at = len(plain), 0
+                for chunk in _CHUNKS:
+                    while count - at >= chunk:
+                        self._conn.execute(_SET_HEADS[chunk], [now, *pairs[2 * at : 2 * (at + chunk)]])
+                        at += chunk
+            elif plain:  # an SQLite older than 3.33
                 self._conn.executemany(_SET_HEAD, plain)
             if len(plain) < len(heads):
                 self._conn.executemany(

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -389,6 +390,47 @@ class TestGroupCommit:
         record = await store.get("a")
         assert record is not None
         assert (record.version, record.status) == (2, Status.COMPLETED)
+
+    @pytest.mark.parametrize("update_from", [True, False], ids=["update-from", "one-per-row"])
+    async def test_heads_of_one_batch(
+        self, tmp_path: Path, gate: CommitGate, monkeypatch: pytest.MonkeyPatch, update_from: bool
+    ) -> None:
+        """The heads a batch moves are written in chunks of 128, 64 ... 1 sessions (UPDATE FROM), or
+        one statement per session where SQLite is older than 3.33; the index holds each log's length
+        either way, with the status of the append that set one."""
+        monkeypatch.setattr(_sqlite_writer, "_UPDATE_FROM", update_from)
+        path = tmp_path / "s.db"
+        store = SQLiteStore(path)
+        await store.open()
+        sessions = 301  # 128 + 128 + 32 + 8 + 4 + 1: every chunk size but 64, 16 and 2
+        try:
+            for i in range(sessions):
+                await store.create(SessionRecord(f"s{i}", "Game"))
+            async with anyio.create_task_group() as tg:
+                await hold_writer(tg, store, gate)
+                for i in range(sessions):
+                    # 1 to 3 events each; two appends for every tenth session, the second ending it.
+                    tg.start_soon(store.append, f"s{i}", 0, [ev(n) for n in range(i % 3 + 1)])
+                await anyio.wait_all_tasks_blocked()
+                for i in range(0, sessions, 10):
+                    tg.start_soon(partial(store.append, f"s{i}", i % 3 + 1, [ev(7)], status=Status.COMPLETED))
+                await anyio.wait_all_tasks_blocked()
+                gate.open()
+            assert store.statistics().largest_batch >= sessions + sessions // 10
+        finally:
+            await store.aclose()
+        reopened = SQLiteStore(path)  # the heads as the file holds them, not as a writer cached them
+        await reopened.open()
+        try:
+            for i in range(sessions):
+                record = await reopened.get(f"s{i}")
+                assert record is not None
+                ended = i % 10 == 0
+                assert record.version == i % 3 + 1 + ended, i
+                assert record.status is (Status.COMPLETED if ended else Status.RUNNING), i
+                assert len(await reopened.read(f"s{i}")) == record.version
+        finally:
+            await reopened.aclose()
 
     async def test_same_expected_version_exactly_one_wins(self, store: SQLiteStore) -> None:
         """Of 50 concurrent appends at the same expected version, one succeeds, the rest conflict."""
