@@ -36,7 +36,7 @@ import anyio
 import attrs
 from anyio.abc import SocketAttribute
 
-from runtime import HostStats, PostgresStore, SQLiteStore, Status, serve_metrics
+from runtime import HostStats, PostgresStore, SQLiteStore, Status, StoreError, serve_metrics
 from runtime.abc import EventStore
 from supervisors import (
     Backoff,
@@ -269,6 +269,18 @@ async def run(options: Options, config: Config) -> int:
     return status
 
 
+async def postgres_opens(dsn: str, schema: str) -> bool:
+    """Whether the PostgreSQL store opens; if not, one line on stderr says why (the caller exits 2)."""
+    probe = PostgresStore(dsn, schema=schema)
+    try:
+        await probe.open()
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    await probe.aclose()
+    return True
+
+
 def new_run_id() -> str:
     """A run's id: its rooms' names begin with it, and their metadata hold it (``run``)."""
     return f"{time.strftime('%H%M%S')}-{secrets.token_hex(2)}"
@@ -288,6 +300,8 @@ async def main(options: Options, config: Config, stop: anyio.Event | None = None
     room_cls = room_class(chaos)
     store: EventStore
     if options.dsn is not None:
+        if not await postgres_opens(options.dsn, options.schema):
+            return 2
         store, path = PostgresStore(options.dsn, schema=options.schema), None
         where = f"PostgreSQL (schema {options.schema})" + (f", node {options.node}" if options.node else "")
     else:

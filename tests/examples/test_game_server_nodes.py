@@ -91,6 +91,23 @@ class TestRedirect:
                         await seat.aclose()
 
 
+def test_unreachable_postgres_is_a_usage_error(tmp_path: Path) -> None:
+    """--dsn naming no server: exit 2 with one line saying why, no traceback (--nodes alike)."""
+    dsn = "postgresql://postgres@127.0.0.1:1/test"  # port 1: refused at once
+    for extra in ([], ["--nodes", "3"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "examples.game_server", "--dsn", dsn, "--duration", "1", *extra],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert "cannot connect to 127.0.0.1:1/test" in run.stderr
+        assert "Traceback" not in run.stderr
+
+
 @pytest.mark.slow
 def test_two_node_programs_lose_no_move(pg: PgTarget, tmp_path: Path) -> None:
     """Two game-server processes as nodes a and b on one schema: each audit finds every move."""
