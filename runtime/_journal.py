@@ -182,7 +182,7 @@ class Journal:
         if pipeline is None and cell.fired is None and host.message_limit is None:
             # Depth 1 and nothing to go with the events (``append``'s plain case, inlined: one
             # coroutine less on the path of every recorded event).
-            self.in_flight = 1
+            self.in_flight += 1
             try:
                 version = await host.store.append(cell.id, before, encoded)
             except (StoreError, OwnershipLost) as exc:  # OwnershipLost: another node owns it now
@@ -191,7 +191,7 @@ class Journal:
             except Exception as exc:
                 raise self._failed(_store_error(cell.id, exc), None) from exc
             finally:
-                self.in_flight = 0
+                self.in_flight -= 1
         else:
             version = await self.append(before, encoded, None)
         instance._state = state
