@@ -191,6 +191,7 @@ class _Serving:
         self._warn_clear_password = warn_clear_password
         self._tg: TaskGroup | None = None
         self._stop = anyio.Event()
+        self._watch = anyio.CancelScope()  # the readiness watcher and its once-a-minute count
         self.server: AdminServer | None = None
 
     async def __aenter__(self) -> AdminServer:
@@ -245,16 +246,19 @@ class _Serving:
         async def run() -> None:
             await serve(self._app, config, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]
 
+        self._watch = watch = anyio.CancelScope()
+
         async def watch_ready() -> None:
             sessions = self._app.sessions
-            await sessions.ready()
-            self._app.ready = True
-            while True:  # the stored-sessions gauge, counted once a minute
-                try:
-                    await sessions.count_stored()
-                except Exception as exc:
-                    logger.warning("admin endpoint: cannot count the stored sessions: %s", exc)
-                await anyio.sleep(_COUNT_STORED_EVERY)
+            with watch:
+                await sessions.ready()
+                self._app.ready = True
+                while True:  # the stored-sessions gauge, counted once a minute
+                    try:
+                        await sessions.count_stored()
+                    except Exception as exc:
+                        logger.warning("admin endpoint: cannot count the stored sessions: %s", exc)
+                    await anyio.sleep(_COUNT_STORED_EVERY)
 
         tg.start_soon(run)
         tg.start_soon(watch_ready)
@@ -272,6 +276,8 @@ class _Serving:
         if tg is None:
             return
         self._stop.set()
+        # The watcher never returns by itself: without this, every exit waited for the 5 s deadline.
+        self._watch.cancel()
         try:
             # hypercorn stops accepting, lets requests in progress finish (graceful_timeout), then
             # returns; the deadline cuts off a connection that does not let go.

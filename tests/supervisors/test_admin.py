@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import ssl
 import threading
@@ -340,6 +341,16 @@ class TestBadInput:
                     except (anyio.EndOfStream, anyio.BrokenResourceError):
                         closed = True
                 assert closed
+
+    async def test_leaving_never_needs_the_deadline(self, caplog: pytest.LogCaptureFixture) -> None:
+        """With nothing in progress, leaving stops hypercorn and the readiness watcher at once: the
+        5 s deadline that cuts connections that do not let go is never reached (it was, every time)."""
+        with caplog.at_level(logging.INFO, logger="supervisors.admin"):
+            async with admin() as (_, server), httpx.AsyncClient(base_url=server.url) as http:
+                assert (await http.get("/readyz")).status_code == 200
+        messages = [r.getMessage() for r in caplog.records if r.name == "supervisors.admin"]
+        assert not [m for m in messages if "did not stop" in m]
+        assert any(m.startswith("stopped serving the admin endpoint") for m in messages)
 
     async def test_stops_promptly_with_clients_connected(self) -> None:
         """Leaving the block with idle and half-sent connections open is prompt and leaves no thread."""
