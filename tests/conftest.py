@@ -12,6 +12,27 @@ from tests.apps.counter import Counter
 from tests.apps.recovery_app import Ledger
 from tests.pg import PgTarget, own_schema
 
+RUN_SLOW = "--run-slow"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        RUN_SLOW,
+        action="store_true",
+        help="also run the tests marked slow: real processes, kill trials, long real-time waits, "
+        "property tests with many examples (the whole suite, as CI runs it)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the tests marked ``slow`` unless ``--run-slow`` is given, or ``-m`` chooses by marker."""
+    if config.getoption(RUN_SLOW) or config.getoption("markexpr"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> object:

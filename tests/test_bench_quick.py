@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_bench_quick_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "quick.json"
     done = subprocess.run(

@@ -24,3 +24,20 @@ def test_shortest_example_runs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "5"
+
+
+def test_ci_runs_the_readme_whole_suite_command() -> None:
+    """The README's "whole test suite" command runs everything (``--run-slow``), and ``.ci/run``
+    ends by running exactly its test step."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("Run the whole test suite") :]
+    command = re.search(r"```sh\n(.*?)\n```", section, flags=re.DOTALL)
+    assert command is not None
+    steps = [step.strip() for step in command.group(1).split("&&")]
+    assert steps[0] == "python3 -m venv .venv"
+    assert steps[1] == ".venv/bin/pip install -e '.[test]'"
+    assert steps[-1] == ".venv/bin/python -m pytest --run-slow"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert ci[-1] == steps[-1]
+    assert "python3 -m venv .venv" in ci
+    assert ".venv/bin/python -m pip install -q -e '.[test]'" in ci

@@ -241,6 +241,7 @@ class TestReceiver:
         assert self.post(port, b'{"ok":1}', {"Content-Length": "8"})[0] == 204
         assert kept.received() == [{"ok": 1}]
 
+    @pytest.mark.slow
     def test_threads_are_capped(self, receiver: tuple[Receiver, int]) -> None:
         """Silent clients hold a thread each up to the cap; one more is answered 503, at once."""
         _, port = receiver
@@ -260,6 +261,7 @@ class TestReceiver:
         assert status == 204
 
 
+@pytest.mark.slow
 class TestProgram:
     @pytest.mark.parametrize("backend", ["asyncio", "trio"])
     def test_runs_and_reports(self, tmp_path: Path, backend: str) -> None:

@@ -359,6 +359,7 @@ def slow_message(seconds: float) -> str:
 # -- start-up errors: one line, exit status 2 -----------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("program", ["game_server", "agent_server"])
 class TestStartUpErrors:
     """A store or a configuration that cannot be used: one line on stderr, no traceback, status 2."""

@@ -73,6 +73,7 @@ def trickle(port: int, every: float, until: float) -> tuple[float, bytes]:
     return time.monotonic() - began, answer
 
 
+@pytest.mark.slow
 class TestBurst:
     def test_200_scrapers_and_50_slow_clients(self, backend: str) -> None:
         """Every scraper gets its figures; each slow client is cut at the deadline; threads stay few."""

@@ -20,6 +20,9 @@ from runtime._graph import state_graph
 from supervisors import SessionSupervisor
 from tests.apps.cli_app import Duel, Finish, Join, Move, Note, Notebook, Start
 
+# Each test runs the command as a subprocess (about a second each on a loaded machine).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 APP = "tests.apps.cli_app"
 

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import anyio
 import psycopg
+import pytest
 from psycopg import sql
 
 from runtime import EventData, PostgresStore, SessionRecord, SQLiteStore
 from tests.pg import PgTarget
 from tests.supervisors.test_cli import fails, ok
+
+pytestmark = pytest.mark.slow  # the command, as a subprocess
 
 
 async def two_nodes(pg: PgTarget) -> None:

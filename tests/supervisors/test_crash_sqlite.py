@@ -39,6 +39,8 @@ Acked = dict[str, dict[int, Moved]]
 Pipeline = tuple[int, int]
 """(client tasks per session, ``pipeline_depth``) of the driver."""
 
+pytestmark = pytest.mark.slow  # a real process, SIGKILLed over and over
+
 
 def run_driver(
     path: Path, out: Path, trial: int, backend: str, rng: random.Random, pipeline: Pipeline = (1, 1)
@@ -150,7 +152,6 @@ async def check_file(
     return stored_total
 
 
-@pytest.mark.slow
 def test_acknowledged_events_survive_sigkill(tmp_path: Path) -> None:
     """Killed at random moments, over and over: no acknowledged event is lost, no state differs."""
     kill_repeatedly(tmp_path, TRIALS, (1, 1), min_acked=1000)

@@ -92,4 +92,4 @@ def test_session_left_running_is_abandoned_without_contact(tmp_path: Path) -> No
     assert starts == [], lines
 
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL"), pytest.mark.slow]

@@ -38,7 +38,7 @@ from supervisors import ReaperPolicy, SessionSupervisor
 from tests.apps.tagged import Crash, Read, Tag, Tags, tagger, tags_of
 from tests.helpers import no_backoff
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # many examples, each several supervisors
 
 POLICY = no_backoff(max_restarts=10_000, within=1.0)
 

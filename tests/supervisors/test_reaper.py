@@ -423,6 +423,7 @@ class TestLimits:
             await clock.advance(0.5)
             await sessions.start(Counter, "c")
 
+    @pytest.mark.slow
     async def test_limits_under_churn(self, clock: ManualClock) -> None:
         """Many starts and stops: never more active sessions than the limit."""
         async with supervisor(clock, max_sessions=5, on_limit="evict_idle") as sessions:
