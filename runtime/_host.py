@@ -48,6 +48,7 @@ from ._metrics import SessionMetrics
 from ._options import HostOptions
 from ._ownership import Lease, Ownership
 from ._records import Reminder, SessionOrder, SessionRecord
+from ._recovery import ViewLoader
 from ._ref import SessionRef
 from ._reminders import Delivery, DueReminder, ReminderScheduler
 from ._replay import replay
@@ -80,10 +81,6 @@ class SessionHost:
             so that two hosts in one process never clash).
         ownership: this node's leases on a store shared by several processes: a session is
             activated only under a lease, and stops with ``OwnershipLost`` when the lease moves on.
-        wall_clock: the wall clock that reminders and stored deadlines are due on, in seconds
-            since the epoch. Default: ``clock`` moved to ``time.time()`` when the host starts (so
-            that it advances with a virtual clock in tests); a test that runs two hosts one after
-            the other on a virtual clock passes one that both share.
 
     .. versionadded:: 0.1
     """
@@ -96,13 +93,12 @@ class SessionHost:
         session_types: Iterable[type[Session[Any]]] = (),
         registry: CollectorRegistry | None = None,
         ownership: Ownership | None = None,
-        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.store = store
         self.options = options
         self.ownership = ownership
         """This node's leases when several processes share the store (DESIGN.md, "Many nodes")."""
-        self._wall_clock = wall_clock
+        self._wall_clock = options.wall_clock
         self.metrics = SessionMetrics(registry)
         self.registry: CollectorRegistry = self.metrics.registry
         """This host's own Prometheus registry (serve it with ``runtime.serve_metrics``)."""
@@ -134,6 +130,8 @@ class SessionHost:
         self.started_at_wall = 0.0
         """When this host started, on the wall clock."""
         self.reminder_scheduler = ReminderScheduler(store, self.clock, self.wall, self.deliver_reminder)
+        self.views = ViewLoader(store)
+        """Reads what recoveries need, those running at once in one store call."""
         self._types: dict[str, type[Session[Any]]] = {}
         for cls in session_types:
             self.register_type(cls)
@@ -186,6 +184,8 @@ class SessionHost:
             tg.start_soon(ownership.run, self.lease_lost)
         self.reminder_scheduler = ReminderScheduler(self.store, self.clock, self.wall, self.deliver_reminder)
         tg.start_soon(self.reminder_scheduler.run)
+        if self.views.batched:
+            tg.start_soon(self.views.run)
         self.closing = False
         return self
 
@@ -235,7 +235,9 @@ class SessionHost:
         """
         if self._wall_clock is not None:
             return self._wall_clock()
-        return self._wall_offset + self.clock.now()
+        # ``now`` is the loop's own clock once the host runs (``clock.now`` goes through anyio's
+        # backend look-up: several times the cost, on every reminder scheduled and fired).
+        return self._wall_offset + self.now()
 
     # -- tasks ----------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from ._exceptions import (
 )
 from ._pipeline import Pipeline
 from ._records import AppendExtras, EventData, IdempotentReply, Snapshot
-from ._reminders import fired_removed
+from ._reminders import fired_removed, scheduled_with
 
 if TYPE_CHECKING:
     from ._cell import SessionCell
@@ -244,6 +244,7 @@ class Journal:
             else:
                 extras = AppendExtras(
                     fired=() if fired is None else (fired,),
+                    scheduled=() if fired is None else scheduled_with(cell),
                     reply=reply,
                     handled=cell.messages if counted else None,
                     deadline=look_at,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -42,8 +43,13 @@ class HostOptions:
         message_limit: end sessions as ``TIMED_OUT`` after this many handled messages.
         measure_states: estimate each recovered state's JSON size (for memory limits).
         self_sends_count: a session's messages to itself (timers, self-casts) count as activity.
+        wall_clock: the wall clock that reminders and stored deadlines are due on, in seconds since
+            the epoch. Default (``None``): ``clock`` moved to ``time.time()`` when the host starts,
+            so that it advances with a virtual clock in tests; a test that runs two hosts one after
+            the other on a virtual clock passes one that both share.
 
     .. versionadded:: 0.2
+    .. versionchanged:: 0.2 ``wall_clock`` (a keyword of ``SessionHost`` before).
     """
 
     restarts: RestartStrategy
@@ -56,3 +62,4 @@ class HostOptions:
     message_limit: int | None = None
     measure_states: bool = False
     self_sends_count: bool = False
+    wall_clock: Callable[[], float] | None = None

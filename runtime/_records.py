@@ -117,6 +117,12 @@ class StoredSession:
     log_version: int
     """The version of the last event the log holds (0 when it holds none), whatever ``to_version``
     was: ``record.version`` unless the log lost its tail."""
+    reminders: Sequence[Reminder] | None = None
+    """The session's reminders, earliest due first, read in the same view, so that a recovery
+    makes one read; ``None`` when the store did not read them (recovery then asks ``reminders``).
+
+    .. versionadded:: 0.2
+    """
 
 
 @attrs.frozen
@@ -169,14 +175,19 @@ class AppendExtras:
         fired: reminders that were delivered by the turn being recorded; each is removed if the
             session still has it with the same ``due_at`` (a reminder the handler re-scheduled
             under the same name stays).
+        scheduled: reminders the turn being recorded scheduled (after ``fired`` is removed), each
+            replacing the session's reminder of its name: a periodic reminder's next one costs
+            no write of its own.
         reply: the reply of an idempotent call, stored under its key.
         handled: the session's durable message count, stored in its index entry.
         deadline: the session's new ``SessionRecord.deadline`` (``None``: leave it as it is).
 
     .. versionadded:: 0.2
+    .. versionchanged:: 0.2 ``scheduled``.
     """
 
     fired: tuple[Reminder, ...] = ()
+    scheduled: tuple[Reminder, ...] = ()
     reply: IdempotentReply | None = None
     handled: int | None = None
     deadline: float | None = None

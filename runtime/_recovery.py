@@ -7,19 +7,121 @@ log cannot be replayed at all, it is quarantined as ``FAILED`` and its siblings 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, final
 
-from ._exceptions import CorruptEventLog, SessionError
-from ._replay import replay
+import anyio
+import anyio.lowlevel
+
+from ._exceptions import CorruptEventLog, RecoveryFailed, SessionError, ShuttingDown
+from ._replay import fold
 from ._status import Status
 
 if TYPE_CHECKING:
     from ._cell import SessionCell
+    from ._records import StoredSession
     from ._session import Session
+    from .abc import EventStore
 
-__all__ = ["quarantine_corrupt", "recover", "restart_after"]
+__all__ = ["ViewLoader", "quarantine_corrupt", "recover", "restart_after"]
 
 logger = logging.getLogger(__name__)
+
+_BATCH = 64
+"""The most sessions one ``load_sessions`` reads."""
+
+
+class _Wait:
+    __slots__ = ("done", "error", "view")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.view: StoredSession | None = None
+        self.error: BaseException | None = None
+
+
+@final
+class ViewLoader:
+    """Reads what recoveries need, the recoveries waiting at the same time in one store call.
+
+    A recovery is one read (``EventStore.load_session``: entry, snapshot, log, reminders). When many
+    run at once (10,000 resumed at start-up), each read was a trip to a worker thread, and the
+    threads fought over the interpreter; a store with ``load_sessions`` (the three stores here)
+    reads every waiting session in one trip, up to 64. A store without it is asked one by one.
+    One loader per host, its loop a task of the host.
+    """
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self._batch: Callable[..., Awaitable[Sequence[StoredSession | None]]] | None = getattr(
+            store, "load_sessions", None
+        )
+        self._waiting: dict[bool, list[tuple[str, _Wait]]] = {True: [], False: []}
+        self._wake: anyio.Event | None = None
+        self.reads = 0
+        """Store calls made (``load_sessions`` or ``load_session``)."""
+
+    @property
+    def batched(self) -> bool:
+        """Whether the store reads several sessions at once (then ``run`` must run)."""
+        return self._batch is not None
+
+    async def load(self, session_id: str, after_snapshot: bool) -> StoredSession | None:
+        """The session's view, read alone or with the others waiting meanwhile."""
+        if self._batch is None or self._wake is None:
+            self.reads += 1
+            return await self.store.load_session(session_id, after_snapshot=after_snapshot)
+        wait = _Wait()
+        self._waiting[after_snapshot].append((session_id, wait))
+        self._wake.set()
+        await wait.done.wait()
+        if wait.error is not None:
+            raise wait.error
+        return wait.view
+
+    async def run(self) -> None:
+        """Serve the waiting recoveries until cancelled (the host's task)."""
+        batch = self._batch
+        assert batch is not None
+        try:
+            while True:
+                self._wake = wake = anyio.Event()
+                if not (self._waiting[True] or self._waiting[False]):
+                    await wake.wait()
+                for after_snapshot, waiting in self._waiting.items():
+                    while waiting:
+                        taken, waiting[:] = waiting[:_BATCH], waiting[_BATCH:]
+                        await self._read(batch, after_snapshot, taken)
+                await anyio.lowlevel.checkpoint()
+        finally:
+            self._wake = None
+            for waiting in self._waiting.values():
+                for _, wait in waiting:
+                    wait.error = ShuttingDown()
+                    wait.done.set()
+                waiting.clear()
+
+    async def _read(
+        self,
+        batch: Callable[..., Awaitable[Sequence[StoredSession | None]]],
+        after_snapshot: bool,
+        taken: list[tuple[str, _Wait]],
+    ) -> None:
+        self.reads += 1
+        try:
+            views = await batch([sid for sid, _ in taken], after_snapshot=after_snapshot)
+        except BaseException as exc:
+            # A store failure goes to each of its recoveries; a cancellation (the host closing)
+            # is the loader's own: they are told the host is shutting down.
+            for _, wait in taken:
+                wait.error = exc if isinstance(exc, Exception) else ShuttingDown()
+                wait.done.set()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, wait), view in zip(taken, views, strict=True):
+            wait.view = view
+            wait.done.set()
 
 
 async def recover(cell: SessionCell, instance: Session[Any]) -> None:
@@ -33,13 +135,23 @@ async def recover(cell: SessionCell, instance: Session[Any]) -> None:
     journal = cell.journal
     async with host.recovery_limiter:
         started = host.clock.now()
-        record = await host.store.get(sid)
-        if record is None:
-            raise CorruptEventLog(sid, 0, "the session is no longer in the store's index")
         trusted = host.snapshots.trusted(cell.cls)  # a refused class recovers from its log alone
-        done = await replay(host.store, record, instance, host.events, use_snapshot=trusted)
-        kept = await host.store.reminders(sid)
+        # One read: the index entry, the snapshot, the log after it and the reminders, in one view,
+        # shared with the recoveries running meanwhile (``args`` never change: the cell's serve).
+        try:
+            state = instance.initial_state(cell.args)
+        except Exception as exc:
+            raise RecoveryFailed(sid, 0, exc) from exc
+        view = await host.views.load(sid, trusted)
+        done = await fold(host.store, sid, state, instance, host.events, view)
+        record = done.record
+        assert record is not None  # replay read it (CorruptEventLog when it is gone)
+        kept = done.reminders
+        if kept is None:  # a store that does not read them with the log
+            kept = await host.store.reminders(sid)
         cell.reminders = {r.name: r for r in kept} if kept else None
+        for reminder in kept:  # due here now (a session taken over from a dead node, say)
+            host.reminder_scheduler.add(reminder)
         if done.snapshot_rejected == "decode":
             host.counters.snapshot_failure(cell, "decode")
         journal.adopt(instance, done.state, done.version)

@@ -46,6 +46,7 @@ __all__ = [
     "refire",
     "remind",
     "schedule",
+    "scheduled_with",
     "seconds_left",
     "unschedule",
 ]
@@ -144,6 +145,13 @@ def _check(session_id: str, name: str, message: object) -> None:
 
 # -- the scheduler --------------------------------------------------------------------------------
 
+_Key = tuple[str, str, float, str]
+"""A reminder as the scheduler keeps it: ``(session_id, name, due_at, message)``."""
+
+
+def _key(reminder: Reminder) -> _Key:
+    return (reminder.session_id, reminder.name, reminder.due_at, reminder.message)
+
 
 @final
 class ReminderScheduler:
@@ -177,12 +185,21 @@ class ReminderScheduler:
         self.horizon = horizon
         self.batch = batch
         self.retry_after = retry_after
-        self._heap: list[tuple[float, int, Reminder]] = []
-        self._known: set[Reminder] = set()
+        # Plain tuples of str and float, never the Reminder itself: the collector stops tracking
+        # them, so that 10,000 fires a second do not fill its oldest generation (full passes of
+        # tens of milliseconds, every few seconds, were the lateness's p99).
+        self._heap: list[tuple[float, int, _Key]] = []
+        self._staged: dict[str, dict[str, tuple[Reminder, Reminder | None]]] = {}
+        """Reminders scheduled by reminder turns whose append is not durable yet, per session."""
+        self._known: set[_Key] = set()
         """Reminders in the heap or delivered and not settled yet: each is handed over once."""
         self._seq = 0
         self._read_until = -math.inf
         """The store was read up to this due time; later ones come from the next read."""
+        self._next_read = -math.inf
+        """When (wall clock) the store is read next."""
+        self.reads = 0
+        """Reads of the store's due reminders so far."""
         self._wake: anyio.Event | None = None
         self._next_wake = math.inf
         self.loaded = anyio.Event()
@@ -194,28 +211,62 @@ class ReminderScheduler:
 
     def add(self, reminder: Reminder) -> None:
         """A reminder scheduled in this process (it is in the store already)."""
-        if reminder in self._known:
+        key = _key(reminder)
+        if key in self._known:
             return
-        self._known.add(reminder)
+        self._known.add(key)
         self._seq += 1
-        heapq.heappush(self._heap, (reminder.due_at, self._seq, reminder))
+        heapq.heappush(self._heap, (reminder.due_at, self._seq, key))
         if reminder.due_at < self._next_wake and self._wake is not None:
             self._wake.set()
 
+    def stage(self, reminder: Reminder, before: Reminder | None) -> None:
+        """``reminder`` was scheduled by a reminder's turn: it is kept with the turn's append
+        (``before`` is the session's reminder of that name it replaces, if any)."""
+        turn = self._staged.get(reminder.session_id)
+        if turn is None:
+            turn = self._staged[reminder.session_id] = {}
+        earlier = turn.get(reminder.name)
+        turn[reminder.name] = (reminder, before if earlier is None else earlier[1])
+
+    def unstage(self, session_id: str, name: str) -> None:
+        """The turn removed reminder ``name`` (durably): what it had scheduled under it is dropped."""
+        turn = self._staged.get(session_id)
+        if turn is not None:
+            turn.pop(name, None)
+
+    def staged(self, session_id: str) -> list[Reminder]:
+        """The reminders the session's current turn scheduled, not kept in the store yet."""
+        turn = self._staged.get(session_id)
+        return [] if not turn else [r for r, _ in turn.values()]
+
+    def commit_staged(self, session_id: str) -> None:
+        """The turn's append kept its reminders: they fire from now on."""
+        turn = self._staged.pop(session_id, None)
+        if turn:
+            for reminder, _ in turn.values():
+                self.add(reminder)
+
+    def drop_staged(self, session_id: str) -> list[tuple[Reminder, Reminder | None]]:
+        """The turn failed: its reminders were never kept; each with the one it would replace."""
+        turn = self._staged.pop(session_id, None)
+        return [] if not turn else list(turn.values())
+
     def settled(self, reminder: Reminder) -> None:
         """The session is done with ``reminder`` (removed, or found replaced)."""
-        self._known.discard(reminder)
+        self._known.discard(_key(reminder))
 
     def retry(self, reminder: Reminder, delay: float = 0.0) -> None:
         """Hand ``reminder`` over again (its handler crashed before recording, or it was refused)."""
-        self._known.discard(reminder)
+        key = _key(reminder)
+        self._known.discard(key)
         if delay <= 0:
             self.add(reminder)
             return
-        self._known.add(reminder)
+        self._known.add(key)
         self._seq += 1
         # Kept under its own due time, tried again at ``wall() + delay``.
-        heapq.heappush(self._heap, (self.wall() + delay, self._seq, reminder))
+        heapq.heappush(self._heap, (self.wall() + delay, self._seq, key))
         if self._wake is not None:
             self._wake.set()
 
@@ -233,22 +284,34 @@ class ReminderScheduler:
     async def _read(self, now: float) -> None:
         until = now + self.horizon
         found = await self.store.due_reminders(until, limit=self.batch)
+        known = len(self._known)
         for reminder in found:
             self.add(reminder)
-        # A full batch may have left later ones behind: read again from the last one taken.
-        self._read_until = found[-1].due_at if len(found) >= self.batch else until
+        self.reads += 1
+        if len(found) >= self.batch:
+            # A full batch may have left later ones behind: read again once the heap has reached
+            # the last one taken. If the read brought nothing new (those due are all being
+            # handled), not at once: the same ones would come back until their sessions are done.
+            self._read_until = found[-1].due_at
+            gap = self.retry_after / 10 if len(self._known) == known else 0.0
+            self._next_read = max(self._read_until, now + gap)
+        else:
+            # Everything due within the horizon is in the heap, and what this process schedules
+            # joins it directly: the store is read again halfway through (for what other
+            # processes left there), never once per fire.
+            self._read_until = until
+            self._next_read = now + self.horizon / 2
         self.loaded.set()
 
     async def _loop(self) -> NoReturn:
         while True:
-            now = self.wall()
-            if now + self.horizon / 2 >= self._read_until or not self._heap:
-                await self._read(now)
+            if self.wall() >= self._next_read:
+                await self._read(self.wall())
             heap = self._heap
             while heap and heap[0][0] <= self.wall():
-                _, _, reminder = heapq.heappop(heap)
-                await self._hand_over(reminder)
-            target = min(heap[0][0] if heap else math.inf, self._read_until)
+                _, _, key = heapq.heappop(heap)
+                await self._hand_over(Reminder(*key))
+            target = min(heap[0][0] if heap else math.inf, self._next_read)
             await self._sleep_until_wall(target)
 
     async def _hand_over(self, reminder: Reminder) -> None:
@@ -262,9 +325,9 @@ class ReminderScheduler:
         elif outcome is Delivery.LATER:
             self.retry(reminder, self.retry_after)
         elif outcome is Delivery.STALE:
-            self._known.discard(reminder)
+            self._known.discard(_key(reminder))
         else:
-            self._known.discard(reminder)
+            self._known.discard(_key(reminder))
             try:
                 await self.store.remove_reminder(reminder.session_id, reminder.name)
             except Exception:
@@ -317,12 +380,18 @@ async def schedule(cell: SessionCell, name: object, delay: object, message: obje
         cell.journal.record_error = exc
         raise
     reminder = Reminder(cell.id, name, host.wall() + seconds, text)
-    await host.store.set_reminder(reminder)
     kept = cell.reminders
+    scheduler = host.reminder_scheduler
+    if cell.fired is not None:
+        # A reminder's turn: the new one goes in the turn's append. The fired reminder stays in
+        # the store until that append, so if it is lost the turn runs again and schedules anew.
+        scheduler.stage(reminder, None if kept is None else kept.get(name))
+    else:
+        await host.store.set_reminder(reminder)
+        scheduler.add(reminder)
     if kept is None:
         kept = cell.reminders = {}
     kept[name] = reminder
-    host.reminder_scheduler.add(reminder)
     return reminder
 
 
@@ -335,7 +404,9 @@ async def unschedule(cell: SessionCell, name: object) -> bool:
         raise err
     kept = cell.reminders
     had = kept is not None and name in kept
-    await cell.host.store.remove_reminder(cell.id, name)
+    host = cell.host
+    await host.store.remove_reminder(cell.id, name)
+    host.reminder_scheduler.unstage(cell.id, name)
     if kept is not None:
         kept.pop(name, None)
     return had
@@ -362,28 +433,55 @@ async def remind(cell: SessionCell, instance: Session[Any], reminder: Reminder) 
     host.metrics.reminder_fired(cell.cls.type_name or cell.cls.__name__, host.wall() - reminder.due_at)
     await instance.handle_info(message)
     if cell.fired is not reminder:
-        return  # removed with what the handler recorded
-    if kept.get(reminder.name) != reminder:
-        # Scheduled again under its name (a periodic reminder): the new one replaced the one that
-        # fired in the store already, so there is nothing left to remove.
+        return  # removed with what the handler recorded (and what it scheduled kept)
+    scheduler = host.reminder_scheduler
+    staged = scheduler.staged(cell.id)
+    if staged and len(staged) == 1 and staged[0].name == reminder.name:
+        # Scheduled again under its name and nothing recorded (a periodic reminder): the new
+        # one replaces the one that fired in one write, which removes it as well.
+        await host.store.set_reminder(staged[0])
+        fired_removed(cell, reminder)
+    elif staged:
+        if not cell.status.terminal:
+            await cell.journal.append_nothing(instance)  # the fired one and the new ones
+    elif kept.get(reminder.name) != reminder:
+        # Removed by the handler (``unschedule``): nothing left to remove.
         cell.fired = None
-        host.reminder_scheduler.settled(reminder)
+        scheduler.settled(reminder)
     elif not cell.status.terminal:
         # The handler recorded nothing: the reminder goes in an append of its own.
         await cell.journal.append_nothing(instance)
 
 
+def scheduled_with(cell: SessionCell) -> tuple[Reminder, ...]:
+    """The reminders the turn being recorded scheduled, to keep in its append (``AppendExtras``)."""
+    return tuple(cell.host.reminder_scheduler.staged(cell.id))
+
+
 def fired_removed(cell: SessionCell, reminder: Reminder) -> None:
-    """The append that removes the reminder being handled is durable."""
+    """The append that removes the reminder being handled (and keeps those its turn scheduled) is
+    durable."""
     cell.fired = None
     kept = cell.reminders
     if kept is not None and kept.get(reminder.name) == reminder:
         del kept[reminder.name]
-    cell.host.reminder_scheduler.settled(reminder)
+    scheduler = cell.host.reminder_scheduler
+    scheduler.settled(reminder)
+    scheduler.commit_staged(cell.id)
 
 
 def refire(cell: SessionCell) -> None:
-    """The turn of a reminder ended without recording (a crash, a failed append): it fires again."""
+    """The turn of a reminder ended without recording (a crash, a failed append): it fires again,
+    and what it scheduled is forgotten (the next turn schedules it again)."""
     fired, cell.fired = cell.fired, None
     if fired is not None:
-        cell.host.reminder_scheduler.retry(fired)
+        scheduler = cell.host.reminder_scheduler
+        kept = cell.reminders
+        for reminder, before in scheduler.drop_staged(cell.id):
+            if kept is None:
+                break
+            if before is None:
+                kept.pop(reminder.name, None)
+            else:
+                kept[reminder.name] = before
+        scheduler.retry(fired)

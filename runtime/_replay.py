@@ -16,7 +16,9 @@ from ._exact import snapshot_type
 from ._exceptions import CorruptEventLog, RecoveryFailed, UnknownEventType
 
 if TYPE_CHECKING:
-    from ._records import SessionRecord
+    from collections.abc import Sequence
+
+    from ._records import Reminder, SessionRecord, StoredSession
     from ._session import Session
     from .abc import EventStore
 
@@ -45,6 +47,8 @@ class Replayed:
     snapshot_rejected: str | None = None
     record: SessionRecord | None = None
     """The index entry read with the log, in the same view (``None`` only if made by hand)."""
+    reminders: Sequence[Reminder] | None = None
+    """The session's reminders read in the same view (``None``: the store did not read them)."""
 
 
 async def replay(
@@ -75,7 +79,6 @@ async def replay(
         RecoveryFailed: ``initial_state`` or ``apply`` raised.
     """
     sid = record.id
-    cls = type(session)
     try:
         state = session.initial_state(record.args)
     except Exception as exc:
@@ -83,6 +86,22 @@ async def replay(
     # The index entry, the snapshot and the log after it, in one consistent view (issue 17: read
     # apart, another writer's append and snapshot in between looked like a corrupt log).
     view = await store.load_session(sid, after_snapshot=use_snapshot, to_version=to_version)
+    return await fold(store, sid, state, session, events, view, to_version=to_version)
+
+
+async def fold(
+    store: EventStore,
+    sid: str,
+    state: Any,
+    session: Session[Any],
+    events: EventRegistry,
+    view: StoredSession | None,
+    *,
+    to_version: int | None = None,
+) -> Replayed:
+    """The second half of :func:`replay`: fold ``view`` (read by ``load_session`` or
+    ``load_sessions``) onto ``state``, the session's ``initial_state``; same checks and errors."""
+    cls = type(session)
     if view is None:
         raise CorruptEventLog(sid, 0, "the session is no longer in the store's index")
     head = view.record.version
@@ -160,4 +179,4 @@ async def replay(
             f"truncated tail: the log ends at version {at} but the store acknowledged {head} "
             f"events (versions {at + 1}..{head} are lost)",
         )
-    return Replayed(state, last, len(stored_events), snapshot_version, rejected, view.record)
+    return Replayed(state, last, len(stored_events), snapshot_version, rejected, view.record, view.reminders)

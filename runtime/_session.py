@@ -254,7 +254,10 @@ class Session(Generic[S]):
         """Deliver ``message`` to ``handle_info`` in ``delay`` seconds, durably.
 
         The reminder is in the store when this returns, and replaces this session's reminder of
-        the same ``name``. It survives crashes, passivation and process restarts, and activates the
+        the same ``name``; called while a reminder is being handled (``handle_info`` of a due
+        reminder), it is kept with that turn's append instead, which also removes the reminder that
+        fired: until then the fired one stays stored, so a crash delivers it again and the handler
+        schedules anew (a periodic reminder costs one write per fire). It survives crashes, passivation and process restarts, and activates the
         session when it is due; one that fell due while no process ran fires right after the next
         start. It is removed in the same append as the events its ``handle_info`` records (or on
         its own when it records none): a handler that crashes before recording gets it again.

@@ -13,6 +13,14 @@ deadline has come (``EventStore.due_sessions``, a range over an index, never a s
   ended (``retention``). It is ended without being activated, with its lifecycle event (and so its
   webhook) as for a loaded session; when nothing is due yet, its deadline moves to the next one.
 
+A deadline is set when a session is created (from the policy of that process), and moved by each pass
+that looks at it. A policy added or tightened later would not reach sessions stored without one (or
+with a later one): :meth:`StoreReaper.reschedule` pages through the stored live sessions (running,
+passivated, paused; ended ones too if asked, for ``retention``) and brings forward every deadline that
+is missing or later than the current policy's. A supervisor runs it once in the background at start
+when its policy sets any deadline for live sessions: one paged read of the live sessions per start,
+a write only for those whose deadline changes.
+
 The stored last activity is the session's last append or status change (``SessionRecord.updated_at``):
 a message that recorded nothing leaves no trace in the store. Time while no process ran does not
 count as inactivity: idleness counts from the later of that activity and this process's start. Ages
@@ -27,6 +35,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, NoReturn
 
 import anyio
+import anyio.lowlevel
 import attrs
 from anyio.abc import TaskStatus
 
@@ -121,6 +130,9 @@ class StoreReaper:
         """Due sessions read from the store, over all passes (what a pass costs)."""
         self.expired: Counter[RemovalReason] = Counter()
         """Stored sessions ended or deleted without being activated, by reason."""
+        self.rescheduled = 0
+        """Stored deadlines brought forward to the current policy by ``reschedule``."""
+        self._wake: anyio.Event | None = None
 
     def first_deadline(self, now: float) -> float | None:
         """The deadline of a session created now (``SessionRecord.deadline`` at ``create``)."""
@@ -146,6 +158,46 @@ class StoreReaper:
             status_since=cell.status_since + shift,
         )
 
+    @property
+    def sets_live_deadlines(self) -> bool:
+        """Whether the policy sets any deadline for a session that has not ended."""
+        policy = self.policy
+        return any(v is not None for v in (policy.abandon_after, policy.max_age, policy.paused_ttl))
+
+    async def reschedule(self, *, ended: bool = False, page: int = 1000) -> int:
+        """Make every stored deadline reflect the current policy; how many were moved.
+
+        Pages through the stored sessions that have not ended (and the ended ones with ``ended``)
+        and sets the deadline of each whose stored one is missing or later than the policy's
+        (an earlier one is left: the pass that reaches it moves it on). A session loaded here is
+        given the deadline its in-process reaper acts on.
+        """
+        host, store = self.host, self.host.store
+        statuses = [Status.RUNNING, Status.PASSIVATED, Status.PAUSED]
+        if ended:
+            statuses += [s for s in Status if s.terminal]
+        moved = 0
+        for status in statuses:
+            offset = 0
+            while True:
+                records = await store.list(status=status, limit=page, offset=offset)
+                for record in records:
+                    cell = host.cached(record.id)
+                    due = self._record_due(record) if cell is None else self._cell_due(cell)
+                    if due is None:
+                        continue
+                    if record.deadline is None or record.deadline > due.at:
+                        await store.set_deadline(record.id, due.at)
+                        moved += 1
+                if len(records) < page:
+                    break
+                offset += page
+                await anyio.lowlevel.checkpoint()
+        self.rescheduled += moved
+        if moved and self._wake is not None:
+            self._wake.set()  # the next pass may be due sooner than the reaper sleeps
+        return moved
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> NoReturn:
         """Pass after pass, sleeping until the next stored deadline (at most ``poll`` seconds)."""
         task_status.started()
@@ -158,7 +210,17 @@ class StoreReaper:
                 upcoming = []
             next_at = upcoming[0].deadline if upcoming and upcoming[0].deadline is not None else math.inf
             delay = min(self.poll, max(0.0, next_at - self.wall()))
-            await self.clock.sleep_until(self.clock.now() + max(delay, 0.01))
+            # Woken sooner when ``reschedule`` brought deadlines forward.
+            wake = self._wake = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._alarm, self.clock.now() + max(delay, 0.01), wake)
+                await wake.wait()
+                tg.cancel_scope.cancel()
+            self._wake = None
+
+    async def _alarm(self, deadline: float, wake: anyio.Event) -> None:
+        await self.clock.sleep_until(deadline)
+        wake.set()
 
     async def reap(self) -> Counter[RemovalReason]:
         """One pass: every stored session whose deadline has come, ``batch`` at a time."""

@@ -73,6 +73,11 @@ _UPDATE_HEADS = (
     "%(handled)s::bigint[], %(deadlines)s::float8[]) AS r(k, v, s, h, d) "
     "WHERE sessions.key = r.k"
 )
+_SET_REMINDERS = (
+    "INSERT INTO reminders (session, name, due_at, message) "
+    "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::float8[], %s::text[]) "
+    "ON CONFLICT (session, name) DO UPDATE SET due_at = excluded.due_at, message = excluded.message"
+)
 # Only the reminder that fired: one the handler re-scheduled under the name (another due time) stays.
 _DELETE_FIRED = (
     "DELETE FROM reminders USING unnest(%s::bigint[], %s::text[], %s::float8[]) AS f(k, n, d) "
@@ -126,7 +131,7 @@ class Op(Ticket):
 class _Batch:
     """What one transaction has gathered so far: the locked heads and the pending appends."""
 
-    __slots__ = ("fired", "heads", "leases", "rows", "versions")
+    __slots__ = ("fired", "heads", "leases", "rows", "scheduled", "versions")
 
     def __init__(self, heads: dict[str, list[int]]) -> None:
         self.heads = heads  # session id -> [key, version], locked for this transaction
@@ -136,6 +141,9 @@ class _Batch:
         self.versions: dict[int, list[Any]] = {}
         # Fired reminders to remove, column by column (keys, names, due times).
         self.fired: tuple[list[object], ...] = ([], [], [])
+        # Reminders scheduled by the appends' turns, kept after the fired ones are removed:
+        # (key, name) -> (due time, message), the last one per name.
+        self.scheduled: dict[tuple[int, str], tuple[float, str]] = {}
         # The current leases (node, epoch) of the sessions whose writes carry an epoch.
         self.leases: dict[str, tuple[str | None, int]] = {}
 
@@ -143,6 +151,7 @@ class _Batch:
         self.rows.clear()
         for column in self.fired:
             column.clear()
+        self.scheduled.clear()
         self.versions.clear()
 
 
@@ -428,6 +437,17 @@ class PgWriter:
             )
         if pending.fired[0]:
             cur.execute(_DELETE_FIRED, pending.fired)
+        scheduled = pending.scheduled
+        if scheduled:  # after the fired ones went: a re-scheduled name may have the same due time
+            cur.execute(
+                _SET_REMINDERS,
+                (
+                    [k for k, _ in scheduled],
+                    [n for _, n in scheduled],
+                    [d for d, _ in scheduled.values()],
+                    [m for _, m in scheduled.values()],
+                ),
+            )
         pending.clear()
 
     def _apply(self, cur: psycopg.Cursor[Any], op: Op, now: float, pending: _Batch) -> None:
@@ -548,6 +568,8 @@ class PgWriter:
             keys.append(key)
             names.append(fired.name)
             due.append(fired.due_at)
+        for reminder in extras.scheduled:
+            pending.scheduled[key, reminder.name] = (reminder.due_at, reminder.message)
         reply = extras.reply
         if reply is not None:  # rare (calls with an idempotency key): written at once
             params = {"session": key, "key": reply.key, "reply": reply.reply, "keep": max(reply.keep, 1)}

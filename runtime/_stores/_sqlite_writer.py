@@ -556,15 +556,12 @@ class Writer:
                 (*op.args, sid),
             )
         elif kind is Kind.SET_REMINDER:
-            cursor = conn.execute(
-                "INSERT INTO reminders (session, name, due_at, message) "
-                "SELECT key, ?, ?, ? FROM sessions WHERE id = ? "
-                "ON CONFLICT (session, name) DO UPDATE SET due_at = excluded.due_at, "
-                "message = excluded.message",
-                (*op.args, sid),
-            )
-            if cursor.rowcount == 0:
+            # The session's key from the head cache (no look-up per reminder once cached).
+            head = self._heads.get(sid) or self._head(sid)
+            if head is None:
                 op.error = SessionNotFound(sid)
+            else:
+                conn.execute(_SET_REMINDER, (head[0], *op.args))
         elif kind is Kind.REMOVE_REMINDER:
             conn.execute(
                 "DELETE FROM reminders WHERE session = (SELECT key FROM sessions WHERE id = ?) AND name = ?",
@@ -583,6 +580,12 @@ class Writer:
             self._heads.pop(sid, None)
 
 
+_SET_REMINDER = (
+    "INSERT INTO reminders (session, name, due_at, message) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (session, name) DO UPDATE SET due_at = excluded.due_at, message = excluded.message"
+)
+
+
 def _write_extras(conn: sqlite3.Connection, key: int, extras: AppendExtras) -> None:
     """What an append writes besides its events (see ``AppendExtras``), in its transaction."""
     for fired in extras.fired:
@@ -591,6 +594,8 @@ def _write_extras(conn: sqlite3.Connection, key: int, extras: AppendExtras) -> N
             "DELETE FROM reminders WHERE session = ? AND name = ? AND due_at = ?",
             (key, fired.name, fired.due_at),
         )
+    if extras.scheduled:
+        conn.executemany(_SET_REMINDER, [(key, r.name, r.due_at, r.message) for r in extras.scheduled])
     reply = extras.reply
     if reply is not None:
         conn.execute(

@@ -115,6 +115,8 @@ class MemoryStore:
                 kept = self._reminders.get(session_id, {})
                 if kept.get(fired.name) == fired:
                     del kept[fired.name]
+            for reminder in extras.scheduled:
+                self._keep_reminder(reminder)
             if extras.reply is not None:
                 replies = self._replies.setdefault(session_id, OrderedDict())
                 replies[extras.reply.key] = extras.reply.reply
@@ -148,7 +150,15 @@ class MemoryStore:
         log = self._logs.get(session_id, [])
         stop = len(log) if to_version is None else max(0, min(to_version, len(log)))
         start = 0 if snapshot is None else snapshot.version
-        return StoredSession(record, snapshot, log[start:stop], log[-1].version if log else 0)
+        kept = self._reminders.get(session_id)
+        reminders = sorted(kept.values(), key=lambda r: (r.due_at, r.name)) if kept else []
+        return StoredSession(record, snapshot, log[start:stop], log[-1].version if log else 0, reminders)
+
+    async def load_sessions(
+        self, session_ids: Sequence[str], *, after_snapshot: bool = True
+    ) -> list[StoredSession | None]:
+        """``load_session`` for several sessions (in one view, like the SQL stores)."""
+        return [await self.load_session(sid, after_snapshot=after_snapshot) for sid in session_ids]
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         if snapshot.session_id in self._records:
@@ -237,6 +247,9 @@ class MemoryStore:
     async def set_reminder(self, reminder: Reminder) -> None:
         if reminder.session_id not in self._records:
             raise SessionNotFound(reminder.session_id)
+        self._keep_reminder(reminder)
+
+    def _keep_reminder(self, reminder: Reminder) -> None:
         self._reminders.setdefault(reminder.session_id, {})[reminder.name] = reminder
         heap = self._reminder_heap
         heapq.heappush(heap, (reminder.due_at, reminder.session_id, reminder.name))

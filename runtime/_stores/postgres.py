@@ -69,6 +69,10 @@ _SELECT_EVENTS = (
     "WHERE session = (SELECT key FROM sessions WHERE id = %s) "
     "AND version >= %s AND version <= %s ORDER BY version"
 )
+_SELECT_REMINDERS = (
+    "SELECT name, due_at, message FROM reminders "
+    "WHERE session = (SELECT key FROM sessions WHERE id = %s) ORDER BY due_at, name"
+)
 _SELECT_SNAPSHOT = (
     "SELECT version, state_version, data, taken_at FROM snapshots "
     "WHERE session = (SELECT key FROM sessions WHERE id = %s)"
@@ -141,6 +145,28 @@ class PostgresStoreStatistics:
     def mean_batch(self) -> float:
         """Operations per committed transaction."""
         return self.operations / self.commits if self.commits else 0.0
+
+
+def _load_session(
+    conn: psycopg.Connection[Any], session_id: str, after_snapshot: bool, last: int
+) -> StoredSession | None:
+    """The entry, the snapshot, the events after it and the reminders (inside a read transaction)."""
+    row = conn.execute(f"{_SELECT_RECORD} WHERE id = %s", (session_id,)).fetchone()
+    if row is None:
+        return None
+    snapshot = None
+    if after_snapshot:
+        found = conn.execute(_SELECT_SNAPSHOT, (session_id,)).fetchone()
+        snapshot = None if found is None else Snapshot(session_id, *found)
+    first = 1 if snapshot is None else snapshot.version + 1
+    events = _events(session_id, conn.execute(_SELECT_EVENTS, (session_id, first, last)).fetchall())
+    (end,) = conn.execute(
+        "SELECT coalesce(max(version), 0) FROM events "
+        "WHERE session = (SELECT key FROM sessions WHERE id = %s)",
+        (session_id,),
+    ).fetchone() or (0,)
+    reminders = [Reminder(session_id, *r) for r in conn.execute(_SELECT_REMINDERS, (session_id,)).fetchall()]
+    return StoredSession(_record(row), snapshot, events, end, reminders)
 
 
 def _record(row: tuple[Any, ...]) -> SessionRecord:
@@ -765,31 +791,33 @@ class PostgresStore:
         last = _LAST_VERSION if to_version is None else to_version
 
         def query(conn: psycopg.Connection[Any]) -> StoredSession | None:
-            # One snapshot of the database for all four reads, whatever other nodes commit
+            # One snapshot of the database for all five reads, whatever other nodes commit
             # meanwhile (issue 17). COMMIT after an error ends the aborted transaction too.
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
-                row = conn.execute(f"{_SELECT_RECORD} WHERE id = %s", (session_id,)).fetchone()
-                if row is None:
-                    return None
-                snapshot = None
-                if after_snapshot:
-                    found = conn.execute(_SELECT_SNAPSHOT, (session_id,)).fetchone()
-                    snapshot = None if found is None else Snapshot(session_id, *found)
-                first = 1 if snapshot is None else snapshot.version + 1
-                events = _events(
-                    session_id, conn.execute(_SELECT_EVENTS, (session_id, first, last)).fetchall()
-                )
-                (end,) = conn.execute(
-                    "SELECT coalesce(max(version), 0) FROM events "
-                    "WHERE session = (SELECT key FROM sessions WHERE id = %s)",
-                    (session_id,),
-                ).fetchone() or (0,)
-                return StoredSession(_record(row), snapshot, events, end)
+                return _load_session(conn, session_id, after_snapshot, last)
             finally:
                 conn.execute("COMMIT")
 
         return await self._read(session_id, "load the session", query)
+
+    async def load_sessions(
+        self, session_ids: Sequence[str], *, after_snapshot: bool = True
+    ) -> list[StoredSession | None]:
+        """``load_session`` for several sessions in one read transaction (one trip to a thread):
+        what recoveries that run at once (resumption at start-up) share.
+
+        .. versionadded:: 0.2
+        """
+
+        def query(conn: psycopg.Connection[Any]) -> list[StoredSession | None]:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                return [_load_session(conn, sid, after_snapshot, _LAST_VERSION) for sid in session_ids]
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._read(None, "load sessions", query)
 
     async def get(self, session_id: str) -> SessionRecord | None:
         """The session's index entry, or ``None`` when it is not stored.
@@ -882,12 +910,7 @@ class PostgresStore:
         """The session's reminders, earliest due first."""
 
         def query(conn: psycopg.Connection[Any]) -> list[Reminder]:
-            rows = conn.execute(
-                "SELECT name, due_at, message FROM reminders "
-                "WHERE session = (SELECT key FROM sessions WHERE id = %s) ORDER BY due_at, name",
-                (session_id,),
-            )
-            return [Reminder(session_id, *row) for row in rows]
+            return [Reminder(session_id, *row) for row in conn.execute(_SELECT_REMINDERS, (session_id,))]
 
         return await self._read(session_id, "read the reminders", query)
 

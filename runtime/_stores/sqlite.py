@@ -151,10 +151,32 @@ _SELECT_EVENTS = (
 _SELECT_LOG_VERSION = (
     "SELECT coalesce(max(version), 0) FROM events WHERE session = (SELECT key FROM sessions WHERE id = ?)"
 )
+_SELECT_REMINDERS = (
+    "SELECT name, due_at, message FROM reminders "
+    "WHERE session = (SELECT key FROM sessions WHERE id = ?) ORDER BY due_at, name"
+)
 _SELECT_SNAPSHOT = (
     "SELECT version, state_version, data, taken_at FROM snapshots "
     "WHERE session = (SELECT key FROM sessions WHERE id = ?)"
 )
+
+
+def _load_session(
+    conn: sqlite3.Connection, session_id: str, after_snapshot: bool, last: int
+) -> StoredSession | None:
+    """The entry, the snapshot, the events after it and the reminders (inside a read transaction)."""
+    row = conn.execute(f"{_SELECT_RECORD} WHERE id = ?", (session_id,)).fetchone()
+    if row is None:
+        return None
+    snapshot = None
+    if after_snapshot:
+        found = conn.execute(_SELECT_SNAPSHOT, (session_id,)).fetchone()
+        snapshot = None if found is None else Snapshot(session_id, *found)
+    first = 1 if snapshot is None else snapshot.version + 1
+    events = _read_events(conn, session_id, first, last)
+    (end,) = conn.execute(_SELECT_LOG_VERSION, (session_id,)).fetchone()
+    reminders = [Reminder(session_id, *r) for r in conn.execute(_SELECT_REMINDERS, (session_id,))]
+    return StoredSession(_record(row), snapshot, events, end, reminders)
 
 
 def _read_events(
@@ -631,21 +653,29 @@ class SQLiteStore:
             # whatever other connections (or processes) commit meanwhile (issue 17).
             conn.execute("BEGIN")
             try:
-                row = conn.execute(f"{_SELECT_RECORD} WHERE id = ?", (session_id,)).fetchone()
-                if row is None:
-                    return None
-                snapshot = None
-                if after_snapshot:
-                    found = conn.execute(_SELECT_SNAPSHOT, (session_id,)).fetchone()
-                    snapshot = None if found is None else Snapshot(session_id, *found)
-                first = 1 if snapshot is None else snapshot.version + 1
-                events = _read_events(conn, session_id, first, last)
-                (end,) = conn.execute(_SELECT_LOG_VERSION, (session_id,)).fetchone()
-                return StoredSession(_record(row), snapshot, events, end)
+                return _load_session(conn, session_id, after_snapshot, last)
             finally:
                 conn.execute("COMMIT")
 
         return await self._read(session_id, "load the session", query)
+
+    async def load_sessions(
+        self, session_ids: Sequence[str], *, after_snapshot: bool = True
+    ) -> list[StoredSession | None]:
+        """``load_session`` for several sessions in one read transaction (one trip to a thread):
+        what recoveries that run at once (resumption at start-up) share.
+
+        .. versionadded:: 0.2
+        """
+
+        def query(conn: sqlite3.Connection) -> list[StoredSession | None]:
+            conn.execute("BEGIN")
+            try:
+                return [_load_session(conn, sid, after_snapshot, _LAST_VERSION) for sid in session_ids]
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._read(None, "load sessions", query)
 
     async def get(self, session_id: str) -> SessionRecord | None:
         """The session's index entry, or ``None`` when it is not stored.
@@ -750,12 +780,7 @@ class SQLiteStore:
         """The session's reminders, earliest due first."""
 
         def query(conn: sqlite3.Connection) -> list[Reminder]:
-            rows = conn.execute(
-                "SELECT name, due_at, message FROM reminders "
-                "WHERE session = (SELECT key FROM sessions WHERE id = ?) ORDER BY due_at, name",
-                (session_id,),
-            )
-            return [Reminder(session_id, *row) for row in rows]
+            return [Reminder(session_id, *row) for row in conn.execute(_SELECT_REMINDERS, (session_id,))]
 
         return await self._read(session_id, "read the reminders", query)
 
