@@ -257,12 +257,13 @@ class Session(Generic[S]):
         the same ``name``; called while a reminder is being handled (``handle_info`` of a due
         reminder), it is kept with that turn's append instead, which also removes the reminder that
         fired: until then the fired one stays stored, so a crash delivers it again and the handler
-        schedules anew (a periodic reminder costs one write per fire). It survives crashes, passivation and process restarts, and activates the
-        session when it is due; one that fell due while no process ran fires right after the next
-        start. It is removed in the same append as the events its ``handle_info`` records (or on
-        its own when it records none): a handler that crashes before recording gets it again.
-        ``message`` is a plain JSON value (str, numbers, bool, None, lists, dicts) or an instance
-        of an ``@event`` class. ``send_after`` stays the cheap timer of one incarnation.
+        schedules anew (a periodic reminder costs one write per fire). It survives crashes,
+        passivation and process restarts, and activates the session when it is due; one that fell
+        due while no process ran fires right after the next start. It is removed in the same append
+        as the events its ``handle_info`` records (or on its own when it records none): a handler
+        that crashes before recording gets it again. ``message`` is a plain JSON value (str,
+        numbers, bool, None, lists, dicts) or an instance of an ``@event`` class. ``send_after``
+        stays the cheap timer of one incarnation.
 
         Raises:
             InvalidReminder: ``name`` is not a non-empty str, ``delay`` is negative or not finite,
