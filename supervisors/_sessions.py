@@ -220,9 +220,10 @@ class SessionSupervisor(SessionHost):
         created and moved when it is looked at; sessions stored while no policy (or a laxer one)
         was in force would never be looked at, or late. This pages through the stored sessions that
         have not ended (the ended ones too with ``ended``, after adding a ``retention``) and
-        brings forward each deadline that is missing or later than the policy's. Returns how many
-        were moved. Run once in the background at start for the sessions that have not ended when
-        the policy sets ``abandon_after``, ``max_age`` or ``paused_ttl``.
+        brings forward each deadline that is missing or later than the policy's (call it once after
+        tightening the policy). Returns how many were moved. At start, a supervisor whose policy
+        sets ``abandon_after``, ``max_age`` or ``paused_ttl`` does it in the background for the
+        sessions that have not ended and have no deadline at all.
 
         .. versionadded:: 0.2
         """
@@ -230,7 +231,7 @@ class SessionSupervisor(SessionHost):
 
     async def _reschedule_at_start(self) -> None:
         try:
-            moved = await self.reschedule_stored()
+            moved = await self.store_reaper.reschedule(missing_only=True)
         except Exception:
             logger.exception("could not bring the stored deadlines in line with the reaper policy")
             return

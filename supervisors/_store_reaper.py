@@ -17,9 +17,10 @@ A deadline is set when a session is created (from the policy of that process), a
 that looks at it. A policy added or tightened later would not reach sessions stored without one (or
 with a later one): :meth:`StoreReaper.reschedule` pages through the stored live sessions (running,
 passivated, paused; ended ones too if asked, for ``retention``) and brings forward every deadline that
-is missing or later than the current policy's. A supervisor runs it once in the background at start
-when its policy sets any deadline for live sessions: one paged read of the live sessions per start,
-a write only for those whose deadline changes.
+is missing or later than the current policy's. A supervisor runs it once in the background at start,
+for the missing deadlines only, when its policy sets any deadline for live sessions: one paged read of
+the live sessions per start, a write only for those without a deadline. After tightening a policy, an
+application calls ``SessionSupervisor.reschedule_stored()`` once for the later ones.
 
 The stored last activity is the session's last append or status change (``SessionRecord.updated_at``):
 a message that recorded nothing leaves no trace in the store. Time while no process ran does not
@@ -164,13 +165,13 @@ class StoreReaper:
         policy = self.policy
         return any(v is not None for v in (policy.abandon_after, policy.max_age, policy.paused_ttl))
 
-    async def reschedule(self, *, ended: bool = False, page: int = 1000) -> int:
+    async def reschedule(self, *, ended: bool = False, missing_only: bool = False, page: int = 1000) -> int:
         """Make every stored deadline reflect the current policy; how many were moved.
 
         Pages through the stored sessions that have not ended (and the ended ones with ``ended``)
         and sets the deadline of each whose stored one is missing or later than the policy's
-        (an earlier one is left: the pass that reaches it moves it on). A session loaded here is
-        given the deadline its in-process reaper acts on.
+        (only the missing ones with ``missing_only``; an earlier one is left: the pass that reaches
+        it moves it on). A session loaded here is given the deadline its in-process reaper acts on.
         """
         host, store = self.host, self.host.store
         statuses = [Status.RUNNING, Status.PASSIVATED, Status.PAUSED]
@@ -186,7 +187,7 @@ class StoreReaper:
                     due = self._record_due(record) if cell is None else self._cell_due(cell)
                     if due is None:
                         continue
-                    if record.deadline is None or record.deadline > due.at:
+                    if record.deadline is None or (not missing_only and record.deadline > due.at):
                         await store.set_deadline(record.id, due.at)
                         moved += 1
                 if len(records) < page:

@@ -74,14 +74,17 @@ async def test_policy_added_later_reaches_sessions_stored_without_deadline(clock
 
 
 async def test_tightened_policy_brings_deadlines_forward_and_leaves_earlier_ones(clock: ManualClock) -> None:
+    """At start only missing deadlines are set; ``reschedule_stored()`` brings later ones forward."""
     store = MemoryStore(clock=lambda: EPOCH + clock.now())
     async with _supervisor(clock, store, abandon_after=3600) as sessions:
         await sessions.start(Alarm, "a")
     async with _supervisor(clock, store, abandon_after=60) as sessions:
         await clock.advance(0)
         (record,) = await store.list()
+        assert record.deadline == EPOCH + 3600.0  # it has one: left as it is at start
+        assert await sessions.reschedule_stored() == 1
+        (record,) = await store.list()
         assert record.deadline == EPOCH + 60.0
-        assert sessions.store_reaper.rescheduled == 1
     async with _supervisor(clock, store, abandon_after=600) as sessions:
         await clock.advance(0)
         (record,) = await store.list()
