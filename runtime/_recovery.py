@@ -53,9 +53,6 @@ class ViewLoader:
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
-        self._batch: Callable[..., Awaitable[Sequence[StoredSession | None]]] | None = getattr(
-            store, "load_sessions", None
-        )
         self._waiting: dict[bool, list[tuple[str, _Wait]]] = {True: [], False: []}
         self._wake: anyio.Event | None = None
         self.reads = 0
@@ -64,11 +61,16 @@ class ViewLoader:
     @property
     def batched(self) -> bool:
         """Whether the store reads several sessions at once (then ``run`` must run)."""
-        return self._batch is not None
+        return callable(getattr(self.store, "load_sessions", None))
+
+    def _batch(self) -> Callable[..., Awaitable[Sequence[StoredSession | None]]]:
+        # Looked up at each read, not bound once: a store wrapper may swap what it wraps.
+        batch: Callable[..., Awaitable[Sequence[StoredSession | None]]] = self.store.load_sessions  # type: ignore[attr-defined]
+        return batch
 
     async def load(self, session_id: str, after_snapshot: bool) -> StoredSession | None:
         """The session's view, read alone or with the others waiting meanwhile."""
-        if self._batch is None or self._wake is None:
+        if self._wake is None:
             self.reads += 1
             return await self.store.load_session(session_id, after_snapshot=after_snapshot)
         wait = _Wait()
@@ -80,9 +82,7 @@ class ViewLoader:
         return wait.view
 
     async def run(self) -> None:
-        """Serve the waiting recoveries until cancelled (the host's task)."""
-        batch = self._batch
-        assert batch is not None
+        """Serve the waiting recoveries until cancelled (the host's task; only if ``batched``)."""
         try:
             while True:
                 self._wake = wake = anyio.Event()
@@ -91,7 +91,7 @@ class ViewLoader:
                 for after_snapshot, waiting in self._waiting.items():
                     while waiting:
                         taken, waiting[:] = waiting[:_BATCH], waiting[_BATCH:]
-                        await self._read(batch, after_snapshot, taken)
+                        await self._read(self._batch(), after_snapshot, taken)
                 await anyio.lowlevel.checkpoint()
         finally:
             self._wake = None
