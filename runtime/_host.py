@@ -2,7 +2,10 @@
 
 The host is the mechanism; :class:`supervisors.SessionSupervisor` builds the public API on it and
 brings the policies (restart budgets, the reaper, limits). It owns one task group in which every
-active session runs as one task.
+active session runs as one task. Its parts live in modules of their own: the wall clock and the
+delivery of due reminders (``_host_reminders``), this node's side of the leases (``_host_leases``),
+what it does to a session without a caller's message (``_levers``), the census of loaded sessions
+for the metrics scrape (``_census``).
 """
 
 from __future__ import annotations
@@ -10,47 +13,44 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVarTuple
 
 import anyio
 
+from . import _levers
 from ._actor import run_actor
 from ._backend import Backend, current_backend
 from ._cell import SessionCell
+from ._census import SessionCensus
 from ._clock import AnyioClock, wait_until
 from ._counters import HostCounters, HostStats
 from ._deadlines import CallDeadlines
 from ._events import check_value, register_runtime_events
 from ._exact import SnapshotGuard
 from ._exceptions import (
-    OwnedElsewhere,
-    OwnershipLost,
     SessionError,
     SessionExists,
-    SessionNotEnded,
     SessionNotFound,
-    SessionPaused,
-    SessionStopped,
     ShuttingDown,
     TypeNameTaken,
     UnencodableValue,
     UnknownSessionType,
 )
 from ._history import history_json, records
+from ._host_leases import HostLeases
+from ._host_reminders import HostReminders
 from ._ids import check_session_id
-from ._inspect import Inspection, debug_dump, inspect_cell
+from ._inspect import Inspection, debug_dump, find_cells, inspect_cell
 from ._lifecycle import LifecycleEvent, LifecycleHub, LifecycleSubscription
-from ._mailbox import Envelope, Kind
 from ._metrics import SessionMetrics
 from ._options import HostOptions
 from ._ownership import Lease, Ownership
 from ._records import Reminder, SessionOrder, SessionRecord
 from ._recovery import ViewLoader
 from ._ref import SessionRef
-from ._reminders import Delivery, DueReminder, ReminderScheduler
+from ._reminders import Delivery
 from ._replay import replay
 from ._session import Session
 from ._status import Status
@@ -96,13 +96,15 @@ class SessionHost:
     ) -> None:
         self.store = store
         self.options = options
+        self._cells: dict[str, SessionCell] = {}
         self.ownership = ownership
         """This node's leases when several processes share the store (DESIGN.md, "Many nodes")."""
-        self._wall_clock = options.wall_clock
         self.metrics = SessionMetrics(registry)
         self.registry: CollectorRegistry = self.metrics.registry
         """This host's own Prometheus registry (serve it with ``runtime.serve_metrics``)."""
-        self.metrics.observe_sessions(self._count_sessions)
+        self.census = SessionCensus()
+        """The loaded sessions by type and status, for the metrics scrape."""
+        self.metrics.observe_sessions(self.census.sessions)
         self.metrics.observe_store(store)
         if ownership is not None:
             self.metrics.observe_ownership(ownership.statistics)
@@ -126,19 +128,18 @@ class SessionHost:
         self.deadlines = CallDeadlines(self.clock, self.clock.now)
         """The call timeouts of this host's sessions (enforced by one watchdog task)."""
         self.now: Callable[[], float] = self.clock.now
-        self._wall_offset = 0.0  # set when the host starts (reading the clock needs its loop)
         self.started_at_wall = 0.0
         """When this host started, on the wall clock."""
-        self.reminder_scheduler = ReminderScheduler(store, self.clock, self.wall, self.deliver_reminder)
+        self.reminders = HostReminders(self, options.wall_clock)
+        """The wall clock reminders are due on, their scheduler and their delivery."""
+        self.reminder_scheduler = self.reminders.scheduler
+        self.leases = HostLeases(ownership, self._cells.get)
+        """This node's side of the leases (many nodes); no-ops without one."""
         self.views = ViewLoader(store)
         """Reads what recoveries need, those running at once in one store call."""
         self._types: dict[str, type[Session[Any]]] = {}
         for cls in session_types:
             self.register_type(cls)
-        self._cells: dict[str, SessionCell] = {}
-        # Many nodes: starts of one id in progress here. A second start waits for the first, so
-        # that the loser of the race cannot release the lease the winner runs under.
-        self._starting: dict[str, anyio.Event] = {}
         self._tg: TaskGroup | None = None
         self._running = 0
         self._all_stopped: anyio.Event | None = None
@@ -147,9 +148,6 @@ class SessionHost:
         """What this host has done (``stats()``), fed by its sessions' actors."""
         self.snapshots = SnapshotGuard(self.counters.snapshot_not_written)
         """Encodes snapshots, refusing session classes whose state does not round-trip exactly."""
-        # Loaded sessions by (type, status), kept as statuses change, so that a scrape costs
-        # nothing per session (it was a scan of every cell: 0.2 s at 100,000; bench/README.md).
-        self._by_status: dict[tuple[str, str], int] = {}
 
     # -- context management ---------------------------------------------------------------------
 
@@ -160,30 +158,24 @@ class SessionHost:
         # The clock of the hot path (every message notes its sender's activity): anyio's own
         # clock bound to this loop, or the clock injected in its place.
         self.now = backend.now if isinstance(self.clock, AnyioClock) else self.clock.now
-        # The wall clock (reminders' due times, stored deadlines) is the runtime's clock moved to
-        # the epoch when the host starts: it advances with the runtime's clock (virtual in tests).
-        if self._wall_clock is None:
-            self._wall_offset = time.time() - self.clock.now()
-        self.started_at_wall = self.wall()
         self.deadlines = CallDeadlines(self.clock, self.now)
         await self.store.open()
-        ownership = self.ownership
-        if ownership is not None:
-            try:
-                await ownership.join()
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await self.store.aclose()
-                raise
+        try:
+            await self.leases.join()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.store.aclose()
+            raise
         self._recovery_limiter = anyio.CapacityLimiter(self.options.max_concurrent_recoveries)
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
         tg.start_soon(self.deadlines.run)
-        if ownership is not None:
-            tg.start_soon(ownership.run, self.lease_lost)
-        self.reminder_scheduler = ReminderScheduler(self.store, self.clock, self.wall, self.deliver_reminder)
-        tg.start_soon(self.reminder_scheduler.run)
+        self.leases.run(tg)
+        # The wall clock (reminders' due times, stored deadlines) is the runtime's clock moved to
+        # the epoch now: it advances with the runtime's clock (virtual in tests).
+        self.reminder_scheduler = self.reminders.start(tg)
+        self.started_at_wall = self.wall()
         if self.views.batched:
             tg.start_soon(self.views.run)
         self.closing = False
@@ -205,11 +197,7 @@ class SessionHost:
             self._tg = None
             with anyio.CancelScope(shield=True):
                 try:
-                    if self.ownership is not None:
-                        with anyio.move_on_after(self.drain_timeout):
-                            await self.ownership.leave()
-                except SessionError:
-                    logger.warning("node %r could not leave the store cleanly", self.ownership, exc_info=True)
+                    await self.leases.leave(self.drain_timeout)
                 finally:
                     await self.store.aclose()
         return suppress
@@ -233,11 +221,7 @@ class SessionHost:
 
         .. versionadded:: 0.2
         """
-        if self._wall_clock is not None:
-            return self._wall_clock()
-        # ``now`` is the loop's own clock once the host runs (``clock.now`` goes through anyio's
-        # backend look-up: several times the cost, on every reminder scheduled and fired).
-        return self._wall_offset + self.now()
+        return self.reminders.wall()
 
     # -- tasks ----------------------------------------------------------------------------------
 
@@ -348,22 +332,13 @@ class SessionHost:
         await self.admit_start(sid)
         first = cls()
         state = first.initial_state(args)  # bad args fail the start, before anything is kept
-        ownership = self.ownership
-        if ownership is None:
+        async with self.leases.starting(sid, lambda: self._refuse_taken(sid)):
             await self._create(sid, type_name, args, metadata)
             return self._activate_new(sid, cls, first, state, args, metadata)
-        while (earlier := self._starting.get(sid)) is not None:
-            await earlier.wait()
-            if sid in self._cells:
-                raise SessionExists(sid)
-        self._starting[sid] = started = anyio.Event()
-        try:
-            await ownership.acquire(sid)  # OwnedElsewhere: another node has it (started it, perhaps)
-            await self._create(sid, type_name, args, metadata)
-            return self._activate_new(sid, cls, first, state, args, metadata)
-        finally:
-            del self._starting[sid]
-            started.set()
+
+    def _refuse_taken(self, sid: str) -> None:
+        if sid in self._cells:
+            raise SessionExists(sid)
 
     async def _create(
         self, sid: str, type_name: str, args: Mapping[str, Any], metadata: Mapping[str, Any]
@@ -375,9 +350,7 @@ class SessionHost:
                 SessionRecord(sid, type_name, Status.RUNNING, args, metadata, deadline=deadline)
             )
         except BaseException:
-            if self.ownership is not None:
-                with anyio.CancelScope(shield=True):
-                    await self.ownership.release(sid)
+            await self.leases.release(sid)
             raise
 
     def _activate_new(
@@ -492,38 +465,14 @@ class SessionHost:
 
         .. versionadded:: 0.2
         """
-        if self.closing:
-            return Delivery.LATER
-        try:
-            cell = await self.cell(reminder.session_id)
-        except SessionNotFound:
-            return Delivery.GONE
-        status = cell.status
-        if status.terminal:
-            return Delivery.GONE
-        if status is Status.PAUSED:
-            return Delivery.LATER
-        kept = cell.reminders
-        if cell.active and (kept is None or kept.get(reminder.name) != reminder):
-            return Delivery.STALE
-        # From the session to itself: a reminder is not activity from outside (abandon_after).
-        env = Envelope(Kind.INFO, DueReminder(reminder), None, (cell.id,))
-        try:
-            await cell.deliver(env)
-        except SessionPaused:
-            return Delivery.LATER
-        except SessionStopped:
-            return Delivery.GONE
-        except ShuttingDown:
-            return Delivery.LATER
-        return Delivery.QUEUED
+        return await self.reminders.deliver(reminder)
 
     def forget(self, session_id: str) -> None:
         """Drop an inactive session from memory (it stays in the store)."""
         cell = self._cells.get(session_id)
         if cell is not None and not cell.active:
             del self._cells[session_id]
-            self._tally(cell, cell.status, -1)
+            self.census.count(cell, cell.status, -1)
 
     @property
     def loaded_count(self) -> int:
@@ -554,15 +503,8 @@ class SessionHost:
     ) -> Sequence[SessionRecord]:
         """Stored sessions matching every filter given, oldest first unless ``order_by`` says otherwise.
 
-        Args:
-            status, type: only sessions in this status, of this type.
-            metadata: only sessions whose metadata has each of these keys equal to its value.
-            limit, offset: the page, applied after sorting.
-            order_by: ``"created_at"`` or ``"updated_at"`` (the last change); ties go by id.
-            descending: newest first.
-            created_after, created_before: wall-clock seconds (``time.time()``): created at or
-                after ``created_after``, and before ``created_before``.
-            updated_after, updated_before: the same bounds on the last change.
+        The arguments are those of :meth:`runtime.abc.EventStore.list` (``status``, ``type``,
+        ``metadata``, the page, the order, and wall-clock bounds on creation and last change).
 
         .. versionchanged:: 0.1 ``order_by``, ``descending`` and the time bounds.
         """
@@ -585,18 +527,13 @@ class SessionHost:
         (and the nodes sharing the store)."""
         store = await self.store.stats()
         outcomes = await self.store.outcomes()
-        ownership = self.ownership
-        if ownership is None:
-            return self.counters.stats(
-                active=self._running, known=len(self._cells), store=store, outcomes=outcomes
-            )
-        nodes = tuple(await ownership.store.nodes())
+        node, nodes = await self.leases.figures()
         return self.counters.stats(
             active=self._running,
             known=len(self._cells),
             store=store,
             outcomes=outcomes,
-            node=ownership.statistics(),
+            node=node,
             nodes=nodes,
         )
 
@@ -626,17 +563,12 @@ class SessionHost:
 
         .. versionadded:: 0.2
         """
-        if self.ownership is None:
-            return None
-        return await self.ownership.locate(session_id)
+        return await self.leases.locate(session_id)
 
     def lease_lost(self, lease: Lease) -> None:
         """The lease on ``lease.session_id`` moved on: stop this node's copy (its callers get
         ``OwnershipLost``); called by the renewal loop."""
-        cell = self._cells.get(lease.session_id)
-        if cell is None or not cell.active:
-            return
-        cell.disown(OwnershipLost(lease.session_id, lease.node, lease.epoch))
+        self.leases.lost(lease)
 
     async def inspect(self, session_id: str) -> Inspection:
         """What the session is doing now, without activating it.
@@ -670,19 +602,8 @@ class SessionHost:
         ``label`` compares a live session's state-machine label; ``where`` is called with each
         candidate's inspection (live state, no store reads).
         """
-        found = []
-        now = self.now()
-        for cell in list(self._cells.values()):
-            if status is not None and cell.status is not status:
-                continue
-            if label is not None or where is not None:
-                view = inspect_cell(cell, now, self.health)
-                if label is not None and view.label != label:
-                    continue
-                if where is not None and not where(view):
-                    continue
-            found.append(cell.ref)
-        return found
+        cells = find_cells(list(self._cells.values()), self.now(), self.health, status, label, where)
+        return [cell.ref for cell in cells]
 
     async def debug_dump(self) -> dict[str, Any]:
         """Everything an operator wants at a glance, as JSON-able data.
@@ -713,16 +634,7 @@ class SessionHost:
         The session checks again when it takes the request (in order with its messages): any
         activity after ``idle_since`` cancels it.
         """
-        mailbox = cell.mailbox
-        if self.closing or mailbox is None or not cell.active:
-            return False
-        if not cell.passivation_allowed(idle_since):
-            return False
-        try:
-            mailbox.put_nowait(Envelope(Kind.PASSIVATE, idle_since, None, ()))
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
-            return False
-        return True
+        return _levers.request_passivation(self, cell, idle_since)
 
     async def expire(
         self, session_id: str, status: Status, reason: str, *, idle_since: float | None = None
@@ -733,61 +645,7 @@ class SessionHost:
         An active session does it itself, in order with its messages; an inactive one is ended here
         without being activated.
         """
-        if self.closing:
-            return False
-        cell = await self.cell(session_id)
-        if cell.status not in (Status.RUNNING, Status.PASSIVATED, Status.PAUSED):
-            return False
-        if idle_since is not None and cell.last_active > idle_since:
-            return False
-        if cell.active:
-            mailbox = cell.mailbox
-            assert mailbox is not None
-            try:
-                await mailbox.put(Envelope(Kind.EXPIRE, (status, reason, idle_since), None, ()))
-            except anyio.ClosedResourceError:
-                return False
-            return True
-        return await self._set_terminal_offline(cell, status, reason)
-
-    async def _set_terminal_offline(self, cell: SessionCell, status: Status, reason: str) -> bool:
-        try:
-            async with self._leased(cell) as owned:
-                if not owned:
-                    return False  # another node owns it: it ends the session there, in order
-                await self.statuses.record(cell, status, reason)
-        except Exception:
-            logger.exception("session %r: could not record %s", cell.id, status.value)
-            return False
-        return True
-
-    @asynccontextmanager
-    async def _leased(self, cell: SessionCell) -> AsyncIterator[bool]:
-        """Hold the session's lease while writing for an inactive session (many nodes).
-
-        Yields whether this node may write: always without a node; with one, after taking the lease
-        (``False`` when another node owns the session). The lease is given back afterwards unless the
-        session was activated here meanwhile (its incarnation keeps it).
-        """
-        ownership = self.ownership
-        if ownership is None or ownership.holds(cell.id):
-            yield True
-            return
-        try:
-            await ownership.acquire(cell.id)
-        except OwnedElsewhere:
-            owned = False
-        else:
-            owned = True
-        if not owned:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            if not cell.active:
-                with anyio.CancelScope(shield=True):
-                    await ownership.release(cell.id)
+        return await _levers.expire(self, session_id, status, reason, idle_since)
 
     async def revive(self, session_id: str) -> SessionRef:
         """Bring an ``ABANDONED`` or ``TIMED_OUT`` session back (recorded in its log).
@@ -797,21 +655,7 @@ class SessionHost:
             SessionStopped: it is in another status (completed, failed and stopped sessions stay
                 ended).
         """
-        if self.closing:
-            raise ShuttingDown(session_id)
-        cell = await self.cell(session_id)
-        if cell.status not in (Status.ABANDONED, Status.TIMED_OUT):
-            if not cell.status.terminal:
-                return cell.ref
-            raise SessionStopped(session_id, cell.status, "only abandoned or timed-out sessions revive")
-        async with self._leased(cell) as owned:
-            if not owned:
-                lease = await self.locate(session_id)
-                if lease is None:
-                    raise OwnedElsewhere(session_id, "another node", None)
-                raise OwnedElsewhere(session_id, lease.node, lease.address)
-            await self.statuses.revive(cell)
-        return cell.ref
+        return await _levers.revive(self, session_id)
 
     async def delete(self, session_id: str) -> None:
         """Remove an ended session from memory and the store (its log and snapshots).
@@ -819,30 +663,13 @@ class SessionHost:
         Raises:
             SessionNotEnded: the session is live (or still has a task).
         """
-        cell = self._cells.get(session_id)
-        if cell is not None:
-            if cell.active or not cell.status.terminal:
-                raise SessionNotEnded(session_id, cell.status)
-            del self._cells[session_id]
-            self._tally(cell, cell.status, -1)
-        await self.store.delete(session_id)
-
-    # -- scrape-time figures (called from the metrics server's thread: copy, then read) -----------
-
-    def _count_sessions(self) -> dict[tuple[str, str], int]:
-        return {key: n for key, n in list(self._by_status.items()) if n}
-
-    def _tally(self, cell: SessionCell, status: Status, change: int) -> None:
-        key = (cell.cls.type_name or cell.cls.__name__, status.value)
-        self._by_status[key] = self._by_status.get(key, 0) + change
+        await _levers.delete(self, session_id)
 
     # -- hooks (a supervisor adds its policies here) ---------------------------------------------
 
     def note_status(self, cell: SessionCell, previous: Status | None, reason: object) -> None:
         """A session's status changed (``previous`` is ``None`` for a new session)."""
-        if previous is not None:
-            self._tally(cell, previous, -1)
-        self._tally(cell, cell.status, 1)
+        self.census.moved(cell, previous)
         self.lifecycle_hub.publish(
             LifecycleEvent(
                 cell.id,
@@ -858,4 +685,4 @@ class SessionHost:
 
     def note_loaded(self, cell: SessionCell) -> None:
         """A stored session was loaded into this process (inactive until its first message)."""
-        self._tally(cell, cell.status, 1)
+        self.census.count(cell, cell.status, 1)

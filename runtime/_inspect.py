@@ -11,13 +11,21 @@ from ._history import TransitionRecord, records
 from ._status import Status
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from ._cell import SessionCell
     from ._counters import HostStats
     from ._host import SessionHost
 
-__all__ = ["Health", "HealthThresholds", "Inspection", "classify", "debug_dump", "inspect_cell"]
+__all__ = [
+    "Health",
+    "HealthThresholds",
+    "Inspection",
+    "classify",
+    "debug_dump",
+    "find_cells",
+    "inspect_cell",
+]
 
 
 class Health(enum.Enum):
@@ -163,3 +171,26 @@ def debug_dump(
         "lifecycle": {"published": host.lifecycle_hub.published, "dropped": host.lifecycle_hub.dropped},
         "summaries": summaries,
     }
+
+
+def find_cells(
+    cells: Iterable[SessionCell],
+    now: float,
+    thresholds: HealthThresholds,
+    status: Status | None,
+    label: str | None,
+    where: Callable[[Inspection], bool] | None,
+) -> list[SessionCell]:
+    """The cells matching every filter given (``SessionHost.find``): live state, no store reads."""
+    found = []
+    for cell in cells:
+        if status is not None and cell.status is not status:
+            continue
+        if label is not None or where is not None:
+            view = inspect_cell(cell, now, thresholds)
+            if label is not None and view.label != label:
+                continue
+            if where is not None and not where(view):
+                continue
+        found.append(cell)
+    return found
