@@ -47,7 +47,8 @@ class ViewLoader:
     A recovery is one read (``EventStore.load_session``: entry, snapshot, log, reminders). When many
     run at once (10,000 resumed at start-up), each read was a trip to a worker thread, and the
     threads fought over the interpreter; a store with ``load_sessions`` (the three stores here)
-    reads every waiting session in one trip, up to 64. A store without it is asked one by one.
+    reads every waiting session in one trip, up to 64 (a recovery waiting alone is read with
+    ``load_session``, as before). A store without it is asked one by one.
     One loader per host, its loop a task of the host.
     """
 
@@ -109,7 +110,12 @@ class ViewLoader:
     ) -> None:
         self.reads += 1
         try:
-            views = await batch([sid for sid, _ in taken], after_snapshot=after_snapshot)
+            if len(taken) == 1:  # alone: the ordinary read (what a store wrapper may watch)
+                views: Sequence[StoredSession | None] = [
+                    await self.store.load_session(taken[0][0], after_snapshot=after_snapshot)
+                ]
+            else:
+                views = await batch([sid for sid, _ in taken], after_snapshot=after_snapshot)
         except BaseException as exc:
             # A store failure goes to each of its recoveries; a cancellation (the host closing)
             # is the loader's own: they are told the host is shutting down.

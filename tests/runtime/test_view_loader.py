@@ -104,6 +104,8 @@ class CountingStore:
 
     async def load_session(self, session_id: str, **kw: Any) -> Any:
         self.single += 1  # only a recovery that was not batched
+        if self.fail:
+            raise StoreError(session_id, "load the session", "the disk is on fire")
         return await self.inner.load_session(session_id, **kw)
 
 
@@ -162,9 +164,17 @@ class TestViewLoader:
         ids = await _stored(store, 40)
         async with _supervisor(store) as sessions:
             assert await _call_all(sessions, ids) == [i + 100 for i in range(40)]
-            assert sum(store.batches) == 40
-            assert len(store.batches) < 40  # several recoveries in one read
-            assert store.single == 0
+            assert sum(store.batches) + store.single == 40
+            assert len(store.batches) + store.single < 40  # several recoveries in one read
+            assert store.batches  # and a recovery alone reads with load_session
+
+    async def test_a_recovery_alone_reads_with_load_session(self) -> None:
+        store = CountingStore()
+        await store.open()
+        ids = await _stored(store, 1)
+        async with _supervisor(store) as sessions:
+            assert await _call_all(sessions, ids) == [100]
+            assert (store.batches, store.single) == ([], 1)
 
     async def test_store_without_load_sessions(self) -> None:
         store = NoBatchStore()
@@ -175,7 +185,7 @@ class TestViewLoader:
             assert store.single == 5
 
     async def test_a_failed_read_reaches_each_recovery(self) -> None:
-        """A ``load_sessions`` that fails fails every recovery in it, as ``load_session`` would."""
+        """A read that fails (``load_sessions`` or, alone, ``load_session``) fails every recovery in it."""
         store = CountingStore()
         await store.open()
         ids = await _stored(store, 4)
