@@ -60,6 +60,7 @@ from ._metrics import TreeMetrics as TreeMetrics
 from ._metrics import TypeMetrics as TypeMetrics
 from ._metrics_server import MetricsServer as MetricsServer
 from ._metrics_server import serve_metrics as serve_metrics
+from ._metrics_text import MetricsExposition as MetricsExposition
 from ._options import HostOptions as HostOptions
 from ._ownership import Lease as Lease
 from ._ownership import NodeInfo as NodeInfo
@@ -123,6 +124,7 @@ __all__ = [
     "event",
     "replay",
     "serve_metrics",
+    "MetricsExposition",
     "state_graph",
     "upcaster",
     "CallTimeout",

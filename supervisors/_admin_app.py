@@ -25,11 +25,11 @@ import anyio
 import attrs
 from cattrs.preconf.json import make_converter
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from runtime import (
     Inspection,
     InvalidSessionId,
+    MetricsExposition,
     Outcomes,
     SessionNotFound,
     SessionRecord,
@@ -276,6 +276,7 @@ class AdminApp:
         self._limiter = anyio.CapacityLimiter(max_concurrent_requests)
         # One scrape renders at a time, in a worker thread: the event loop keeps serving sessions.
         self._render_limiter = anyio.CapacityLimiter(1)
+        self._exposition = MetricsExposition()  # keeps each series' label text between scrapes
         self.ready = False
         """Set once ``sessions.ready()`` has returned (by :func:`serve_admin`)."""
 
@@ -375,7 +376,7 @@ class AdminApp:
 
     async def _metrics(self, scope: Scope) -> tuple[int, bytes, bytes]:
         accept = ",".join(v.decode("latin-1") for k, v in scope["headers"] if k == b"accept")
-        encoder, content_type = choose_encoder(accept)
+        encoder, content_type = self._exposition.choose(accept)
         body = await anyio.to_thread.run_sync(encoder, self.registry, limiter=self._render_limiter)
         return 200, content_type.encode(), body
 
