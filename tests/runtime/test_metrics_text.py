@@ -12,7 +12,8 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from runtime import MetricsExposition, SessionCrashed
 from runtime._metrics_text import TextEncoder
 from supervisors import Backoff, RestartPolicy, SessionSupervisor
-from tests.apps.counter import Add, AddMany, Boom, Counter as CounterSession, Get
+from tests.apps.counter import Add, AddMany, Boom, Get
+from tests.apps.counter import Counter as CounterSession
 
 ESCAPINGS = (openmetrics.UNDERSCORES, openmetrics.DOTS, openmetrics.VALUES, openmetrics.ALLOWUTF8)
 
