@@ -111,7 +111,8 @@ class Op(Ticket):
 
     ``fence``: for the other writes of a session's copy (status, snapshot, reminders, deadline), the
     lease ``(node, epoch)`` the copy holds, checked like an append's: the write is refused with
-    ``OwnershipLost`` once the lease has moved on (a stale copy writes nothing).
+    ``OwnershipLost`` once the lease has moved on (a stale copy writes nothing). A lease this node
+    released meanwhile (no owner, the same epoch) still admits it: nobody else has written since.
     """
 
     __slots__ = ("args", "error", "fence", "kind", "result", "session_id")
@@ -455,10 +456,13 @@ class PgWriter:
         kind = op.kind
         head = pending.heads.get(sid)
         held = op.fence
-        if held is not None and pending.leases.get(sid) != held:
+        if held is not None:
             lease = pending.leases.get(sid)
-            op.error = OwnershipLost(sid, held[0], held[1], None if lease is None else lease[0])
-            return
+            # Released by this very node (no owner, the same epoch: nobody took it since) is as good
+            # as held: the copy's last writes may race its own release.
+            if lease != held and lease != (None, held[1]):
+                op.error = OwnershipLost(sid, held[0], held[1], None if lease is None else lease[0])
+                return
         if kind is Kind.APPEND:
             expected: int = op.args[0]
             events: Sequence[EventData] = op.args[1]

@@ -9,6 +9,7 @@ the moves and the owners across all of them.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -98,6 +99,7 @@ def test_unreachable_postgres_is_a_usage_error(tmp_path: Path) -> None:
         run = subprocess.run(
             [sys.executable, "-m", "examples.game_server", "--dsn", dsn, "--duration", "1", *extra],
             cwd=REPO,
+            env={**os.environ, "TMPDIR": str(tmp_path)},  # where --nodes keeps the nodes' logs
             capture_output=True,
             text=True,
             timeout=120,
@@ -147,7 +149,7 @@ def test_two_node_programs_lose_no_move(pg: PgTarget, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_three_nodes_one_killed_audit(pg: PgTarget) -> None:
+def test_three_nodes_one_killed_audit(pg: PgTarget, tmp_path: Path) -> None:
     """``--nodes 3``: node b is killed with SIGKILL midway; its rooms carry on elsewhere, and the audit
     across all nodes finds every acknowledged move and no room recorded by two nodes."""
     run = subprocess.run(
@@ -173,6 +175,7 @@ def test_three_nodes_one_killed_audit(pg: PgTarget) -> None:
             "3",
         ],
         cwd=REPO,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # the nodes' logs, kept if something failed
         capture_output=True,
         text=True,
         timeout=180,

@@ -201,6 +201,22 @@ class TestFencing:
             assert record.status is Status.PAUSED
             assert await b.load_snapshot("s") is not None
 
+    async def test_a_write_racing_its_own_release_lands(self, pg: PgTarget) -> None:
+        """A copy's last write (a reminder removed as its session ends) may reach the writer after
+        the node released the lease: nobody took it since (same epoch), so it lands."""
+        async with node(pg, "a") as a:
+            await a.create(SessionRecord("s", "Game"))
+            await a.acquire("s")
+            await a.set_reminder(Reminder("s", "turn", 1e9, "{}"))
+            with sql(pg) as conn:  # what a.release("s") does in the store, before a forgets its fence
+                conn.execute("UPDATE leases SET node = NULL, expires = 0 WHERE session_id = 's'")
+            await a.remove_reminder("s", "turn")
+            await a.set_status("s", Status.COMPLETED)
+            assert await a.reminders("s") == []
+            record = await a.get("s")
+            assert record is not None
+            assert record.status is Status.COMPLETED
+
     async def test_fencing_holds_inside_a_batch(self, pg: PgTarget) -> None:
         """In one batch, the fenced append fails alone: the other sessions' appends are written."""
         async with node(pg, "a") as a, node(pg, "b") as b:
