@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging as _logging
 
-from ._cell import SessionCell as SessionCell
 from ._counters import HostStats as HostStats
 from ._events import EventRegistry as EventRegistry
 from ._events import StatusChanged as StatusChanged
@@ -48,7 +47,6 @@ from ._exceptions import VersionConflict as VersionConflict
 from ._graph import state_graph as state_graph
 from ._history import HistoryConfig as HistoryConfig
 from ._history import TransitionRecord as TransitionRecord
-from ._host import SessionHost as SessionHost
 from ._ids import check_session_id as check_session_id
 from ._inspect import Health as Health
 from ._inspect import HealthThresholds as HealthThresholds
@@ -112,7 +110,6 @@ __all__ = [
     "RestartWindow",
     "Reply",
     "Session",
-    "SessionHost",
     "SessionMetrics",
     "SessionRef",
     "StatusChanged",
@@ -154,7 +151,6 @@ __all__ = [
     "PostgresStoreStatistics",
     "RateLimited",
     "RecoveryFailed",
-    "SessionCell",
     "SessionCrashed",
     "SessionError",
     "SessionExists",

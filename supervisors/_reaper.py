@@ -29,7 +29,8 @@ from runtime import Status
 from ._wheel import DeadlineWheel
 
 if TYPE_CHECKING:
-    from runtime import SessionCell, SessionHost
+    from runtime._cell import SessionCell
+    from runtime._host import SessionHost
     from runtime.abc import Clock
 
 __all__ = ["CleanupStats", "ReaperPolicy", "RemovalReason"]

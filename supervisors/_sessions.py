@@ -22,11 +22,11 @@ from runtime import (
     RateLimited,
     Session,
     SessionError,
-    SessionHost,
     SessionRecord,
     Status,
     TooManySessions,
 )
+from runtime._host import SessionHost  # subclassed: the supervisor is the host with policies
 from runtime.abc import Clock, EventStore, LeaseStore
 
 from ._node import Node
@@ -38,7 +38,7 @@ from ._telemetry import Telemetry
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from runtime import SessionCell
+    from runtime._cell import SessionCell
 
 __all__ = ["SessionSupervisor"]
 

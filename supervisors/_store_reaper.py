@@ -47,7 +47,8 @@ from ._reaper import RemovalReason
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from runtime import SessionCell, SessionHost
+    from runtime._cell import SessionCell
+    from runtime._host import SessionHost
     from runtime.abc import Clock
 
     from ._reaper import ReaperPolicy

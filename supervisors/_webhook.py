@@ -29,7 +29,8 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from runtime import LifecycleEvent, LifecycleSubscription, SessionHost, Status, StatusChanged
+from runtime import LifecycleEvent, LifecycleSubscription, Status, StatusChanged
+from runtime._host import SessionHost
 from runtime.abc import Clock
 
 from ._restart import Backoff

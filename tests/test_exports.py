@@ -75,6 +75,14 @@ def test_design_names_are_public() -> None:
     assert hasattr(runtime.abc, "EventStore")
 
 
+def test_internals_are_not_exported() -> None:
+    """The host and the session cell are the runtime's machinery: supervisors builds on them from
+    their modules, users go through SessionSupervisor and SessionRef."""
+    for name in ("SessionHost", "SessionCell"):
+        assert not hasattr(runtime, name), name
+        assert name not in runtime.__all__
+
+
 def test_runtime_never_imports_supervisors() -> None:
     """The layering rule: runtime is the lower layer."""
     import pathlib
