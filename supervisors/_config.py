@@ -178,14 +178,10 @@ class Config:
             health, registry, clock, events: passed to ``SessionSupervisor`` (not in files).
             node: this process as one node among several sharing ``store`` (not in files).
         """
-        return SessionSupervisor(
-            store=store if store is not None else self.store.build(default_path),
-            session_types=session_types,
-            reaper=reaper if reaper is not None else self.reaper,
+        policy = reaper if reaper is not None else self.reaper
+        options = SessionSupervisor.host_options(
+            policy,
             restarts=restarts if restarts is not None else self.restarts,
-            history=history if history is not None else self.history,
-            health=health,
-            registry=registry,
             clock=clock,
             events=events,
             drain_timeout=self.drain_timeout if drain_timeout is None else drain_timeout,
@@ -194,7 +190,16 @@ class Config:
                 if max_concurrent_recoveries is None
                 else max_concurrent_recoveries
             ),
+            history=history if history is not None else self.history,
+            health=health,
+        )
+        return SessionSupervisor(
+            store=store if store is not None else self.store.build(default_path),
+            session_types=session_types,
+            reaper=policy,
+            registry=registry,
             node=node,
+            options=options,
         )
 
 

@@ -74,6 +74,12 @@ class SessionSupervisor(SessionHost):
             sessions run under leases with fencing epochs (DESIGN.md, "Many nodes").
         wall_clock: the wall clock reminders and stored deadlines are due on (default: ``clock``
             moved to the epoch at start; see :class:`runtime.HostOptions`).
+        options: the host's options as one record, made by :meth:`host_options` (as
+            ``Config.session_supervisor`` does), instead of ``restarts``, ``clock``, ``events``,
+            ``drain_timeout``, ``max_concurrent_recoveries``, ``history``, ``health`` and ``wall_clock``.
+
+    .. versionchanged:: 0.2
+       ``options``.
 
     .. versionadded:: 0.1
     """
@@ -94,6 +100,7 @@ class SessionSupervisor(SessionHost):
         max_concurrent_recoveries: int = 50,
         node: Node | None = None,
         wall_clock: Callable[[], float] | None = None,
+        options: HostOptions | None = None,
     ) -> None:
         self.node = node
         ownership: Ownership | None = None
@@ -105,21 +112,34 @@ class SessionSupervisor(SessionHost):
                     f"PostgresStore(dsn); {store!r} is not one"
                 )
             ownership = Ownership(leases, node=node.name, address=node.address, lease_ttl=node.lease_ttl)
-        self.restart_policy = restarts or RestartPolicy()
         self.reaper_policy = policy = reaper or ReaperPolicy()
-        options = HostOptions(
-            restarts=self.restart_policy,
-            clock=clock,
-            events=events,
-            drain_timeout=drain_timeout,
-            max_concurrent_recoveries=max_concurrent_recoveries,
-            history=history or HistoryConfig(),
-            health=health or HealthThresholds(),
-            message_limit=policy.max_messages,
-            measure_states=policy.max_memory_bytes is not None,
-            self_sends_count=policy.idle_counts_self_sends,
-            wall_clock=wall_clock,
-        )
+        if options is None:
+            options = self.host_options(
+                policy,
+                restarts=restarts,
+                clock=clock,
+                events=events,
+                drain_timeout=drain_timeout,
+                max_concurrent_recoveries=max_concurrent_recoveries,
+                history=history,
+                health=health,
+                wall_clock=wall_clock,
+            )
+        else:
+            _check_options(
+                options,
+                policy,
+                restarts=restarts,
+                clock=clock,
+                events=events,
+                drain_timeout=drain_timeout,
+                max_concurrent_recoveries=max_concurrent_recoveries,
+                history=history,
+                health=health,
+                wall_clock=wall_clock,
+            )
+        assert isinstance(options.restarts, RestartPolicy)
+        self.restart_policy = options.restarts
         super().__init__(
             store=store if store is not None else MemoryStore(),
             options=options,
@@ -138,6 +158,39 @@ class SessionSupervisor(SessionHost):
         once ``ready()`` returns); ``resumed`` counts those activated so far."""
         self.resumed = 0
         """How many ``resume_on_start`` sessions this supervisor activated at start-up."""
+
+    @staticmethod
+    def host_options(
+        reaper: ReaperPolicy,
+        *,
+        restarts: RestartPolicy | None = None,
+        clock: Clock | None = None,
+        events: EventRegistry | None = None,
+        drain_timeout: float = 5.0,
+        max_concurrent_recoveries: int = 50,
+        history: HistoryConfig | None = None,
+        health: HealthThresholds | None = None,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> HostOptions:
+        """The one options record of a supervisor with this ``reaper`` policy: the arguments as
+        ``SessionSupervisor`` takes them, and what the policy asks of the host (a message limit,
+        measured states, whether self-sends count as activity). Pass it as ``options=``.
+
+        .. versionadded:: 0.2
+        """
+        return HostOptions(
+            restarts=restarts or RestartPolicy(),
+            clock=clock,
+            events=events,
+            drain_timeout=drain_timeout,
+            max_concurrent_recoveries=max_concurrent_recoveries,
+            history=history or HistoryConfig(),
+            health=health or HealthThresholds(),
+            message_limit=reaper.max_messages,
+            measure_states=reaper.max_memory_bytes is not None,
+            self_sends_count=reaper.idle_counts_self_sends,
+            wall_clock=wall_clock,
+        )
 
     def _new_store_reaper(self) -> StoreReaper:
         policy = self.reaper_policy
@@ -354,3 +407,46 @@ class SessionSupervisor(SessionHost):
     def note_loaded(self, cell: SessionCell) -> None:
         super().note_loaded(cell)
         self.reaper.schedule(cell.id)
+
+
+def _check_options(
+    options: HostOptions,
+    reaper: ReaperPolicy,
+    *,
+    restarts: RestartPolicy | None,
+    clock: Clock | None,
+    events: EventRegistry | None,
+    drain_timeout: float,
+    max_concurrent_recoveries: int,
+    history: HistoryConfig | None,
+    health: HealthThresholds | None,
+    wall_clock: Callable[[], float] | None,
+) -> None:
+    """``options=`` replaces the single options: refuse both at once, and a record made for another
+    reaper policy."""
+    given = [
+        name
+        for name, value, default in (
+            ("restarts", restarts, None),
+            ("clock", clock, None),
+            ("events", events, None),
+            ("drain_timeout", drain_timeout, 5.0),
+            ("max_concurrent_recoveries", max_concurrent_recoveries, 50),
+            ("history", history, None),
+            ("health", health, None),
+            ("wall_clock", wall_clock, None),
+        )
+        if value != default
+    ]
+    if given:
+        raise TypeError(f"options= holds them already: pass {', '.join(given)} in it, not beside it")
+    if not isinstance(options.restarts, RestartPolicy):
+        raise TypeError(f"options.restarts must be a RestartPolicy, not {options.restarts!r}")
+    expected = SessionSupervisor.host_options(reaper)
+    for field in ("message_limit", "measure_states", "self_sends_count"):
+        if getattr(options, field) != getattr(expected, field):
+            raise ValueError(
+                f"options.{field} is {getattr(options, field)!r} but the reaper policy asks for "
+                f"{getattr(expected, field)!r}: build the options with "
+                "SessionSupervisor.host_options(reaper, ...)"
+            )

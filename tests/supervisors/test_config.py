@@ -303,6 +303,32 @@ class TestSessionSupervisor:
         assert sessions.reaper_policy == ReaperPolicy(max_messages=3)
         assert sessions.drain_timeout == 0.25
 
+    def test_one_options_record_built_once_and_handed_down(self) -> None:
+        """The file's and the overrides' options reach the host as the record the config built."""
+        config = parse(
+            "[reaper]\nmax_messages = 7\n[restarts]\nmax_restarts = 2\n[supervisor]\ndrain_timeout = 1.5"
+        )
+        sessions = config.session_supervisor(store=MemoryStore(), max_concurrent_recoveries=4)
+        assert sessions.options == SessionSupervisor.host_options(
+            ReaperPolicy(max_messages=7),
+            restarts=RestartPolicy(max_restarts=2),
+            drain_timeout=1.5,
+            max_concurrent_recoveries=4,
+            clock=sessions.options.clock,
+        )
+        assert sessions.options.message_limit == 7
+        assert sessions.restart_policy is sessions.options.restarts
+
+    def test_options_refuse_what_they_already_hold(self) -> None:
+        options = SessionSupervisor.host_options(ReaperPolicy(), drain_timeout=2.0)
+        with pytest.raises(TypeError, match="pass drain_timeout, history in it, not beside it"):
+            SessionSupervisor(options=options, drain_timeout=1.0, history=HistoryConfig())
+        with pytest.raises(
+            ValueError, match=r"options.message_limit is None but the reaper policy asks for 3"
+        ):
+            SessionSupervisor(options=options, reaper=ReaperPolicy(max_messages=3))
+        assert SessionSupervisor(options=options).options is options
+
     def test_default_path_when_the_file_names_none(self, tmp_path: Path) -> None:
         sessions = parse("").session_supervisor(default_path=tmp_path / "app.db")
         assert isinstance(sessions.store, SQLiteStore)
