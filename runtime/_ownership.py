@@ -247,6 +247,10 @@ class Ownership:
         self._takeovers += len(claimed)
         return claimed
 
+    async def next_expiry(self) -> float | None:
+        """Seconds until another node's soonest live lease expires, or ``None`` if none holds one."""
+        return await self.store.next_expiry()
+
     def note_refusal(self, session_id: str) -> None:
         """The store refused an append of ``session_id``: its lease moved on."""
         self._refusals += 1

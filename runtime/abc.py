@@ -287,6 +287,15 @@ class LeaseStore(Protocol):
         candidates, so that a dead node's sessions spread among the survivors.
         """
 
+    async def next_expiry(self) -> float | None:
+        """Seconds until the soonest live lease of another node expires (``None``: no other node holds one).
+
+        A survivor sleeps until then rather than polling, so that a dead node's sessions are taken
+        over as soon as its last leases lapse (``lease_ttl`` after its last renewal).
+
+        .. versionadded:: 0.2
+        """
+
 
 class Clock(Protocol):
     """Where the runtime reads time and sleeps: anyio's clock by default, a manual one in tests."""

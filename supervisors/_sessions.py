@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 _TAKEOVERS_PER_ROUND = 100
 """Sessions of dead nodes one node claims per round: the survivors share the rest over the next rounds."""
+_EXPIRY_GRACE = 0.05
+"""How long after another node's soonest lease expiry a takeover round runs (the claim needs it past)."""
 _RESUME_PAGE = 1000
 
 
@@ -227,11 +229,25 @@ class SessionSupervisor(SessionHost):
         return self.reminder_scheduler.loaded.is_set() and self._ready.is_set() and not self.closing
 
     async def _take_over(self, ownership: Ownership) -> None:
-        """Every ``lease_ttl / 3``: run here a share of the sessions of dead nodes that must run now
-        (a reminder due, or ``resume_on_start``); the others move on their next message."""
+        """Run here a share of the sessions of dead nodes that must run now (a reminder due, or
+        ``resume_on_start``); the others move on their next message.
+
+        A round runs every ``lease_ttl / 3`` (reminders falling due on orphans), and also just after
+        the soonest lease of another node expires: a dead node's last leases lapse ``lease_ttl``
+        after its last renewal, and its resumable sessions run here right then, not up to a third
+        of ``lease_ttl`` later.
+        """
         interval = ownership.lease_ttl / 3
+        more = False  # the last round claimed all it could: claim again at once
         while True:
-            await self.clock.sleep_until(self.clock.now() + interval)
+            if not more:
+                try:
+                    soonest = await ownership.next_expiry()
+                except SessionError:
+                    logger.warning("node %r could not read lease expiries", ownership.node, exc_info=True)
+                    soonest = None
+                delay = interval if soonest is None else min(interval, soonest + _EXPIRY_GRACE)
+                await self.clock.sleep_until(self.clock.now() + delay)
             resumable = [
                 name for name, cls in self.session_types().items() if getattr(cls, "resume_on_start", False)
             ]
@@ -241,7 +257,9 @@ class SessionSupervisor(SessionHost):
                 logger.warning(
                     "node %r could not look for sessions to take over", ownership.node, exc_info=True
                 )
+                more = False
                 continue
+            more = len(claimed) == _TAKEOVERS_PER_ROUND
             for lease in claimed:
                 try:
                     await self.activate(lease.session_id)

@@ -17,7 +17,18 @@ from .._ownership import Lease, NodeInfo, Renewal
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["acquire", "claim_orphans", "join", "leave", "nodes", "owner_of", "owners", "release", "renew"]
+__all__ = [
+    "acquire",
+    "claim_orphans",
+    "join",
+    "leave",
+    "next_expiry",
+    "nodes",
+    "owner_of",
+    "owners",
+    "release",
+    "renew",
+]
 
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 
@@ -77,6 +88,15 @@ WITH candidates AS (
 UPDATE leases AS l SET node = %(node)s, epoch = l.epoch + 1, expires = {_NOW} + %(ttl)s
 FROM candidates WHERE l.session_id = candidates.session_id
 RETURNING l.session_id, l.epoch, l.expires
+"""
+
+# The soonest expiry of a live lease held by another node, in seconds from now: one probe of
+# leases_by_node (node, expires) per node, whatever the number of leases.
+_NEXT_EXPIRY = f"""
+SELECT min(soonest) - {_NOW} FROM (
+    SELECT (SELECT min(l.expires) FROM leases AS l WHERE l.node = n.name AND l.expires >= {_NOW}) AS soonest
+    FROM nodes AS n WHERE n.name <> %(node)s
+) AS per_node
 """
 
 _NODES = f"""
@@ -159,6 +179,11 @@ def claim_orphans(
         {"node": node, "ttl": ttl, "types": list(types), "limit": limit, "wall": wall},
     ).fetchall()
     return [Lease(sid, node, int(epoch), float(expires), address) for sid, epoch, expires in rows]
+
+
+def next_expiry(conn: psycopg.Connection[Any], node: str) -> float | None:
+    row = conn.execute(_NEXT_EXPIRY, {"node": node}).fetchone()
+    return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
 
 def nodes(conn: psycopg.Connection[Any]) -> list[NodeInfo]:

@@ -713,6 +713,15 @@ class PostgresStore:
             self._fences[lease.session_id] = lease.epoch
         return claimed
 
+    async def next_expiry(self) -> float | None:
+        """Seconds until another node's soonest live lease expires (see LeaseStore)."""
+        from . import _postgres_leases as leases
+
+        node = self._need_node("look for leases about to expire")
+        return await self._read(
+            None, "look for leases about to expire", lambda conn: leases.next_expiry(conn, node)
+        )
+
     # -- reads -------------------------------------------------------------------------------
 
     def _run_read(self, session_id: str | None, action: str, fn: Callable[[psycopg.Connection[Any]], T]) -> T:

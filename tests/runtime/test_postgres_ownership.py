@@ -324,6 +324,33 @@ class TestTakeover:
             assert await b.locate("idle") is None
 
 
+class TestNextExpiry:
+    async def test_soonest_live_lease_of_another_node(self, pg: PgTarget) -> None:
+        """Seconds until another node's soonest live lease lapses; its own, expired and released ones
+        do not count."""
+        async with node(pg, "a") as a, node(pg, "b") as b, node(pg, "c") as c:
+            assert await b.next_expiry() is None  # nobody holds anything
+            for sid in ("x", "y", "z", "mine"):
+                await a.create(SessionRecord(sid, "Room"))
+            await a.acquire("x")
+            await c.acquire("y")
+            await b.acquire("mine")
+            with sql(pg) as conn:  # x lapses in 2 s, y in 5 s (the ttl is 10 s)
+                conn.execute("UPDATE leases SET expires = expires - 8 WHERE session_id = 'x'")
+                conn.execute("UPDATE leases SET expires = expires - 5 WHERE session_id = 'y'")
+            soonest = await b.next_expiry()
+            assert soonest is not None
+            assert 1.0 < soonest <= 2.0
+            with sql(pg) as conn:  # x expired: y is next
+                conn.execute("UPDATE leases SET expires = expires - 60 WHERE session_id = 'x'")
+            soonest = await b.next_expiry()
+            assert soonest is not None
+            assert 4.0 < soonest <= 5.0
+            await c.release("y")
+            assert await b.next_expiry() is None  # b's own lease never counts
+            assert await a.next_expiry() is not None  # ... but it does for the others
+
+
 class FailingLeases:
     """A lease store whose renewals fail from a given moment (the server became unreachable)."""
 
@@ -360,6 +387,9 @@ class FailingLeases:
 
     async def claim_orphans(self, *, types: Sequence[str], limit: int) -> Sequence[Lease]:
         return await self.inner.claim_orphans(types=types, limit=limit)
+
+    async def next_expiry(self) -> float | None:
+        return await self.inner.next_expiry()
 
 
 class TestOwnership:

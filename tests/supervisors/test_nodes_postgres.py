@@ -7,6 +7,7 @@ SIGSTOP. Leases are expired by moving them into the past with SQL, never by wait
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -16,10 +17,20 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from runtime import MemoryStore, OwnedElsewhere, OwnershipLost, PostgresStore, SessionExists, Status
+from runtime import (
+    MemoryStore,
+    OwnedElsewhere,
+    OwnershipLost,
+    PostgresStore,
+    SessionExists,
+    SessionRecord,
+    Status,
+)
 from supervisors import Node, SessionSupervisor
+from tests.apps.alarm import Resumable
 from tests.apps.counter import Add, Counter, Get
 from tests.pg import PgTarget
+from tests.realtime import wait_real
 
 pytestmark = pytest.mark.anyio
 
@@ -145,6 +156,50 @@ class TestOwnership:
             assert located is not None
             assert located.node == "b"
         assert log(pg, "s") == [(1, 1), (2, 2)]
+
+
+class TestTakeoverTiming:
+    """In real time on both backends: lease expiries are the PostgreSQL server's clock."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    async def test_resumable_sessions_run_as_soon_as_the_dead_nodes_leases_lapse(self, pg: PgTarget) -> None:
+        """A survivor takes a dead node's resumable sessions over when their leases lapse, not at its
+        next round (every lease_ttl/3 = 10 s here), with no message, more than one round's claim too."""
+        ids = [f"r{i}" for i in range(150)]  # more than one round claims (100)
+        dead = PostgresStore(pg.dsn, schema=pg.schema)
+        await dead.open()
+        try:
+            await dead.join("dead", lease_ttl=TTL)
+            for sid in ids:
+                await dead.create(SessionRecord(sid, "Resumable"))
+                await dead.acquire(sid)
+            with sql(pg) as conn:  # the node died with 1.5 s left on its leases
+                conn.execute("UPDATE leases SET expires = extract(epoch FROM clock_timestamp()) + 1.5")
+            lapses = time.monotonic() + 1.5
+            async with SessionSupervisor(
+                store=PostgresStore(pg.dsn, schema=pg.schema),
+                node=Node("b", lease_ttl=30.0),
+                session_types=[Resumable],
+                registry=CollectorRegistry(),
+            ) as b:
+
+                def taken_over() -> bool:
+                    with sql(pg) as conn:
+                        query = "SELECT count(*) FROM leases WHERE node = 'b' AND epoch = 2"
+                        row = conn.execute(query).fetchone()
+                    return row is not None and row[0] == len(ids)
+
+                # The round every lease_ttl/3 would come 10 s after the start.
+                await wait_real(taken_over, "the survivor runs the dead node's sessions", timeout=9)
+                late = time.monotonic() - lapses
+                assert late < 2.0, f"all taken over {late:.2f} s after the leases lapsed"
+                for sid in (ids[0], ids[-1]):  # and running here
+                    assert await (await b.get(sid)).call("state") == []
+        finally:
+            await dead.aclose()
 
 
 class TestFencing:
