@@ -10,7 +10,8 @@ active task, 100,000 by default) and serves its registry twice at once: with ``s
 The HTTP clients run in another process (``urllib``, a new connection per request), so that their
 CPU is not taken from the server's event loop (the machine has 2 cores).
 
-* ``scrape_ms``: ``/metrics`` latency, median and p99, on each server, the two interleaved.
+* ``scrape_ms``: ``/metrics`` latency, median and p99, on each server, the two interleaved; and
+  ``*_cpu_ms``, the CPU time this process spent per scrape on each (HTTP and rendering).
 * ``session_ms``: ``/sessions/{id}`` latency (random loaded ids), median and p99.
 * ``call_rtt``: the mean ``call`` round trip to one session, in rounds that alternate between no
   scraping and a client scraping the admin endpoint's ``/metrics`` every 100 ms; ``slowdown`` is the
@@ -139,9 +140,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # Scrape latency, the two servers taking turns.
             admin_ms: list[float] = []
             threaded_ms: list[float] = []
+            admin_cpu = threaded_cpu = 0.0  # this process's CPU seconds while each server was scraped
             for _ in range(args.rounds):
+                cpu = time.process_time()
                 admin_ms += await fetch_each([admin.metrics_url] * args.scrapes)
+                admin_cpu += time.process_time() - cpu
+                cpu = time.process_time()
                 threaded_ms += await fetch_each([metrics.url] * args.scrapes)
+                threaded_cpu += time.process_time() - cpu
             rng = random.Random(1)
             ids = [f"{admin.url}/sessions/s{rng.randrange(n)}" for _ in range(args.lookups)]
             session_ms = await fetch_each(ids)
@@ -176,6 +182,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "serve_admin": {"median": statistics.median(admin_ms), "p99": percentile(admin_ms, 99)},
             "serve_metrics": {"median": statistics.median(threaded_ms), "p99": percentile(threaded_ms, 99)},
             "count_each": len(admin_ms),
+            # what one scrape costs the serving process in CPU time (HTTP, rendering, the idle loop)
+            "serve_admin_cpu_ms": round(admin_cpu / len(admin_ms) * 1000, 3),
+            "serve_metrics_cpu_ms": round(threaded_cpu / len(threaded_ms) * 1000, 3),
         },
         "session_ms": {
             "median": statistics.median(session_ms),
