@@ -187,11 +187,12 @@ class ReminderScheduler:
         self.retry_after = retry_after
         # Plain tuples of str and float, never the Reminder itself: the collector stops tracking
         # them, so that 10,000 fires a second do not fill its oldest generation (full passes of
-        # tens of milliseconds, every few seconds, were the lateness's p99).
+        # tens of milliseconds, every few seconds, were the lateness's p99). ``_known`` maps each
+        # key to its Reminder, handed over as it is (not made anew per fire).
         self._heap: list[tuple[float, int, _Key]] = []
         self._staged: dict[str, dict[str, tuple[Reminder, Reminder | None]]] = {}
         """Reminders scheduled by reminder turns whose append is not durable yet, per session."""
-        self._known: set[_Key] = set()
+        self._known: dict[_Key, Reminder] = {}
         """Reminders in the heap or delivered and not settled yet: each is handed over once."""
         self._seq = 0
         self._read_until = -math.inf
@@ -214,7 +215,7 @@ class ReminderScheduler:
         key = _key(reminder)
         if key in self._known:
             return
-        self._known.add(key)
+        self._known[key] = reminder
         self._seq += 1
         heapq.heappush(self._heap, (reminder.due_at, self._seq, key))
         if reminder.due_at < self._next_wake and self._wake is not None:
@@ -254,16 +255,16 @@ class ReminderScheduler:
 
     def settled(self, reminder: Reminder) -> None:
         """The session is done with ``reminder`` (removed, or found replaced)."""
-        self._known.discard(_key(reminder))
+        self._known.pop(_key(reminder), None)
 
     def retry(self, reminder: Reminder, delay: float = 0.0) -> None:
         """Hand ``reminder`` over again (its handler crashed before recording, or it was refused)."""
         key = _key(reminder)
-        self._known.discard(key)
+        self._known.pop(key, None)
         if delay <= 0:
             self.add(reminder)
             return
-        self._known.add(key)
+        self._known[key] = reminder
         self._seq += 1
         # Kept under its own due time, tried again at ``wall() + delay``.
         heapq.heappush(self._heap, (self.wall() + delay, self._seq, key))
@@ -310,7 +311,8 @@ class ReminderScheduler:
             heap = self._heap
             while heap and heap[0][0] <= self.wall():
                 _, _, key = heapq.heappop(heap)
-                await self._hand_over(Reminder(*key))
+                reminder = self._known.get(key)
+                await self._hand_over(Reminder(*key) if reminder is None else reminder)
             target = min(heap[0][0] if heap else math.inf, self._next_read)
             await self._sleep_until_wall(target)
 
@@ -325,9 +327,9 @@ class ReminderScheduler:
         elif outcome is Delivery.LATER:
             self.retry(reminder, self.retry_after)
         elif outcome is Delivery.STALE:
-            self._known.discard(_key(reminder))
+            self._known.pop(_key(reminder), None)
         else:
-            self._known.discard(_key(reminder))
+            self._known.pop(_key(reminder), None)
             try:
                 await self.store.remove_reminder(reminder.session_id, reminder.name)
             except Exception:
