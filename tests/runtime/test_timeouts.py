@@ -4,7 +4,7 @@ refused before anything is sent."""
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -15,18 +15,16 @@ from runtime import (
     InvalidTimeout,
     OperationTimeout,
     SessionNotEnded,
-    SessionRef,
     Status,
     TypeNameTaken,
     UnknownSessionType,
 )
 from runtime.testing import ManualClock
 from supervisors import SessionSupervisor
-from tests.apps.counter import Add, Counter, Get, WaitFor
+from tests.apps.counter import Add, Counter, Get
+from tests.helpers import GRANULARITY, busy, fails_at
 
 pytestmark = pytest.mark.anyio
-
-GRANULARITY = 0.005  # a timeout fires at the end of its bucket of the deadline wheel
 
 
 @pytest.fixture
@@ -38,36 +36,6 @@ def clock() -> ManualClock:
 async def sessions(clock: ManualClock) -> AsyncIterator[SessionSupervisor]:
     async with SessionSupervisor(clock=clock) as sessions:
         yield sessions
-
-
-async def busy(ref: SessionRef) -> anyio.Event:
-    """Keep the session in one turn until the returned event is set."""
-    gate = anyio.Event()
-    await ref.cast(WaitFor(gate))
-    await anyio.wait_all_tasks_blocked()
-    return gate
-
-
-async def fails_at(
-    clock: ManualClock, operation: Callable[[], Awaitable[object]], steps: list[float]
-) -> tuple[float, BaseException]:
-    """Run ``operation`` while the clock moves by ``steps``; when (virtual time) and what it raised."""
-    outcome: list[tuple[float, BaseException]] = []
-
-    async def run() -> None:
-        try:
-            await operation()
-        except Exception as exc:
-            outcome.append((clock.now(), exc))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        await anyio.wait_all_tasks_blocked()
-        for step in steps:
-            assert not outcome, f"raised early, at {clock.now()}"
-            await clock.advance(step)
-    assert outcome, "never raised"
-    return outcome[0]
 
 
 class TestOnTheInjectedClock:
