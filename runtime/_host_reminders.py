@@ -12,7 +12,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, final
 
-from ._exceptions import SessionNotFound, SessionPaused, SessionStopped, ShuttingDown
+from ._exceptions import (
+    OwnedElsewhere,
+    OwnershipLost,
+    SessionNotFound,
+    SessionPaused,
+    SessionStopped,
+    ShuttingDown,
+)
 from ._mailbox import Envelope, Kind
 from ._reminders import Delivery, DueReminder, ReminderScheduler
 from ._status import Status
@@ -89,4 +96,6 @@ class HostReminders:
             return Delivery.GONE
         except ShuttingDown:
             return Delivery.LATER
+        except (OwnedElsewhere, OwnershipLost):
+            return Delivery.STALE  # another node owns the session: its scheduler fires the reminder
         return Delivery.QUEUED

@@ -26,7 +26,7 @@ from anyio.abc import TaskStatus
 
 from ._clock import AnyioClock
 from ._events import check_value, unstructure
-from ._exceptions import InvalidReminder, UnencodableValue, UnknownEventType, describe_value
+from ._exceptions import InvalidReminder, OwnershipLost, UnencodableValue, UnknownEventType, describe_value
 from ._records import Reminder
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ class Delivery(enum.Enum):
     LATER = "later"
     """The session takes no message now (paused): try again later."""
     STALE = "stale"
-    """The session has replaced or removed that reminder since: nothing to do."""
+    """The session has replaced or removed that reminder since, or another node owns it now: nothing
+    to do here."""
 
 
 @final
@@ -332,6 +333,8 @@ class ReminderScheduler:
             self._known.pop(_key(reminder), None)
             try:
                 await self.store.remove_reminder(reminder.session_id, reminder.name)
+            except OwnershipLost:  # another node took the session over: the reminder is its to handle
+                logger.debug("reminder %r of %r: owned elsewhere now", reminder.name, reminder.session_id)
             except Exception:
                 logger.exception(
                     "reminder %r of session %r: could not remove it", reminder.name, reminder.session_id
