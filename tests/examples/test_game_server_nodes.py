@@ -173,6 +173,12 @@ def test_three_nodes_one_killed_audit(pg: PgTarget, tmp_path: Path) -> None:
             "12",
             "--seed",
             "3",
+            # Turn timers longer than the outage (lease_ttl and the takeover): with 1 s ones, the rooms
+            # of the killed node came back with their turns timed out, the games all but over (3 moves
+            # after the takeover on a quiet machine, none on a loaded one); with 5 s ones the bots play
+            # them on (26 moves).
+            "--turn-seconds",
+            "5",
         ],
         cwd=REPO,
         env={**os.environ, "TMPDIR": str(tmp_path)},  # the nodes' logs, kept if something failed
