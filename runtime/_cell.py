@@ -149,6 +149,17 @@ class SessionCell:
         mailbox = self.mailbox
         return 0 if mailbox is None else len(mailbox)
 
+    @property
+    def state_bytes(self) -> int:
+        """``SessionView.state_bytes``: the journal's measure of the state (read by the reapers)."""
+        return self.journal.state_bytes
+
+    @property
+    def transitions(self) -> int:
+        """``SessionView.transitions``: transitions kept in ``history`` (read by the reapers)."""
+        history = self.history
+        return 0 if history is None else len(history)
+
     def incarnate(self, instance: Session[Any] | None = None) -> Session[Any]:
         """Bind a new instance of the session's class (or ``instance``, made by ``start``) to it."""
         if instance is None:

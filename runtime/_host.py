@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from prometheus_client import CollectorRegistry
 
-    from .abc import Clock, EventStore
+    from .abc import Clock, EventStore, SessionView
 
 __all__ = ["HostStats", "SessionHost"]
 
@@ -628,13 +628,14 @@ class SessionHost:
         """
         return self.lifecycle_hub.subscribe(buffer)
 
-    def request_passivation(self, cell: SessionCell, idle_since: float) -> bool:
-        """Ask an idle session to passivate; ``False`` if it is busy, waiting or not running.
+    def request_passivation(self, session_id: str, idle_since: float) -> bool:
+        """Ask an idle session to passivate; ``False`` if it is not loaded, busy, waiting or not running.
 
         The session checks again when it takes the request (in order with its messages): any
         activity after ``idle_since`` cancels it.
         """
-        return _levers.request_passivation(self, cell, idle_since)
+        cell = self._cells.get(session_id)
+        return cell is not None and _levers.request_passivation(self, cell, idle_since)
 
     async def expire(
         self, session_id: str, status: Status, reason: str, *, idle_since: float | None = None
@@ -682,7 +683,15 @@ class SessionHost:
                 cell.metadata,
             )
         )
+        self.session_changed(cell)
 
     def note_loaded(self, cell: SessionCell) -> None:
         """A stored session was loaded into this process (inactive until its first message)."""
         self.census.count(cell, cell.status, 1)
+        self.session_changed(cell)
+
+    def session_changed(self, session: SessionView) -> None:
+        """A loaded session changed status, or was loaded: a subclass re-reads its deadlines here.
+
+        Called after the host's own bookkeeping (census, lifecycle notice). Does nothing here.
+        """

@@ -1,4 +1,5 @@
-"""Protocols that users implement to plug in their own pieces: event stores and clocks.
+"""Protocols that users implement to plug in their own pieces (event stores and clocks), and
+``SessionView``, the read-only face of a loaded session that policies such as the reapers read.
 
 A store is what keeps sessions durable. The runtime relies on exactly these guarantees:
 
@@ -60,6 +61,7 @@ __all__ = [
     "Reminder",
     "RestartStrategy",
     "SessionRecord",
+    "SessionView",
     "Snapshot",
     "Status",
     "StoreStats",
@@ -295,6 +297,56 @@ class LeaseStore(Protocol):
 
         .. versionadded:: 0.2
         """
+
+
+@runtime_checkable
+class SessionView(Protocol):
+    """What a policy outside the runtime may read about one session loaded in this process.
+
+    The host's ``cached`` and ``cells`` hand out loaded sessions that satisfy it; the reapers decide from them
+    when a session is idle, abandoned, too old, paused too long or due for deletion, and how much
+    memory it holds. Read-only, and read when deciding: the runtime changes the values as the
+    session runs, so a value is only as fresh as the moment it was read. Times are on the host's
+    clock (``Clock.now()``), not the wall clock.
+
+    .. versionadded:: 0.2
+    """
+
+    @property
+    def id(self) -> str:
+        """The session's id."""
+
+    @property
+    def status(self) -> Status:
+        """Its current status."""
+
+    @property
+    def status_since(self) -> float:
+        """When it entered ``status`` (or was loaded in it)."""
+
+    @property
+    def active(self) -> bool:
+        """Whether an incarnation runs now (a task with its state in memory)."""
+
+    @property
+    def started_at(self) -> float:
+        """When it was started or loaded in this process."""
+
+    @property
+    def last_active(self) -> float:
+        """When it last took a message from outside (its own sends do not count)."""
+
+    @property
+    def state_bytes(self) -> int:
+        """The size of its state as last encoded (JSON bytes; 0 before its first record)."""
+
+    @property
+    def transitions(self) -> int:
+        """How many state transitions its history keeps in memory (0 when history is off)."""
+
+    @property
+    def mailbox_depth(self) -> int:
+        """Messages waiting in its mailbox."""
 
 
 class Clock(Protocol):

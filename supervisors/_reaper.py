@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -29,9 +29,8 @@ from runtime import Status
 from ._wheel import DeadlineWheel
 
 if TYPE_CHECKING:
-    from runtime._cell import SessionCell
     from runtime._host import SessionHost
-    from runtime.abc import Clock
+    from runtime.abc import Clock, SessionView
 
 __all__ = ["CleanupStats", "ReaperPolicy", "RemovalReason"]
 
@@ -232,12 +231,20 @@ class Reaper:
         self._wake = None
         self._next_wake = math.inf
         self.due_monotonic = math.inf
-        for cell in self.host.cells():
+        for cell in self._views():
             self.schedule(cell.id)
+
+    def _view(self, session_id: str) -> SessionView | None:
+        """The loaded session, through the only face the reaper reads (``runtime.abc.SessionView``)."""
+        return self.host.cached(session_id)
+
+    def _views(self) -> Sequence[SessionView]:
+        """Every loaded session, as ``SessionView``s."""
+        return self.host.cells()
 
     def schedule(self, session_id: str) -> None:
         """Push the checks the session's current status calls for (once each)."""
-        cell = self.host.cached(session_id)
+        cell = self._view(session_id)
         if cell is None:
             return
         p = self.policy
@@ -260,7 +267,7 @@ class Reaper:
             if p.retention is not None:
                 self._push(cell.id, cell, _Check.RETENTION, cell.status_since + p.retention)
 
-    def _push(self, session_id: str, cell: SessionCell | None, check: _Check, deadline: float) -> None:
+    def _push(self, session_id: str, cell: SessionView | None, check: _Check, deadline: float) -> None:
         marks = self._marks.get(session_id, 0)
         if marks & check:
             return  # already in the wheel: it re-checks (and re-pushes itself) when due
@@ -271,7 +278,7 @@ class Reaper:
 
     def push_retention(self, session_id: str, deadline: float) -> None:
         """Schedule the deletion of an ended session that is not loaded in this process."""
-        self._push(session_id, self.host.cached(session_id), _Check.RETENTION, deadline)
+        self._push(session_id, self._view(session_id), _Check.RETENTION, deadline)
 
     def __len__(self) -> int:
         return len(self._wheel)
@@ -351,7 +358,7 @@ class Reaper:
         marks = self._marks.pop(session_id, 0) & ~check
         if marks:
             self._marks[session_id] = marks
-        cell = host.cached(session_id)
+        cell = self._view(session_id)
         status = None if cell is None else cell.status
 
         if check is _Check.IDLE:
@@ -360,7 +367,7 @@ class Reaper:
             if cell.last_active + p.idle_timeout > now:
                 self._push(session_id, cell, check, cell.last_active + p.idle_timeout)
                 return None
-            if host.request_passivation(cell, cell.last_active):
+            if host.request_passivation(cell.id, cell.last_active):
                 return RemovalReason.IDLE
             # Busy (a queued message, a deferred reply): look again a little later.
             self._push(session_id, cell, check, now + p.idle_timeout / 4)
@@ -492,7 +499,7 @@ class Reaper:
             if not lru:
                 return
             session_id, stamp = next(iter(lru.items()))
-            cell = self.host.cached(session_id)
+            cell = self._view(session_id)
             if cell is None or not cell.active or cell.status is not Status.RUNNING:
                 del lru[session_id]
                 continue
@@ -506,8 +513,8 @@ class Reaper:
     def evict_one(self, reason: RemovalReason) -> bool:
         """Ask the least recently used idle session to passivate."""
         for session_id in self.idle_candidates():
-            cell = self.host.cached(session_id)
-            if cell is not None and self.host.request_passivation(cell, cell.last_active):
+            cell = self._view(session_id)
+            if cell is not None and self.host.request_passivation(cell.id, cell.last_active):
                 self.totals[reason] += 1
                 self.host.metrics.removed(reason.value)
                 return True
@@ -516,10 +523,10 @@ class Reaper:
     def estimated_bytes(self) -> int:
         """The estimated memory of the active sessions: state, history, mailbox, fixed costs."""
         total = 0
-        for cell in self.host.cells():
+        for cell in self._views():
             if cell.active:
-                total += _ACTIVE_BASE + 2 * cell.journal.state_bytes
-                total += _PER_TRANSITION * len(cell.history or ())
+                total += _ACTIVE_BASE + 2 * cell.state_bytes
+                total += _PER_TRANSITION * cell.transitions
                 total += _PER_MESSAGE * cell.mailbox_depth
         return total
 
@@ -534,11 +541,11 @@ class Reaper:
         for session_id in self.idle_candidates():
             if excess <= 0:
                 break
-            cell = self.host.cached(session_id)
+            cell = self._view(session_id)
             if cell is None:
                 continue
-            size = _ACTIVE_BASE + 2 * cell.journal.state_bytes + _PER_TRANSITION * len(cell.history or ())
-            if self.host.request_passivation(cell, cell.last_active):
+            size = _ACTIVE_BASE + 2 * cell.state_bytes + _PER_TRANSITION * cell.transitions
+            if self.host.request_passivation(cell.id, cell.last_active):
                 excess -= size
                 evicted += 1
         self.totals[RemovalReason.MEMORY] += evicted

@@ -27,7 +27,7 @@ from runtime import (
     TooManySessions,
 )
 from runtime._host import SessionHost  # subclassed: the supervisor is the host with policies
-from runtime.abc import Clock, EventStore, LeaseStore
+from runtime.abc import Clock, EventStore, LeaseStore, SessionView
 
 from ._node import Node
 from ._reaper import CleanupStats, Reaper, ReaperPolicy, RemovalReason
@@ -37,8 +37,6 @@ from ._telemetry import Telemetry
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
-
-    from runtime._cell import SessionCell
 
 __all__ = ["SessionSupervisor"]
 
@@ -415,16 +413,12 @@ class SessionSupervisor(SessionHost):
         self.metrics.rejected("too_many_sessions")
         raise TooManySessions(session_id, limit)
 
-    def note_status(self, cell: SessionCell, previous: Status | None, reason: object) -> None:
-        super().note_status(cell, previous, reason)
-        self.reaper.schedule(cell.id)
+    def session_changed(self, session: SessionView) -> None:
+        """Re-read the session's deadlines (its status changed, or it was loaded)."""
+        self.reaper.schedule(session.id)
 
     def first_deadline(self, now: float) -> float | None:
         return self.store_reaper.first_deadline(now)
-
-    def note_loaded(self, cell: SessionCell) -> None:
-        super().note_loaded(cell)
-        self.reaper.schedule(cell.id)
 
 
 def _check_options(

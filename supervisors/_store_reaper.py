@@ -47,9 +47,8 @@ from ._reaper import RemovalReason
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from runtime._cell import SessionCell
     from runtime._host import SessionHost
-    from runtime.abc import Clock
+    from runtime.abc import Clock, SessionView
 
     from ._reaper import ReaperPolicy
 
@@ -150,7 +149,7 @@ class StoreReaper:
             status_since=record.updated_at,
         )
 
-    def _cell_due(self, cell: SessionCell) -> Due | None:
+    def _cell_due(self, cell: SessionView) -> Due | None:
         shift = self.wall() - self.clock.now()  # the runtime clock to the wall clock
         return next_deadline(
             self.policy,
