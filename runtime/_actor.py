@@ -34,7 +34,7 @@ from ._exceptions import (
     StoreError,
     VersionConflict,
 )
-from ._history import note_turn
+from ._history import RawTransition, note_turn
 from ._idempotency import Idempotent, idempotent_call
 from ._mailbox import CALL_CHAIN, Envelope, Kind
 from ._recovery import quarantine_corrupt, recover, restart_after
@@ -323,9 +323,36 @@ async def _serve(cell: SessionCell, instance: Session[Any]) -> BaseException | N
             elapsed = perf_counter() - started
             (observe_call if kind is _CALL else observers[kind])(elapsed)
             if noting:
-                note_turn(
-                    cell, instance, env, started, elapsed, status_before, version_before, label_before, error
-                )
+                history = cell.history
+                if history is not None and label_before is None and error is None:
+                    # The common turn, appended here: a call to note_turn cost the no-event call
+                    # ~0.1 us (2%). The row's layout is _history's RawTransition (mypy checks it).
+                    row: RawTransition = (
+                        cell.messages,
+                        started,
+                        kind._value_,
+                        type(env.message).__name__,
+                        status_before._value_,
+                        cell.status._value_,
+                        None,
+                        None,
+                        cell.version - version_before,
+                        elapsed,
+                        None,
+                    )
+                    history.append(row)
+                else:
+                    note_turn(
+                        cell,
+                        instance,
+                        env,
+                        started,
+                        elapsed,
+                        status_before,
+                        version_before,
+                        label_before,
+                        error,
+                    )
             # The exception's traceback holds this frame: drop the frame's hold on it, or every
             # crash leaves a reference cycle for the garbage collector (and a p99 spike).
             error = None
