@@ -38,3 +38,23 @@ def test_an_asyncio_loop_with_its_own_clock_keeps_it() -> None:
         now, loop_time, is_trio = runner.run(readings())
     assert not is_trio
     assert loop_time - 1.0 <= now <= loop_time
+
+
+@pytest.mark.anyio
+async def test_checkpoint_yields_and_delivers_cancellation() -> None:
+    checkpoint = current_backend().checkpoint
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await checkpoint()
+        pytest.fail("a cancelled scope's checkpoint returned")
+    assert scope.cancelled_caught
+    ran: list[int] = []
+
+    async def other() -> None:
+        ran.append(1)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        for _ in range(3):  # trio may run a batch's tasks in either order
+            await checkpoint()
+        assert ran == [1]
