@@ -48,7 +48,8 @@ class ViewLoader:
     run at once (10,000 resumed at start-up), each read was a trip to a worker thread, and the
     threads fought over the interpreter; a store with ``load_sessions`` (the three stores here)
     reads every waiting session in one trip, up to 64 (a recovery waiting alone is read with
-    ``load_session``, as before). A store without it is asked one by one.
+    ``load_session``, at once, without a hop through the loader). A store without it is asked one
+    by one.
     One loader per host, its loop a task of the host.
     """
 
@@ -56,6 +57,8 @@ class ViewLoader:
         self.store = store
         self._waiting: dict[bool, list[tuple[str, _Wait]]] = {True: [], False: []}
         self._wake: anyio.Event | None = None
+        self._in_flight = 0
+        """Reads under way, made by recoveries themselves or by the loader."""
         self.reads = 0
         """Store calls made (``load_sessions`` or ``load_session``)."""
 
@@ -70,10 +73,19 @@ class ViewLoader:
         return batch
 
     async def load(self, session_id: str, after_snapshot: bool) -> StoredSession | None:
-        """The session's view, read alone or with the others waiting meanwhile."""
-        if self._wake is None:
+        """The session's view, read alone or with the others waiting meanwhile.
+
+        With no read in flight and none waiting, the recovery reads at once itself (a crash
+        restarts without two hops through the loader's task); those that come while a read is in
+        flight wait and are read together.
+        """
+        if self._wake is None or not (self._in_flight or self._waiting[True] or self._waiting[False]):
             self.reads += 1
-            return await self.store.load_session(session_id, after_snapshot=after_snapshot)
+            self._in_flight += 1
+            try:
+                return await self.store.load_session(session_id, after_snapshot=after_snapshot)
+            finally:
+                self._in_flight -= 1
         wait = _Wait()
         self._waiting[after_snapshot].append((session_id, wait))
         self._wake.set()
@@ -109,6 +121,7 @@ class ViewLoader:
         taken: list[tuple[str, _Wait]],
     ) -> None:
         self.reads += 1
+        self._in_flight += 1
         try:
             if len(taken) == 1:  # alone: the ordinary read (what a store wrapper may watch)
                 views: Sequence[StoredSession | None] = [
@@ -125,6 +138,8 @@ class ViewLoader:
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            self._in_flight -= 1
         for (_, wait), view in zip(taken, views, strict=True):
             wait.view = view
             wait.done.set()

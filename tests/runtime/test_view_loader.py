@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio.lowlevel
 import pytest
 
 from runtime import EventData, MemoryStore, Reminder, Session, SessionRecord, Snapshot, StoreError, event
@@ -85,7 +86,12 @@ class Counter(Session[int]):
 
 
 class CountingStore:
-    """A MemoryStore that counts its reads of whole sessions, and can fail them."""
+    """A MemoryStore that counts its reads of whole sessions, and can fail them.
+
+    Each read yields once, as a store's trip to its worker thread does: recoveries that come while a
+    read is in flight wait for the next one (MemoryStore's own reads never yield, so each recovery
+    reads at once itself).
+    """
 
     def __init__(self) -> None:
         self.inner = MemoryStore()
@@ -98,12 +104,14 @@ class CountingStore:
 
     async def load_sessions(self, session_ids: Sequence[str], *, after_snapshot: bool = True) -> list[Any]:
         self.batches.append(len(session_ids))
+        await anyio.lowlevel.checkpoint()
         if self.fail:
             raise StoreError(None, "load sessions", "the disk is on fire")
         return await self.inner.load_sessions(session_ids, after_snapshot=after_snapshot)
 
     async def load_session(self, session_id: str, **kw: Any) -> Any:
         self.single += 1  # only a recovery that was not batched
+        await anyio.lowlevel.checkpoint()
         if self.fail:
             raise StoreError(session_id, "load the session", "the disk is on fire")
         return await self.inner.load_session(session_id, **kw)
