@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from trio.testing import MockClock
 
+from runtime.abc import EventStore
 from tests.apps.counter import Counter
 from tests.apps.recovery_app import Ledger
+from tests.helpers import STORES
 from tests.pg import PgTarget, own_schema
 
 RUN_SLOW = "--run-slow"
@@ -74,3 +76,17 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         capture_output=True,
     )
     return cert, key
+
+
+@pytest.fixture(params=sorted(STORES))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
+    """An open store of each kind (MemoryStore, SQLiteStore, PostgresStore), closed afterwards.
+
+    A module that defines a ``store`` fixture of its own uses that one instead.
+    """
+    s = STORES[request.param](request, tmp_path)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.aclose()

@@ -6,17 +6,23 @@ by name (``from tests.helpers import NO_BACKOFF``), so that each is written once
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
 import attrs
+import pytest
 
 from runtime import (
     AppendExtras,
     EventData,
+    MemoryStore,
+    PostgresStore,
     SessionRef,
     Snapshot,
+    SQLiteStore,
     Status,
     StoredEvent,
     StoredSession,
@@ -25,16 +31,35 @@ from runtime.abc import EventStore
 from runtime.testing import ManualClock
 from supervisors import Backoff, RestartPolicy
 from tests.apps.counter import WaitFor
+from tests.pg import PgTarget
 
 __all__ = [
     "GRANULARITY",
     "NO_BACKOFF",
+    "STORES",
     "ProxyStore",
+    "StoreFactory",
     "busy",
     "fails_at",
     "no_backoff",
     "status_of",
 ]
+
+StoreFactory = Callable[[pytest.FixtureRequest, Path], EventStore]
+
+
+def _postgres(request: pytest.FixtureRequest, _path: Path) -> EventStore:
+    target: PgTarget = request.getfixturevalue("pg")  # a schema of this test's own
+    return PostgresStore(target.dsn, schema=target.schema)
+
+
+STORES: dict[str, StoreFactory] = {
+    # time.time looked up at each call, so that a test can pin it (test_store_contract's WallClock).
+    "memory": lambda _request, _path: MemoryStore(clock=lambda: time.time()),
+    "sqlite": lambda _request, path: SQLiteStore(path / "s.db"),
+    "postgres": _postgres,
+}
+"""Every store, made for one test: the ``store`` fixture (tests/conftest.py) runs a test on each."""
 
 GRANULARITY = 0.005
 """A timeout fires at the end of its bucket of the deadline wheel: up to this much after its deadline."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +12,6 @@ from runtime import (
     EventData,
     IdempotentReply,
     InvalidSessionId,
-    MemoryStore,
     Outcomes,
     Reminder,
     SessionExists,
@@ -24,38 +21,9 @@ from runtime import (
     Status,
     VersionConflict,
 )
-from runtime._stores.postgres import PostgresStore
-from runtime._stores.sqlite import SQLiteStore
 from runtime.abc import EventStore
-from tests.pg import PgTarget
 
 pytestmark = pytest.mark.anyio
-
-StoreFactory = Callable[[pytest.FixtureRequest, Path], EventStore]
-
-
-def _postgres(request: pytest.FixtureRequest, _path: Path) -> EventStore:
-    target: PgTarget = request.getfixturevalue("pg")  # a schema of this test's own
-    return PostgresStore(target.dsn, schema=target.schema)
-
-
-STORES: dict[str, StoreFactory] = {
-    # time.time looked up at each call, so that WallClock below can pin it.
-    "memory": lambda _request, _path: MemoryStore(clock=lambda: time.time()),
-    "sqlite": lambda _request, path: SQLiteStore(path / "s.db"),
-    "postgres": _postgres,
-}
-
-
-@pytest.fixture(params=sorted(STORES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
-    factory = STORES[request.param]
-    s = factory(request, tmp_path)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.aclose()
 
 
 def ev(n: int) -> EventData:

@@ -3,8 +3,7 @@ at once: ``load_sessions`` on every store, and the host's ``ViewLoader`` that us
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio.lowlevel
@@ -14,23 +13,9 @@ from runtime import EventData, MemoryStore, Reminder, Session, SessionRecord, Sn
 from runtime.abc import EventStore
 from runtime.testing import ManualClock
 from supervisors import Backoff, RestartPolicy, SessionSupervisor
-from tests.runtime.test_store_contract import STORES
+from tests.runtime.test_store_contract import ev
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=sorted(STORES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
-    s = STORES[request.param](request, tmp_path)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.aclose()
-
-
-def ev(n: int) -> EventData:
-    return EventData("Counted", 1, f'{{"n": {n}}}')
 
 
 class TestLoadSessions:

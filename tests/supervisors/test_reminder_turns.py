@@ -7,7 +7,7 @@ runtime side on an injected clock, on both backends.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,22 +29,11 @@ from runtime import (
 from runtime.abc import EventStore
 from runtime.testing import ManualClock
 from supervisors import Backoff, RestartPolicy, SessionSupervisor
-from tests.runtime.test_store_contract import STORES
 
 pytestmark = pytest.mark.anyio
 
 
 # -- the store side --------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=sorted(STORES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
-    s = STORES[request.param](request, tmp_path)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.aclose()
 
 
 def _reminder(name: str, due_at: float, message: str = '{"json": 1}') -> Reminder:
