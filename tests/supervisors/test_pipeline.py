@@ -120,7 +120,7 @@ class TestOrderAndDurability:
         self, sessions: SessionSupervisor, held: HeldStore
     ) -> None:
         """No reply before its events are durable, replies in order; what the messages recorded
-        while two appends were in flight goes as one append."""
+        while an append was in flight goes as one append once it is confirmed."""
         ref = await sessions.start(tagger(8), "s")
         held.hold()
         async with anyio.create_task_group() as tg:
@@ -128,22 +128,48 @@ class TestOrderAndDurability:
             for message in (Tag(1), Tag(2), Tags((3, 4)), Tag(5), Read()):
                 await calls.start(message)
             assert calls.finished == set()
-            assert held.waiting == 2  # two appends in flight; the other messages wait behind them
+            # One append in flight; the depth is not full, so the rest wait to join the next one
+            # rather than take a commit of their own behind it.
+            assert held.waiting == 1
             held.release()
             await calls.wait(0)
             await anyio.wait_all_tasks_blocked()
             assert calls.finished == {0}
             assert await stored_tags(held, "s") == (1,)
+            assert held.waiting == 1  # the next four messages' events, in one append
             held.release()
-            await calls.wait(1)
-            await anyio.wait_all_tasks_blocked()
-            assert calls.finished == {0, 1}
-            held.release()  # the next three messages' events, in one append
             await calls.wait()
         assert calls.results == {0: 1, 1: 2, 2: 4, 3: 5, 4: (5, (1, 2, 3, 4, 5))}
         assert calls.durable == {0: True, 1: True, 2: True, 3: True}
-        assert held.appends == [("s", 0, 1), ("s", 1, 1), ("s", 2, 3)]
+        assert held.appends == [("s", 0, 1), ("s", 1, 4)]
         assert await stored_tags(held, "s") == (1, 2, 3, 4, 5)
+
+    async def test_a_full_depth_queues_the_next_append_behind_the_one_in_flight(
+        self, sessions: SessionSupervisor, held: HeldStore
+    ) -> None:
+        """Once the depth is full the actor can add nothing more: what it holds goes to the store
+        at once, queued behind the append in flight, and the replies still come in order."""
+        ref = await sessions.start(tagger(4), "s")
+        held.hold()
+        async with anyio.create_task_group() as tg:
+            calls = Calls(tg, ref, held)
+            for tag in range(1, 7):
+                await calls.start(Tag(tag))
+            assert held.waiting == 2  # Tag(1) in flight; Tag(2..4) queued behind it
+            assert (await sessions.inspect("s")).mailbox_depth == 2
+            held.release()
+            await calls.wait(0)
+            await anyio.wait_all_tasks_blocked()
+            assert calls.finished == {0}
+            held.release_all()
+            await calls.wait()
+        assert calls.results == {i: i + 1 for i in range(6)}
+        assert all(calls.durable.values())
+        # (recorded once answered: two appends answered together may resume in either order)
+        appends = sorted(held.appends)
+        assert appends[:2] == [("s", 0, 1), ("s", 1, 3)]
+        assert sum(events for _sid, _version, events in appends) == 6
+        assert await stored_tags(held, "s") == (1, 2, 3, 4, 5, 6)
 
     async def test_no_reply_while_the_sqlite_commit_is_held_open(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
