@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -187,6 +188,23 @@ class TestCrashes:
         assert await c.call(Get()) == 7
         assert Counter.logs["c"] == [("start", 0), ("stop", "crashed"), ("start", 7)]
         assert (await sessions.inspect("c")).restarts == 1
+
+    async def test_crash_is_logged_once_with_its_traceback(
+        self, sessions: SessionSupervisor, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """One ERROR record per crash: the session, the message, and the handler's exception."""
+        c = await sessions.start(Counter, "c")
+        with caplog.at_level(logging.ERROR, logger="runtime._actor"):
+            with pytest.raises(SessionCrashed):
+                await c.call(Boom("kaput"))
+            assert await c.call(Get()) == 0
+        (record,) = [r for r in caplog.records if r.name == "runtime._actor"]
+        assert record.levelno == logging.ERROR
+        assert "'c' crashed handling" in record.getMessage()
+        assert "Boom" in record.getMessage()
+        assert record.exc_info is not None
+        assert isinstance(record.exc_info[1], RuntimeError)
+        assert str(record.exc_info[1]) == "kaput"
 
     async def test_mailbox_is_kept_across_a_crash(self, sessions: SessionSupervisor) -> None:
         """Messages queued behind the crashing one are handled by the next incarnation, in order."""
