@@ -2,24 +2,23 @@
 
 The host is the mechanism; :class:`supervisors.SessionSupervisor` builds the public API on it and
 brings the policies (restart budgets, the reaper, limits). It owns one task group in which every
-active session runs as one task. Its parts live in modules of their own: the wall clock and the
-delivery of due reminders (``_host_reminders``), this node's side of the leases (``_host_leases``),
-what it does to a session without a caller's message (``_levers``), the census of loaded sessions
-for the metrics scrape (``_census``).
+active session runs as one task. Its parts live in modules of their own: how a session comes to
+run here, started new or loaded from the index (``_host_starts``), the wall clock and the delivery
+of due reminders (``_host_reminders``), this node's side of the leases (``_host_leases``), what it
+does to a session without a caller's message (``_levers``), the census of loaded sessions for the
+metrics scrape (``_census``); every status change and its notice go through ``_status_writer``.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVarTuple
 
 import anyio
 
-from . import _levers
+from . import _host_starts, _levers
 from ._actor import run_actor
 from ._backend import Backend, current_backend
 from ._cell import SessionCell
@@ -27,23 +26,20 @@ from ._census import SessionCensus
 from ._clock import AnyioClock, wait_until
 from ._counters import HostCounters, HostStats
 from ._deadlines import CallDeadlines
-from ._events import check_value, register_runtime_events
+from ._events import register_runtime_events
 from ._exact import SnapshotGuard
 from ._exceptions import (
     SessionError,
-    SessionExists,
     SessionNotFound,
     ShuttingDown,
     TypeNameTaken,
-    UnencodableValue,
-    UnknownSessionType,
 )
 from ._history import history_json, records
 from ._host_leases import HostLeases
 from ._host_reminders import HostReminders
 from ._ids import check_session_id
 from ._inspect import Inspection, debug_dump, find_cells, inspect_cell
-from ._lifecycle import LifecycleEvent, LifecycleHub, LifecycleSubscription
+from ._lifecycle import LifecycleHub, LifecycleSubscription
 from ._metrics import SessionMetrics
 from ._options import HostOptions
 from ._ownership import Lease, Ownership
@@ -67,7 +63,6 @@ __all__ = ["HostStats", "SessionHost"]
 logger = logging.getLogger(__name__)
 
 PosArgs = TypeVarTuple("PosArgs")
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 class SessionHost:
@@ -246,6 +241,11 @@ class SessionHost:
             ended.set()
 
     @property
+    def running(self) -> bool:
+        """Whether the host is running: entered, its task group open (and not exited yet)."""
+        return self._tg is not None
+
+    @property
     def active_count(self) -> int:
         """How many sessions have a running task (active, or recovering, or draining)."""
         return self._running
@@ -315,61 +315,7 @@ class SessionHost:
                 the store's JSON (NaN, an integer out of range, an object that is not JSON); its
                 ``path`` names it, e.g. ``args['limit']``. Nothing is kept.
         """
-        if self.closing or self._tg is None:
-            raise ShuttingDown(session_id)
-        sid = check_session_id(session_id) if session_id is not None else secrets.token_urlsafe(16)
-        if sid in self._cells:
-            raise SessionExists(sid)
-        # Empty ones are shared: with 100,000 sessions two empty dicts each add up.
-        args = dict(args) if args else _EMPTY
-        metadata = dict(metadata) if metadata else _EMPTY
-        for path, value in (("args", args), ("metadata", metadata)):
-            try:
-                check_value(value, path)
-            except UnencodableValue as exc:
-                raise UnencodableValue(exc.path, exc.value, exc.reason, session_id=sid) from None
-        type_name = self.register_type(cls)
-        await self.admit_start(sid)
-        first = cls()
-        state = first.initial_state(args)  # bad args fail the start, before anything is kept
-        async with self.leases.starting(sid, lambda: self._refuse_taken(sid)):
-            await self._create(sid, type_name, args, metadata)
-            return self._activate_new(sid, cls, first, state, args, metadata)
-
-    def _refuse_taken(self, sid: str) -> None:
-        if sid in self._cells:
-            raise SessionExists(sid)
-
-    async def _create(
-        self, sid: str, type_name: str, args: Mapping[str, Any], metadata: Mapping[str, Any]
-    ) -> None:
-        """Keep a new session in the store; with a node, give its lease back if that fails."""
-        deadline = self.first_deadline(self.wall())
-        try:
-            await self.store.create(
-                SessionRecord(sid, type_name, Status.RUNNING, args, metadata, deadline=deadline)
-            )
-        except BaseException:
-            await self.leases.release(sid)
-            raise
-
-    def _activate_new(
-        self,
-        sid: str,
-        cls: type[Session[Any]],
-        first: Session[Any],
-        state: Any,
-        args: Mapping[str, Any],
-        metadata: Mapping[str, Any],
-    ) -> SessionRef:
-        if sid in self._cells:  # the store accepted it, so only a racing load could have added it
-            raise SessionExists(sid)
-        cell = SessionCell(self, sid, cls, args, metadata, Status.RUNNING)
-        cell.journal.adopt(first, state, 0)
-        self._cells[sid] = cell
-        cell.activate(first)
-        self.statuses.started(cell)
-        return cell.ref
+        return await _host_starts.start(self, self._cells, cls, session_id, args, metadata)
 
     def first_deadline(self, now: float) -> float | None:
         """The stored deadline of a session created at ``now`` (wall clock); ``None`` here.
@@ -422,26 +368,7 @@ class SessionHost:
         Raises:
             SessionError: the session's type is not one this host knows.
         """
-        session_id = record.id
-        cell = self._cells.get(session_id)  # loaded meanwhile by another task?
-        if cell is not None:
-            return cell
-        cls = self._types.get(record.type)
-        if cls is None:
-            raise UnknownSessionType(session_id, record.type)
-        status = record.status
-        if status is Status.RUNNING:
-            status = Status.PASSIVATED  # stored by an earlier process: activated on demand
-        cell = SessionCell(self, session_id, cls, record.args, record.metadata, status, record.version)
-        cell.status_reason = record.status_reason  # why it FAILED, if the index was told (issue 13)
-        cell.messages = cell.handled_stored = record.handled
-        # Ages count from the session's creation, even across processes (wall clock to ours).
-        cell.started_at -= max(0.0, time.time() - record.created_at)
-        if status.terminal:
-            cell.status_since -= max(0.0, time.time() - record.updated_at)
-        self._cells[session_id] = cell
-        self.note_loaded(cell)
-        return cell
+        return _host_starts.load(self, self._cells, self._types, record)
 
     def resume(self, record: SessionRecord) -> bool:
         """Activate a stored session that was ``RUNNING`` when the last process stopped, with no
@@ -449,16 +376,7 @@ class SessionHost:
 
         .. versionadded:: 0.2
         """
-        if self.closing or self._tg is None:
-            return False
-        cell = self.load(record)
-        if cell.active or cell.status is not Status.PASSIVATED:
-            return False
-        cell.resuming = True
-        self.statuses.take(cell, Status.RUNNING, "resumed")
-        cell.activate()
-        self.metrics.resumed(cell.cls.type_name or cell.cls.__name__)
-        return True
+        return _host_starts.resume(self, record)
 
     async def deliver_reminder(self, reminder: Reminder) -> Delivery:
         """Put a due reminder in its session's mailbox, activating the session if needed.
@@ -546,14 +464,7 @@ class SessionHost:
 
         .. versionadded:: 0.2
         """
-        cell = await self.cell(session_id)
-        if cell.status is Status.PASSIVATED:
-            self.statuses.take(cell, Status.RUNNING, "activated")
-        elif cell.status.terminal:
-            raise cell.refusal()
-        if not cell.active:
-            cell.activate()
-        return cell.ref
+        return await _host_starts.activate(self, session_id)
 
     async def locate(self, session_id: str) -> Lease | None:
         """Where ``session_id`` lives: the live lease on it (node, address), or ``None`` when no node
@@ -667,23 +578,6 @@ class SessionHost:
         await _levers.delete(self, session_id)
 
     # -- hooks (a supervisor adds its policies here) ---------------------------------------------
-
-    def note_status(self, cell: SessionCell, previous: Status | None, reason: object) -> None:
-        """A session's status changed (``previous`` is ``None`` for a new session)."""
-        self.census.moved(cell, previous)
-        self.lifecycle_hub.publish(
-            LifecycleEvent(
-                cell.id,
-                cell.cls.type_name or cell.cls.__name__,
-                cell.status,
-                previous,
-                None if reason is None else str(reason),
-                cell.version,
-                time.time(),
-                cell.metadata,
-            )
-        )
-        self.session_changed(cell)
 
     def note_loaded(self, cell: SessionCell) -> None:
         """A stored session was loaded into this process (inactive until its first message)."""

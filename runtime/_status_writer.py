@@ -10,8 +10,10 @@ this writer, so none of them can forget one of the four or take them in another 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, final
 
+from ._lifecycle import LifecycleEvent
 from ._status import Status
 
 if TYPE_CHECKING:
@@ -37,7 +39,7 @@ class StatusWriter:
     def started(self, cell: SessionCell) -> None:
         """A new session: its first notice (the store's index was written by ``start``)."""
         self.host.counters.started(cell)
-        self.host.note_status(cell, None, "started")
+        self._notify(cell, None, "started")
 
     def take(self, cell: SessionCell, status: Status, reason: object = None) -> None:
         """Change the status in memory only, with its notice and metrics.
@@ -55,7 +57,26 @@ class StatusWriter:
             cell.metrics.passivated()
         elif status in _EXPIRED:
             cell.metrics.expired(status.value)
-        self.host.note_status(cell, previous, reason)
+        self._notify(cell, previous, reason)
+
+    def _notify(self, cell: SessionCell, previous: Status | None, reason: object) -> None:
+        """The status changed in memory (``previous`` is ``None`` for a new session): the census,
+        the lifecycle notice, then the host's hook (a supervisor re-reads the deadlines)."""
+        host = self.host
+        host.census.moved(cell, previous)
+        host.lifecycle_hub.publish(
+            LifecycleEvent(
+                cell.id,
+                cell.cls.type_name or cell.cls.__name__,
+                cell.status,
+                previous,
+                None if reason is None else str(reason),
+                cell.version,
+                time.time(),
+                cell.metadata,
+            )
+        )
+        host.session_changed(cell)
 
     async def record(
         self,
