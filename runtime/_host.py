@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from prometheus_client import CollectorRegistry
 
+    from ._mailbox import Kind
+    from ._metrics_types import TypeMetrics
     from .abc import Clock, EventStore, SessionView
 
 __all__ = ["HostStats", "SessionHost"]
@@ -143,6 +145,9 @@ class SessionHost:
         """What this host has done (``stats()``), fed by its sessions' actors."""
         self.snapshots = SnapshotGuard(self.counters.snapshot_not_written)
         """Encodes snapshots, refusing session classes whose state does not round-trip exactly."""
+        self.handled_observers: dict[TypeMetrics, dict[Kind, Callable[[float], None]]] = {}
+        """Per session type, what observes each message kind's handling time (made by ``_actor``
+        at a type's first incarnation, read at every one after it)."""
 
     # -- context management ---------------------------------------------------------------------
 
