@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NoReturn, Self
+from typing import TYPE_CHECKING, Any, NoReturn, Self, cast
 
 import anyio
 import anyio.lowlevel
+import attrs
 from anyio.abc import TaskStatus
 
 from runtime import (
@@ -42,6 +43,12 @@ __all__ = ["SessionSupervisor"]
 
 logger = logging.getLogger(__name__)
 
+_DEFAULT_DRAIN_TIMEOUT = cast("float", attrs.fields(HostOptions).drain_timeout.default)
+_DEFAULT_RECOVERIES = cast("int", attrs.fields(HostOptions).max_concurrent_recoveries.default)
+"""Where ``drain_timeout`` and ``max_concurrent_recoveries`` not given come from (``HostOptions``'s
+defaults): ``None`` in the signatures, so that either one given beside ``options=`` is noticed even
+at its default value."""
+
 _TAKEOVERS_PER_ROUND = 100
 """Sessions of dead nodes one node claims per round: the survivors share the rest over the next rounds."""
 _EXPIRY_GRACE = 0.05
@@ -68,8 +75,8 @@ class SessionSupervisor(SessionHost):
         registry: the Prometheus registry for its metrics (default: its own, ``sessions.registry``).
         clock: where timers, backoff and the reaper read time (default: anyio's clock).
         events: the event registry (default: the one ``@event`` fills).
-        drain_timeout: how long shutdown lets queued messages finish.
-        max_concurrent_recoveries: how many sessions may replay their logs at once.
+        drain_timeout: how long shutdown lets queued messages finish (default 5 s).
+        max_concurrent_recoveries: how many sessions may replay their logs at once (default 50).
         node: this process as one node among several sharing ``store`` (a ``PostgresStore``):
             sessions run under leases with fencing epochs (DESIGN.md, "Many nodes").
         wall_clock: the wall clock reminders and stored deadlines are due on (default: ``clock``
@@ -96,8 +103,8 @@ class SessionSupervisor(SessionHost):
         registry: CollectorRegistry | None = None,
         clock: Clock | None = None,
         events: EventRegistry | None = None,
-        drain_timeout: float = 5.0,
-        max_concurrent_recoveries: int = 50,
+        drain_timeout: float | None = None,
+        max_concurrent_recoveries: int | None = None,
         node: Node | None = None,
         wall_clock: Callable[[], float] | None = None,
         options: HostOptions | None = None,
@@ -166,8 +173,8 @@ class SessionSupervisor(SessionHost):
         restarts: RestartPolicy | None = None,
         clock: Clock | None = None,
         events: EventRegistry | None = None,
-        drain_timeout: float = 5.0,
-        max_concurrent_recoveries: int = 50,
+        drain_timeout: float | None = None,
+        max_concurrent_recoveries: int | None = None,
         history: HistoryConfig | None = None,
         health: HealthThresholds | None = None,
         wall_clock: Callable[[], float] | None = None,
@@ -182,8 +189,10 @@ class SessionSupervisor(SessionHost):
             restarts=restarts or RestartPolicy(),
             clock=clock,
             events=events,
-            drain_timeout=drain_timeout,
-            max_concurrent_recoveries=max_concurrent_recoveries,
+            drain_timeout=_DEFAULT_DRAIN_TIMEOUT if drain_timeout is None else drain_timeout,
+            max_concurrent_recoveries=(
+                _DEFAULT_RECOVERIES if max_concurrent_recoveries is None else max_concurrent_recoveries
+            ),
             history=history or HistoryConfig(),
             health=health or HealthThresholds(),
             message_limit=reaper.max_messages,
@@ -428,8 +437,8 @@ def _check_options(
     restarts: RestartPolicy | None,
     clock: Clock | None,
     events: EventRegistry | None,
-    drain_timeout: float,
-    max_concurrent_recoveries: int,
+    drain_timeout: float | None,
+    max_concurrent_recoveries: int | None,
     history: HistoryConfig | None,
     health: HealthThresholds | None,
     wall_clock: Callable[[], float] | None,
@@ -442,13 +451,13 @@ def _check_options(
             ("restarts", restarts, None),
             ("clock", clock, None),
             ("events", events, None),
-            ("drain_timeout", drain_timeout, 5.0),
-            ("max_concurrent_recoveries", max_concurrent_recoveries, 50),
+            ("drain_timeout", drain_timeout, None),
+            ("max_concurrent_recoveries", max_concurrent_recoveries, None),
             ("history", history, None),
             ("health", health, None),
             ("wall_clock", wall_clock, None),
         )
-        if value != default
+        if value is not default
     ]
     if given:
         raise TypeError(f"options= holds them already: pass {', '.join(given)} in it, not beside it")

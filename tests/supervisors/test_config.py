@@ -329,6 +329,14 @@ class TestSessionSupervisor:
             SessionSupervisor(options=options, reaper=ReaperPolicy(max_messages=3))
         assert SessionSupervisor(options=options).options is options
 
+    def test_options_refuse_single_options_even_at_their_defaults(self) -> None:
+        """``drain_timeout=5.0`` beside ``options=`` is as much a second source as any other value."""
+        options = SessionSupervisor.host_options(ReaperPolicy(), drain_timeout=2.0)
+        with pytest.raises(TypeError, match="pass drain_timeout, max_concurrent_recoveries in it"):
+            SessionSupervisor(options=options, drain_timeout=5.0, max_concurrent_recoveries=50)
+        defaults = SessionSupervisor(store=MemoryStore()).options
+        assert (defaults.drain_timeout, defaults.max_concurrent_recoveries) == (5.0, 50)
+
     def test_default_path_when_the_file_names_none(self, tmp_path: Path) -> None:
         sessions = parse("").session_supervisor(default_path=tmp_path / "app.db")
         assert isinstance(sessions.store, SQLiteStore)
