@@ -1,9 +1,7 @@
-"""The PostgreSQL store's one writer thread, which commits queued operations in groups.
+"""The PostgreSQL store's writer: the transaction that one group commit runs (:mod:`._group_commit`).
 
 psycopg's async API runs on asyncio only; a thread with a blocking connection serves trio and asyncio
-alike, and is what gives group commit: the thread takes *everything* queued, runs it as one transaction,
-commits once (one WAL flush for the lot) and only then wakes the callers (:mod:`._sqlite_wakeup`: one
-thread-safe call per event loop per batch). Whatever arrives meanwhile waits for the next transaction.
+alike, and is what gives group commit: one transaction (one WAL flush) for everything queued.
 
 Several processes append to one database at once, so nothing about a session's version is cached
 between transactions: each batch first locks the index rows of every session it touches (``SELECT ...
@@ -22,39 +20,25 @@ database (connection lost, disk full, failed commit) rolls the batch back and ev
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
-from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any, final
 
 import psycopg
 import psycopg.errors
 
 from .._exceptions import OwnershipLost, SessionExists, SessionNotFound, StoreError, VersionConflict
-from ._sqlite_wakeup import Ticket, wake_all
-from ._sqlite_writer import Kind, WriterStatistics
+from ._group_commit import GroupCommitWriter, Kind, Op
 
 if TYPE_CHECKING:
     from .._records import AppendExtras, EventData
 
-__all__ = ["Op", "PgWriter", "commit"]
+__all__ = ["PgWriter", "commit"]
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 512
-"""The most operations committed in one transaction."""
-
 _RETRIES = 2
 """Tries of one batch after a deadlock or a connection lost before COMMIT."""
-_OP_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg.DataError,  # NUL in text, a number out of range, bytes the encoding cannot hold
-    psycopg.IntegrityError,
-    psycopg.ProgrammingError,  # a value psycopg cannot adapt
-    UnicodeEncodeError,  # a string with lone surrogates
-    OverflowError,
-)
-"""Errors about one operation's data, not about the database: only that operation fails."""
 
 _LOCK_HEADS = "SELECT id, key, version FROM sessions WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
 _LOCK_LEASES = (
@@ -98,37 +82,6 @@ _SET_STATUS = (
 )
 
 
-@final
-class Op(Ticket):
-    """One queued write and, once the writer is done with it, its outcome.
-
-    ``args`` by kind, as for the SQLite writer: CREATE ``(type, status, args_json, metadata_json,
-    deadline)``; APPEND ``(expected_version, events, status | None, extras | None, (node, epoch) |
-    None)``, the last being the lease the append is fenced by; SET_STATUS ``(status, reason | None,
-    error_type | None)``; SAVE_SNAPSHOT ``(version, state_version, data, taken_at)``; DELETE ``()``;
-    SET_REMINDER ``(name, due_at, message)``; REMOVE_REMINDER ``(name,)``; SET_DEADLINE ``(deadline |
-    None,)``. Statuses are ``Status.value`` strings.
-
-    ``fence``: for the other writes of a session's copy (status, snapshot, reminders, deadline), the
-    lease ``(node, epoch)`` the copy holds, checked like an append's: the write is refused with
-    ``OwnershipLost`` once the lease has moved on (a stale copy writes nothing). A lease this node
-    released meanwhile (no owner, the same epoch) still admits it: nobody else has written since.
-    """
-
-    __slots__ = ("args", "error", "fence", "kind", "result", "session_id")
-
-    def __init__(
-        self, kind: Kind, session_id: str, args: tuple[Any, ...], fence: tuple[str, int] | None = None
-    ) -> None:
-        Ticket.__init__(self)
-        self.kind = kind
-        self.session_id = session_id
-        self.args = args
-        self.fence = fence
-        self.result: int | None = None
-        self.error: Exception | None = None
-
-
 class _Batch:
     """What one transaction has gathered so far: the locked heads and the pending appends."""
 
@@ -157,126 +110,43 @@ class _Batch:
 
 
 @final
-class PgWriter:
+class PgWriter(GroupCommitWriter):
     """Owns the writing connection and the thread that uses it; see the module docstring.
 
     Args:
         connect: opens a new connection (not in autocommit mode, search path set); called in the
             thread whenever there is none or the last one broke.
         name: how logs and errors name the store.
+        conn: the first connection.
     """
 
-    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], name: str) -> None:
-        self._connect = connect
-        self._name = name
-        self._conn: psycopg.Connection[Any] | None = None
-        self._queue: SimpleQueue[Op | None] = SimpleQueue()
-        self._lock = threading.Lock()
-        self._closing = False
-        self._committing = False  # whether the failing transaction had sent COMMIT
-        self._thread = threading.Thread(target=self._run, name=f"sessionvisor-pg-writer:{name}", daemon=True)
-        # Counters: written by the writer thread only, read by statistics().
-        self._commits = 0
-        self._failed_commits = 0
-        self._isolated_retries = 0
-        self._operations = 0
-        self._appends = 0
-        self._events = 0
-        self._rejected = 0
-        self._largest_batch = 0
-        self._batch_sizes: dict[int, int] = {}
+    _op_errors = (
+        psycopg.DataError,  # NUL in text, a number out of range, bytes the encoding cannot hold
+        psycopg.IntegrityError,
+        psycopg.ProgrammingError,  # a value psycopg cannot adapt
+        UnicodeEncodeError,  # a string with lone surrogates
+        OverflowError,
+    )
 
-    def start(self, conn: psycopg.Connection[Any]) -> None:
-        """Start the writer thread with its first connection."""
-        self._conn = conn
-        self._thread.start()
-
-    def submit(self, op: Op) -> None:
-        """Queue ``op`` for the next transaction. Thread-safe and non-blocking.
-
-        Raises:
-            StoreError: the writer is closing or closed.
-        """
-        with self._lock:
-            if self._closing:
-                raise StoreError(
-                    op.session_id,
-                    op.kind.value,
-                    f"the PostgreSQL store {self._name} is closed; open a new one",
-                )
-            self._queue.put(op)
-
-    def close(self) -> None:
-        """Stop taking operations; the thread finishes what is queued, then closes the connection."""
-        with self._lock:
-            if not self._closing:
-                self._closing = True
-                self._queue.put(None)
-
-    def join(self) -> None:
-        """Wait (blocking) until the thread has finished and closed its connection."""
-        if self._thread.ident is not None:
-            self._thread.join()
-
-    def statistics(self) -> WriterStatistics:
-        """A snapshot of the counters."""
-        return WriterStatistics(
-            commits=self._commits,
-            failed_commits=self._failed_commits,
-            isolated_retries=self._isolated_retries,
-            operations=self._operations,
-            appends=self._appends,
-            events=self._events,
-            rejected=self._rejected,
-            largest_batch=self._largest_batch,
-            batch_sizes=dict(sorted(self._batch_sizes.items())),
-            queued=self._queue.qsize(),
+    def __init__(
+        self, connect: Callable[[], psycopg.Connection[Any]], name: str, conn: psycopg.Connection[Any]
+    ) -> None:
+        GroupCommitWriter.__init__(
+            self,
+            name=name,
+            label="PostgreSQL",
+            thread_name=f"sessionvisor-pg-writer:{name}",
+            closed=f"the PostgreSQL store {name} is closed; open a new one",
+            stopped=f"the writer of {name} stopped",
+            log=logger,
         )
+        self._connect = connect
+        self._conn: psycopg.Connection[Any] | None = conn
+        self._committing = False  # whether the failing transaction had sent COMMIT
 
     # -- the writer thread -------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            stopping = False
-            while not stopping:
-                batch, stopping = self._take()
-                if batch:
-                    self._commit_batch(batch)
-        except BaseException:  # pragma: no cover - a bug; its callers still must not hang
-            logger.critical("the PostgreSQL writer thread of %s died", self._name, exc_info=True)
-            raise
-        finally:
-            self._stopped()
-
-    def _take(self) -> tuple[list[Op], bool]:
-        """The next batch (waiting for its first operation), and whether close() was called."""
-        first = self._queue.get()
-        if first is None:
-            return [], True
-        batch = [first]
-        while len(batch) < MAX_BATCH:
-            try:
-                op = self._queue.get_nowait()
-            except Empty:
-                break
-            if op is None:
-                return batch, True
-            batch.append(op)
-        return batch, False
-
-    def _stopped(self) -> None:
-        with self._lock:
-            self._closing = True
-        leftovers: list[Op] = []
-        while True:
-            try:
-                op = self._queue.get_nowait()
-            except Empty:
-                break
-            if op is not None:  # only if the thread died: close() queues nothing after None
-                op.error = StoreError(op.session_id, op.kind.value, f"the writer of {self._name} stopped")
-                leftovers.append(op)
-        wake_all(leftovers)
+    def _close_connection(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -290,69 +160,35 @@ class PgWriter:
             conn = self._conn = self._connect()
         return conn
 
-    def _commit_batch(self, batch: list[Op]) -> None:
-        size = len(batch)
-        self._largest_batch = max(self._largest_batch, size)
-        bucket = 1 << (size - 1).bit_length()
-        self._batch_sizes[bucket] = self._batch_sizes.get(bucket, 0) + 1
-        try:
-            attempt = 0
-            while True:
-                attempt += 1
-                self._committing = False
-                try:
-                    try:
-                        self._transaction(batch, isolate=False)
-                    except _OP_ERRORS:
-                        self._rollback()
-                        # One operation's data broke a statement: run the batch again, each
-                        # operation in its own savepoint, so that only the guilty one fails.
-                        self._isolated_retries += 1
-                        self._transaction(batch, isolate=True)
-                    break
-                except psycopg.errors.DeadlockDetected:
-                    # Only possible against a writer that locks in another order (not ours).
-                    self._rollback()
-                    if attempt >= _RETRIES:
-                        raise
-                except psycopg.OperationalError:
-                    # The connection broke. Before COMMIT was sent nothing can have been written,
-                    # so the batch runs again on a new connection (a server restart, an idle
-                    # connection dropped by a proxy). A failure during COMMIT leaves the outcome
-                    # unknown: it is reported, and a stale writer is then caught by the version
-                    # check of its next append.
-                    self._rollback()
-                    if self._committing or attempt >= _RETRIES:
-                        raise
-                    logger.warning("PostgreSQL store %s: connection lost; retrying on a new one", self._name)
-        except Exception as exc:
-            self._rollback()
-            self._failed_commits += 1
-            logger.error(
-                "PostgreSQL store %s: a transaction of %d operations failed and was rolled back: %r",
-                self._name,
-                size,
-                exc,
-            )
-            for op in batch:
-                op.result = None
-                op.error = StoreError(
-                    op.session_id,
-                    op.kind.value,
-                    f"the PostgreSQL transaction failed ({type(exc).__name__}: {exc}); check the server "
-                    f"and the connection to {self._name}",
-                )
-                op.error.__cause__ = exc
-        else:
-            self._commits += 1
-            self._operations += size
-            for op in batch:
-                if op.error is not None:
-                    self._rejected += 1
-                elif op.kind is Kind.APPEND:
-                    self._appends += 1
-                    self._events += len(op.args[1])
-        wake_all(batch)
+    def _write_batch(self, batch: list[Op]) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            self._committing = False
+            try:
+                self._isolating(batch)
+                return
+            except psycopg.errors.DeadlockDetected:
+                # Only possible against a writer that locks in another order (not ours).
+                self._rollback()
+                if attempt >= _RETRIES:
+                    raise
+            except psycopg.OperationalError:
+                # The connection broke. Before COMMIT was sent nothing can have been written,
+                # so the batch runs again on a new connection (a server restart, an idle
+                # connection dropped by a proxy). A failure during COMMIT leaves the outcome
+                # unknown: it is reported, and a stale writer is then caught by the version
+                # check of its next append.
+                self._rollback()
+                if self._committing or attempt >= _RETRIES:
+                    raise
+                logger.warning("PostgreSQL store %s: connection lost; retrying on a new one", self._name)
+
+    def _failed(self, exc: Exception) -> str:
+        return (
+            f"the PostgreSQL transaction failed ({type(exc).__name__}: {exc}); check the server "
+            f"and the connection to {self._name}"
+        )
 
     def _rollback(self) -> None:
         conn = self._conn
@@ -395,7 +231,7 @@ class PgWriter:
                     try:
                         self._apply(cur, op, now, pending)
                         self._flush(cur, now, pending)
-                    except _OP_ERRORS as exc:
+                    except self._op_errors as exc:
                         cur.execute("ROLLBACK TO SAVEPOINT op")
                         pending.heads = saved
                         pending.clear()

@@ -1,65 +1,44 @@
-"""The SQLite store's one writer thread, which commits queued operations in groups.
+"""The SQLite store's writer: the transaction that one group commit runs (:mod:`._group_commit`).
 
-Every write (create, append, set_status, save_snapshot, delete, and the reminder and deadline
-changes) is an :class:`Op` put on one queue.
-The writer thread takes *everything* queued, runs it as one transaction, commits once (one fsync for
-the lot) and only then wakes the callers; whatever arrives meanwhile waits for the next transaction.
-Under load, batches grow by themselves and the cost of a commit is shared by all of their operations.
-
-Each operation in a batch gets its own outcome. The writer keeps every session's current version in
-memory (its acknowledged head: the index holds it, and each append moves it in its own transaction),
-so an append is checked against it, including the appends before it in the same batch, before
-anything is written: a ``VersionConflict`` or ``SessionNotFound`` only concerns that append. The
-cache is dropped whenever another connection has written to the file (``PRAGMA data_version``) or a
-transaction failed, and bounded: beyond ``max_cached_heads`` sessions, the ones cached longest ago are
-dropped (a session deleted through the store is dropped at once); a session not cached has its head
-read from the index by its next append, once. Accepted appends are then written with a few multi-row
-INSERTs. If a statement still fails on one operation's data (a value SQLite cannot take), the batch
-is rolled back and run again with every operation inside its own ``SAVEPOINT``, so that only that
-one fails. A failure of the database itself (I/O error, disk full, failed commit) rolls the whole
-batch back and every caller in it gets ``StoreError``: nothing of it is written.
+The writer keeps every session's current version in memory (its acknowledged head: the index holds
+it, and each append moves it in its own transaction), so an append is checked against it, including
+the appends before it in the same batch, before anything is written: a ``VersionConflict`` or
+``SessionNotFound`` only concerns that append. The cache is dropped whenever another connection has
+written to the file (``PRAGMA data_version``) or a transaction failed, and bounded: beyond
+``max_cached_heads`` sessions, the ones cached longest ago are dropped (a session deleted through the
+store is dropped at once); a session not cached has its head read from the index by its next append,
+once. Accepted appends are then written with a few multi-row INSERTs. If a statement still fails on
+one operation's data (a value SQLite cannot take), the batch is rolled back and run again with every
+operation inside its own ``SAVEPOINT``, so that only that one fails. A failure of the database itself
+(I/O error, disk full, failed commit) rolls the whole batch back and every caller in it gets
+``StoreError``: nothing of it is written.
 """
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import os
 import sqlite3
-import threading
 import time
-from queue import Empty, SimpleQueue
-from typing import TYPE_CHECKING, Any, final
-
-import attrs
+from typing import TYPE_CHECKING, final
 
 from .._exceptions import SessionExists, SessionNotFound, StoreError, VersionConflict
-from ._sqlite_wakeup import Ticket, wake_all
+from ._group_commit import MAX_BATCH as MAX_BATCH  # what the benchmarks read here
+from ._group_commit import BatchRefused, GroupCommitWriter, Kind, Op
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
     from pathlib import Path
 
     from .._records import AppendExtras, EventData
 
-__all__ = ["Kind", "Op", "Writer", "WriterStatistics"]
+__all__ = ["MAX_CACHED_HEADS", "Writer", "commit"]
 
 logger = logging.getLogger(__name__)
 
 MAX_CACHED_HEADS = 100_000
 """How many sessions' heads the writer keeps in memory by default (~250 bytes each, 20-char ids)."""
-MAX_BATCH = 512
-"""The most operations committed in one transaction."""
-_OP_ERRORS = (
-    sqlite3.IntegrityError,
-    sqlite3.DataError,
-    sqlite3.ProgrammingError,  # a value SQLite cannot bind
-    sqlite3.InterfaceError,
-    OverflowError,  # an integer beyond 64 bits
-    UnicodeEncodeError,  # a string with lone surrogates
-)
-"""Errors about one operation's data, not about the database: only that operation fails."""
 
 _INSERT_EVENTS = "INSERT INTO events (session, version, type, schema_version, data, recorded_at) VALUES "
 _ROW = "(?, ?, ?, ?, ?, ?)"
@@ -90,67 +69,18 @@ sessions: +9% events/s on asyncio, +20% on trio, bench/README.md "Pipelined pers
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)
 
 
-class Kind(enum.Enum):
-    """What an :class:`Op` does."""
-
-    CREATE = "create"
-    APPEND = "append"
-    SET_STATUS = "set status"
-    SAVE_SNAPSHOT = "save snapshot"
-    DELETE = "delete"
-    SET_REMINDER = "set a reminder"
-    REMOVE_REMINDER = "remove a reminder"
-    SET_DEADLINE = "set the deadline"
-
-
 @final
-class Op(Ticket):
-    """One queued write and, once the writer is done with it, its outcome.
-
-    Made in the caller's event loop; ``await op.wait()`` returns once the writer is done with it.
-
-    ``args`` by kind: CREATE ``(type, status, args_json, metadata_json, deadline)``; APPEND
-    ``(expected_version, events, status | None, extras | None)``; SET_STATUS ``(status, reason |
-    None, error_type | None)``; SAVE_SNAPSHOT ``(version, state_version, data, taken_at)``; DELETE
-    ``()``; SET_REMINDER ``(name, due_at, message)``; REMOVE_REMINDER ``(name,)``; SET_DEADLINE
-    ``(deadline | None,)``. Statuses are ``Status.value`` strings.
-    """
-
-    __slots__ = ("args", "error", "kind", "result", "session_id")
-
-    def __init__(self, kind: Kind, session_id: str, args: tuple[Any, ...]) -> None:
-        Ticket.__init__(self)
-        self.kind = kind
-        self.session_id = session_id
-        self.args = args
-        self.result: int | None = None
-        self.error: Exception | None = None
-
-
-@attrs.frozen(kw_only=True)
-class WriterStatistics:
-    """Counters of the writer thread since the store was opened."""
-
-    commits: int
-    failed_commits: int
-    isolated_retries: int
-    operations: int
-    appends: int
-    events: int
-    rejected: int
-    largest_batch: int
-    batch_sizes: Mapping[int, int]
-    queued: int
-
-
-def _bucket(size: int) -> int:
-    """The power of two at or above ``size``: batch sizes are counted in buckets 1, 2, 4, 8, ..."""
-    return 1 << (size - 1).bit_length()
-
-
-@final
-class Writer:
+class Writer(GroupCommitWriter):
     """Owns the writing connection and the thread that uses it; see the module docstring."""
+
+    _op_errors = (
+        sqlite3.IntegrityError,
+        sqlite3.DataError,
+        sqlite3.ProgrammingError,  # a value SQLite cannot bind
+        sqlite3.InterfaceError,
+        OverflowError,  # an integer beyond 64 bits
+        UnicodeEncodeError,  # a string with lone surrogates
+    )
 
     def __init__(
         self,
@@ -162,78 +92,25 @@ class Writer:
     ) -> None:
         if max_cached_heads < 1:
             raise ValueError(f"max_cached_heads must be >= 1, not {max_cached_heads!r}")
+        GroupCommitWriter.__init__(
+            self,
+            name=str(path),
+            label="SQLite",
+            thread_name=f"sessionvisor-sqlite-writer:{path}",
+            closed=f"the SQLite store at {str(path)!r} is closed; open a new store",
+            stopped=f"the SQLite writer of {str(path)!r} stopped",
+            log=logger,
+        )
         self._conn = conn
         self._path = path
         self._identity = identity
         self.file_lost: str | None = None
         """Why the file behind the connection is no longer at its path, once the writer saw it."""
-        self._queue: SimpleQueue[Op | None] = SimpleQueue()
-        self._lock = threading.Lock()
-        self._closing = False
-        self._thread = threading.Thread(
-            target=self._run, name=f"sessionvisor-sqlite-writer:{path}", daemon=True
-        )
         # session id -> [key, version], oldest cached first (dicts keep insertion order)
         self._heads: dict[str, list[int]] = {}
         self._max_heads = max_cached_heads
         self._data_version = -1
-        # Counters: written by the writer thread only, read by statistics().
-        self._commits = 0
-        self._failed_commits = 0
-        self._isolated_retries = 0
-        self._operations = 0
-        self._appends = 0
-        self._events = 0
-        self._rejected = 0
-        self._largest_batch = 0
-        self._batch_sizes: dict[int, int] = {}
-        self._head_reads = 0
-
-    def start(self) -> None:
-        """Start the writer thread."""
-        self._thread.start()
-
-    def submit(self, op: Op) -> None:
-        """Queue ``op`` for the next transaction. Thread-safe and non-blocking.
-
-        Raises:
-            StoreError: the writer is closing or closed.
-        """
-        with self._lock:
-            if self._closing:
-                raise StoreError(
-                    op.session_id,
-                    op.kind.value,
-                    f"the SQLite store at {str(self._path)!r} is closed; open a new store",
-                )
-            self._queue.put(op)
-
-    def close(self) -> None:
-        """Stop taking operations; the thread finishes what is queued, then closes the connection."""
-        with self._lock:
-            if not self._closing:
-                self._closing = True
-                self._queue.put(None)
-
-    def join(self) -> None:
-        """Wait (blocking) until the thread has finished and closed its connection."""
-        if self._thread.ident is not None:
-            self._thread.join()
-
-    def statistics(self) -> WriterStatistics:
-        """A snapshot of the counters."""
-        return WriterStatistics(
-            commits=self._commits,
-            failed_commits=self._failed_commits,
-            isolated_retries=self._isolated_retries,
-            operations=self._operations,
-            appends=self._appends,
-            events=self._events,
-            rejected=self._rejected,
-            largest_batch=self._largest_batch,
-            batch_sizes=dict(sorted(self._batch_sizes.items())),
-            queued=self._queue.qsize(),
-        )
+        self._head_reads = 0  # written by the writer thread only
 
     def head_cache(self) -> tuple[int, int]:
         """(sessions whose head is cached now, heads read from the index so far)."""
@@ -241,112 +118,27 @@ class Writer:
 
     # -- the writer thread -------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            stopping = False
-            while not stopping:
-                batch, stopping = self._take()
-                if batch:
-                    self._commit_batch(batch)
-        except BaseException:  # pragma: no cover - a bug; its callers still must not hang
-            logger.critical("the SQLite writer thread of %s died", self._path, exc_info=True)
-            raise
-        finally:
-            self._stopped()
+    def _write_batch(self, batch: list[Op]) -> None:
+        if self.file_lost is not None:
+            raise BatchRefused(self.file_lost)
+        self._check_file()  # before: nothing is written into a file that has gone
+        self._isolating(batch)
+        self._check_file()  # and after: nothing is acknowledged that went with it
 
-    def _take(self) -> tuple[list[Op], bool]:
-        """The next batch (waiting for its first operation), and whether close() was called."""
-        first = self._queue.get()
-        if first is None:
-            return [], True
-        batch = [first]
-        # Everything queued while the previous commit was in flight joins this one (up to a
-        # bound, so that one transaction's size and its callers' wait stay bounded).
-        while len(batch) < MAX_BATCH:
-            try:
-                op = self._queue.get_nowait()
-            except Empty:
-                break
-            if op is None:
-                return batch, True
-            batch.append(op)
-        return batch, False
+    def _failed(self, exc: Exception) -> str:
+        return (
+            f"the SQLite transaction failed ({type(exc).__name__}: {exc}); check the "
+            f"disk and the file {str(self._path)!r}"
+        )
 
-    def _stopped(self) -> None:
-        with self._lock:
-            self._closing = True  # nothing more is queued after this
-        leftovers: list[Op] = []
-        while True:
-            try:
-                op = self._queue.get_nowait()
-            except Empty:
-                break
-            if op is not None:  # only if the thread died: close() queues nothing after None
-                op.error = StoreError(
-                    op.session_id, op.kind.value, f"the SQLite writer of {str(self._path)!r} stopped"
-                )
-                leftovers.append(op)
-        wake_all(leftovers)
+    def _close_connection(self) -> None:
         try:
             self._conn.close()
         except sqlite3.Error:  # pragma: no cover - closing a healthy connection does not fail
             logger.exception("closing the SQLite writer connection of %s failed", self._path)
 
-    def _commit_batch(self, batch: list[Op]) -> None:
-        size = len(batch)
-        self._largest_batch = max(self._largest_batch, size)
-        bucket = _bucket(size)
-        self._batch_sizes[bucket] = self._batch_sizes.get(bucket, 0) + 1
-        try:
-            if self.file_lost is not None:
-                raise _FileLost(self.file_lost)
-            self._check_file()  # before: nothing is written into a file that has gone
-            try:
-                self._transaction(batch, isolate=False)
-            except _OP_ERRORS:
-                self._rollback()
-                # One operation's data broke a statement: run the batch again, each operation
-                # in its own savepoint, so that only the guilty one fails.
-                self._isolated_retries += 1
-                self._transaction(batch, isolate=True)
-            self._check_file()  # and after: nothing is acknowledged that went with it
-        except _FileLost as exc:
-            self._rollback()
-            self._failed_commits += 1
-            for op in batch:
-                op.result = None
-                op.error = StoreError(op.session_id, op.kind.value, str(exc))
-        except Exception as exc:
-            self._rollback()
-            self._failed_commits += 1
-            logger.error(
-                "SQLite store %s: a transaction of %d operations failed and was rolled back: %r",
-                self._path,
-                size,
-                exc,
-            )
-            for op in batch:
-                op.result = None
-                op.error = StoreError(
-                    op.session_id,
-                    op.kind.value,
-                    f"the SQLite transaction failed ({type(exc).__name__}: {exc}); check the "
-                    f"disk and the file {str(self._path)!r}",
-                )
-                op.error.__cause__ = exc
-        else:
-            self._commits += 1
-            self._operations += size
-            for op in batch:
-                if op.error is not None:
-                    self._rejected += 1
-                elif op.kind is Kind.APPEND:
-                    self._appends += 1
-                    self._events += len(op.args[1])
-        wake_all(batch)
-
     def _check_file(self) -> None:
-        """Raise ``_FileLost`` if the path no longer leads to the file the connection has open.
+        """Raise ``BatchRefused`` if the path no longer leads to the file the connection has open.
 
         Twice per transaction, before its BEGIN and after its COMMIT (before anyone is told it
         is durable): a ``stat`` of the path against the (device, inode) seen at open. A database
@@ -377,7 +169,7 @@ class Writer:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             logger.exception("SQLite store %s: could not empty the write-ahead log", self._path)
-        raise _FileLost(self.file_lost)
+        raise BatchRefused(self.file_lost)
 
     def _rollback(self) -> None:
         self._heads.clear()
@@ -408,7 +200,7 @@ class Writer:
                 try:
                     self._apply(op, now, rows, heads)
                     self._flush(now, rows, heads)
-                except _OP_ERRORS as exc:
+                except self._op_errors as exc:
                     conn.execute("ROLLBACK TO op")
                     self._heads.pop(op.session_id, None)
                     rows.clear()
@@ -615,10 +407,6 @@ def _write_extras(conn: sqlite3.Connection, key: int, extras: AppendExtras) -> N
             "WHERE key = ?",
             (extras.handled, extras.deadline, key),
         )
-
-
-class _FileLost(Exception):
-    """The store's file is no longer at its path (see ``Writer._check_file``)."""
 
 
 def commit(conn: sqlite3.Connection) -> None:

@@ -14,7 +14,7 @@ import pytest
 from runtime import EventData, SessionRecord, StoreError, VersionConflict
 from runtime._stores import _postgres_writer
 from runtime._stores._postgres_schema import SCHEMA_VERSION
-from runtime._stores._sqlite_wakeup import run_in_thread
+from runtime._stores._wakeup import run_in_thread
 from runtime._stores.postgres import PostgresStore
 from tests.pg import PgTarget
 

@@ -32,9 +32,8 @@ from runtime import (
     StoreError,
     VersionConflict,
 )
-from runtime._stores import _sqlite_schema, _sqlite_writer
-from runtime._stores import sqlite as sqlite_module
-from runtime._stores._sqlite_wakeup import run_in_thread
+from runtime._stores import _rows, _sqlite_schema, _sqlite_writer
+from runtime._stores._wakeup import run_in_thread
 from runtime._stores.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -891,10 +890,10 @@ class TestReads:
     def test_events_built_without_init_equal_init_ones(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Reads fill StoredEvent's slots directly; the events are those __init__ would make."""
         rows = [(1, "Joined", 1, '{"p": "ann"}', 1.5), (2, "Left", 2, "{}", 2.5)]
-        assert sqlite_module._SETTERS is not None
-        fast = sqlite_module._events("s", rows)
-        monkeypatch.setattr(sqlite_module, "_SETTERS", None)
-        slow = sqlite_module._events("s", rows)
+        assert _rows._SETTERS is not None
+        fast = _rows.events("s", rows)
+        monkeypatch.setattr(_rows, "_SETTERS", None)
+        slow = _rows.events("s", rows)
         assert fast == slow == [StoredEvent("s", *row) for row in rows]
         assert [hash(e) for e in fast] == [hash(e) for e in slow]
         assert repr(fast[0]) == repr(slow[0])

@@ -1,6 +1,6 @@
 """Waking async callers from a worker thread, cheaply, on asyncio and on trio.
 
-The SQLite writer thread finishes a whole batch of operations at once. Each operation's caller waits in
+A store's writer thread finishes a whole batch of operations at once. Each operation's caller waits in
 its own event loop; the thread must wake them without blocking on the loop (``anyio.from_thread.run_sync``
 waits for the loop to answer: one round trip per call). So each caller holds a :class:`Ticket` that
 remembers its loop, and :func:`wake_all` makes one non-blocking, thread-safe call per loop per batch
