@@ -59,7 +59,11 @@ WHERE l.session_id = %(sid)s AND l.node IS NOT NULL AND l.expires >= {_NOW}
 _RELEASE = "UPDATE leases SET node = NULL, expires = 0 WHERE session_id = %s AND node = %s AND epoch = %s"
 
 # One statement per tick, whatever the number of leases: the heartbeat and every renewal. A lease
-# renews only under the epoch this node holds it with: one taken over meanwhile is lost.
+# renews only under the epoch this node holds it with: one taken over meanwhile is lost. The rows
+# are locked in session id order first, the order in which the writer takes its FOR SHARE locks on
+# the leases of a batch (_postgres_writer): an UPDATE alone locks them in whatever order its plan
+# meets them, and against a batch holding two of them that was a deadlock, a second's stall and a
+# failed renewal or write (seen in tests/examples/test_game_server_nodes.py).
 _RENEW = f"""
 WITH beat AS (
     INSERT INTO nodes (name, address, started_at, heartbeat, lease_ttl)
@@ -67,10 +71,15 @@ WITH beat AS (
     ON CONFLICT (name) DO UPDATE SET heartbeat = excluded.heartbeat, address = excluded.address,
         lease_ttl = excluded.lease_ttl
     RETURNING heartbeat
+), held AS (
+    SELECT l.session_id, l.epoch FROM leases AS l
+    JOIN unnest(%(ids)s::text[], %(epochs)s::bigint[]) AS r(s, e) ON l.session_id = r.s AND l.epoch = r.e
+    WHERE l.node = %(node)s
+    ORDER BY l.session_id
+    FOR UPDATE OF l
 ), renewed AS (
     UPDATE leases AS l SET expires = {_NOW} + %(ttl)s
-    FROM unnest(%(ids)s::text[], %(epochs)s::bigint[]) AS r(s, e)
-    WHERE l.session_id = r.s AND l.epoch = r.e AND l.node = %(node)s
+    FROM held WHERE l.session_id = held.session_id AND l.epoch = held.epoch AND l.node = %(node)s
     RETURNING l.session_id
 )
 SELECT (SELECT heartbeat FROM beat), coalesce((SELECT array_agg(session_id) FROM renewed), '{{}}')
@@ -112,7 +121,12 @@ def join(conn: psycopg.Connection[Any], node: str, address: str | None, ttl: flo
 
 def leave(conn: psycopg.Connection[Any], node: str) -> None:
     with conn.transaction():
-        conn.execute("UPDATE leases SET node = NULL, expires = 0 WHERE node = %s", (node,))
+        # Locked in session id order, as _RENEW does and for its reason.
+        conn.execute(
+            "UPDATE leases SET node = NULL, expires = 0 WHERE session_id IN "
+            "(SELECT session_id FROM leases WHERE node = %s ORDER BY session_id FOR UPDATE)",
+            (node,),
+        )
         conn.execute("DELETE FROM nodes WHERE name = %s", (node,))
 
 

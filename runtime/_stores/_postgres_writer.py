@@ -169,7 +169,8 @@ class PgWriter(GroupCommitWriter):
                 self._isolating(batch)
                 return
             except psycopg.errors.DeadlockDetected:
-                # Only possible against a writer that locks in another order (not ours).
+                # Only possible against a writer that locks in another order (not this store's:
+                # its lease renewals lock in the batches' order, see _postgres_leases._RENEW).
                 self._rollback()
                 if attempt >= _RETRIES:
                     raise
