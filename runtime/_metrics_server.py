@@ -128,6 +128,14 @@ class _Server(WSGIServer):
         self.timed_out = 0
         """Connections cut at the request deadline."""
         super().__init__(address, handler)
+        # The accept thread's selector, made now rather than in the thread: made there, it took a
+        # descriptor only once the thread first ran, and clients that had used up the process's
+        # descriptors by then (EMFILE from epoll_create) killed the thread.
+        try:
+            self._selector = selectors.DefaultSelector()
+        except BaseException:
+            self.server_close()
+            raise
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() would call socket.getfqdn(), a reverse DNS look-up that can take
@@ -147,37 +155,37 @@ class _Server(WSGIServer):
 
     def run(self, stop: socket.socket) -> None:
         """Accept and read requests until a byte arrives on ``stop``; then close what is not answered."""
+        selector = self._selector
         reading: dict[socket.socket, _Reading] = {}
         paused_until = 0.0  # accept() ran out of file descriptors: wait a little before the next one
-        with selectors.DefaultSelector() as selector:
-            selector.register(stop, selectors.EVENT_READ)
-            selector.register(self.socket, selectors.EVENT_READ)
-            try:
-                while True:
-                    now = time.monotonic()
-                    deadlines = [r.deadline for r in reading.values()]
-                    if paused_until:
-                        deadlines.append(paused_until)
-                    timeout = max(0.0, min(deadlines) - now) if deadlines else None
-                    for key, _ in selector.select(timeout):
-                        if key.fileobj is stop:
-                            return
-                        if key.fileobj is self.socket:
-                            if not self._accept(selector, reading):
-                                selector.unregister(self.socket)
-                                paused_until = time.monotonic() + 0.1
-                        else:
-                            self._read(selector, reading, reading[key.fileobj])  # type: ignore[index]
-                    now = time.monotonic()
-                    if paused_until and now >= paused_until:
-                        selector.register(self.socket, selectors.EVENT_READ)
-                        paused_until = 0.0
-                    for late in [r for r in reading.values() if r.deadline <= now]:
-                        self.timed_out += 1
-                        self._close(selector, reading, late, _TIMED_OUT if late.handshaken else b"")
-            finally:
-                for r in list(reading.values()):
-                    self._close(selector, reading, r, b"")
+        selector.register(stop, selectors.EVENT_READ)
+        selector.register(self.socket, selectors.EVENT_READ)
+        try:
+            while True:
+                now = time.monotonic()
+                deadlines = [r.deadline for r in reading.values()]
+                if paused_until:
+                    deadlines.append(paused_until)
+                timeout = max(0.0, min(deadlines) - now) if deadlines else None
+                for key, _ in selector.select(timeout):
+                    if key.fileobj is stop:
+                        return
+                    if key.fileobj is self.socket:
+                        if not self._accept(selector, reading):
+                            selector.unregister(self.socket)
+                            paused_until = time.monotonic() + 0.1
+                    else:
+                        self._read(selector, reading, reading[key.fileobj])  # type: ignore[index]
+                now = time.monotonic()
+                if paused_until and now >= paused_until:
+                    selector.register(self.socket, selectors.EVENT_READ)
+                    paused_until = 0.0
+                for late in [r for r in reading.values() if r.deadline <= now]:
+                    self.timed_out += 1
+                    self._close(selector, reading, late, _TIMED_OUT if late.handshaken else b"")
+        finally:
+            for r in list(reading.values()):
+                self._close(selector, reading, r, b"")
 
     def _accept(self, selector: selectors.BaseSelector, reading: dict[socket.socket, _Reading]) -> bool:
         """Accept what is waiting; False when out of file descriptors (or memory) for now."""
@@ -321,6 +329,9 @@ class _Server(WSGIServer):
     def server_close(self) -> None:
         super().server_close()
         self._pool.shutdown(wait=True)
+        selector = getattr(self, "_selector", None)  # not made if binding failed
+        if selector is not None:
+            selector.close()
 
 
 class _Server6(_Server):

@@ -7,7 +7,9 @@ of their own, with the event loop in a blocking portal (both backends), not unde
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
+import selectors
 import socket
 import ssl
 import threading
@@ -71,6 +73,26 @@ def trickle(port: int, every: float, until: float) -> tuple[float, bytes]:
                     answer += chunk
             break
     return time.monotonic() - began, answer
+
+
+def test_the_accept_thread_needs_no_descriptor_of_its_own(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accept thread's selector is made before the thread runs: a thread that first runs once
+    clients have used up the process's descriptors still serves (it died of EMFILE when it made
+    its selector itself)."""
+    real = selectors.DefaultSelector
+
+    def selector() -> selectors.BaseSelector:
+        if threading.current_thread().name.startswith("sessionvisor-metrics:"):
+            raise OSError(errno.EMFILE, "Too many open files")  # as under a flood of clients
+        return real()
+
+    monkeypatch.setattr(selectors, "DefaultSelector", selector)
+    with endpoint(backend) as server:
+        status, body, _ = scrape(server.port, timeout=10)
+    assert status == 200
+    assert "soak_canary_total 1.0" in body
 
 
 @pytest.mark.slow
