@@ -127,15 +127,12 @@ class _Server(WSGIServer):
         """Connections answered 503 (too many at once)."""
         self.timed_out = 0
         """Connections cut at the request deadline."""
-        super().__init__(address, handler)
         # The accept thread's selector, made now rather than in the thread: made there, it took a
         # descriptor only once the thread first ran, and clients that had used up the process's
-        # descriptors by then (EMFILE from epoll_create) killed the thread.
-        try:
-            self._selector = selectors.DefaultSelector()
-        except BaseException:
-            self.server_close()
-            raise
+        # descriptors by then (EMFILE from epoll_create) killed the thread. Made before binding, so
+        # that a bind that fails closes it too (TCPServer calls server_close then).
+        self._selector = selectors.DefaultSelector()
+        super().__init__(address, handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() would call socket.getfqdn(), a reverse DNS look-up that can take
@@ -329,9 +326,7 @@ class _Server(WSGIServer):
     def server_close(self) -> None:
         super().server_close()
         self._pool.shutdown(wait=True)
-        selector = getattr(self, "_selector", None)  # not made if binding failed
-        if selector is not None:
-            selector.close()
+        self._selector.close()
 
 
 class _Server6(_Server):
